@@ -1,0 +1,230 @@
+"""
+Settings for the product, read from the environment through django-environ.
+
+Every value can be set as an environment variable (or in a `.env` file at the repo
+root). Development defaults need no set-up: SQLite under `var/`, and a secret key and
+an encryption key generated once into `var/` when DEBUG is on. In production
+(DEBUG off) a missing SECRET_KEY or FIELD_ENCRYPTION_KEYS stops start-up.
+"""
+
+from pathlib import Path
+
+import environ
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+
+def _development_key(name, generate):
+    """Read a key kept in var/, creating it once. Only ever used with DEBUG on."""
+    path = VAR_DIR / name
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _required_in_production(var, filename, generate):
+    if var in env:
+        return env.str(var)
+    if DEBUG:
+        return _development_key(filename, generate)
+    raise ImproperlyConfigured(
+        f"{var} is not set. Set it in the environment (or .env) before starting "
+        f"with DEBUG off; see README.md, 'Running in production'."
+    )
+
+
+def _new_secret_key():
+    from django.core.management.utils import get_random_secret_key
+
+    return get_random_secret_key()
+
+
+def _new_fernet_key():
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+SECRET_KEY = _required_in_production("SECRET_KEY", "secret_key", _new_secret_key)
+
+# Fernet keys for secrets stored in the database. The first key encrypts; every key
+# decrypts. Rotate by putting a new key first, then `manage.py rotate_encryption_keys`.
+FIELD_ENCRYPTION_KEYS = [
+    key.strip()
+    for key in _required_in_production(
+        "FIELD_ENCRYPTION_KEYS", "field_encryption_key", _new_fernet_key
+    ).split(",")
+    if key.strip()
+]
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "template_partials",
+    "django_tasks",
+    "django_tasks_db",
+    "integrations",
+    "notifications",
+    "projects",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "integrations.context_processors.roles",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+    ),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A busy timeout and immediate transactions keep the server and the worker from
+    # tripping over each other's writes on SQLite.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+X_FRAME_OPTIONS = "DENY"
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF, "https:", "http://127.0.0.1:*", "http://localhost:*"],
+    },
+}
+
+# Background tasks: django-tasks (the backport of Django 6's django.tasks) with the
+# database backend; `manage.py db_worker` runs them.
+TASKS = {
+    "default": {
+        "BACKEND": env.str("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
+    }
+}
+
+# ---------------------------------------------------------------------------
+# Notification tools
+# ---------------------------------------------------------------------------
+
+# The provider registry: one dotted path per notification tool, in card order.
+NOTIFICATION_TOOL_PROVIDERS = [
+    "integrations.providers.graph_mail.GraphMailProvider",
+    "integrations.providers.smtp.SmtpProvider",
+]
+
+# Microsoft 365 endpoints. Empty means "use the Cloud preset's hosts". Point both at
+# the sandbox (e.g. https://127.0.0.1:8365) to run without a tenant.
+M365_AUTHORITY_HOST = env.str("M365_AUTHORITY_HOST", default="")
+M365_GRAPH_HOST = env.str("M365_GRAPH_HOST", default="")
+M365_SMTP_HOST = env.str("M365_SMTP_HOST", default="")
+M365_SMTP_PORT = env.int("M365_SMTP_PORT", default=0)
+# An extra CA certificate (PEM) to trust besides the system's, e.g. the sandbox CA.
+M365_CA_BUNDLE = env.str("M365_CA_BUNDLE", default="")
+# Network timeouts in seconds: per request, and for a whole Test Connection.
+M365_HTTP_TIMEOUT = env.float("M365_HTTP_TIMEOUT", default=10.0)
+TEST_CONNECTION_TIMEOUT = env.float("TEST_CONNECTION_TIMEOUT", default=20.0)
+# SMTP: seconds per network operation, and whether "Security: none" (plain text,
+# no TLS) may be chosen at all.
+SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=15.0)
+SMTP_ALLOW_INSECURE = env.bool("SMTP_ALLOW_INSECURE", default=False)
+# How long a started "Save & Authorize" sign-in may take before its callback is refused.
+OAUTH_AUTHORIZATION_TIMEOUT = env.int("OAUTH_AUTHORIZATION_TIMEOUT", default=900)
+# Test Connection attempts allowed per user per minute.
+TEST_CONNECTION_RATE_LIMIT = env.int("TEST_CONNECTION_RATE_LIMIT", default=10)
+
+CACHES = {
+    "default": env.cache("CACHE_URL", default="locmemcache://"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # msal logs request details at DEBUG; keep it quiet.
+        "msal": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+# ---------------------------------------------------------------------------
+# Projects (SARIF imports)
+# ---------------------------------------------------------------------------
+
+# The largest SARIF file accepted by upload, API or `manage.py import_sarif`.
+SARIF_MAX_BYTES = env.int("SARIF_MAX_BYTES", default=50 * 1024 * 1024)

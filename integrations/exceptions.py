@@ -1,0 +1,127 @@
+"""
+The one error hierarchy for notification tools.
+
+Every anticipated failure of a provider (msal error dicts, HTTP statuses, Graph error
+codes, SMTP replies, socket and TLS errors) is translated inside `providers/` into one
+of these classes. Code above `providers/` catches `IntegrationError` and nothing else.
+
+Each error carries:
+- `code`: a stable identifier, mapped once to words a person can act on in
+  `integrations.troubleshooting`;
+- `retryable`: whether sending again later may succeed;
+- `retry_after`: seconds the server asked us to wait, when it said so;
+- `detail`: the provider's raw text, for logs only (never shown, never contains
+  secrets: providers pass error descriptions, not requests);
+- `request_id`: the provider's request or trace id, or an SMTP reply, for support.
+"""
+
+
+class IntegrationError(Exception):
+    code = "unexpected"
+    retryable = False
+    #: Marks the integration "Needs attention" when it happens during delivery.
+    needs_attention = False
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        request_id: str = "",
+        status: int | None = None,
+    ):
+        super().__init__(detail or self.code)
+        if code:
+            self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.status = status
+
+    def __str__(self):
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+    @property
+    def troubleshooting(self):
+        from integrations.troubleshooting import troubleshooting_for
+
+        return troubleshooting_for(self.code)
+
+
+class ConfigurationError(IntegrationError):
+    """The saved or entered settings cannot work (caught before any network call)."""
+
+    code = "configuration"
+    needs_attention = True
+
+
+class ConnectionFailed(IntegrationError):
+    """The service could not be reached: DNS, refused, reset, timeout, TLS."""
+
+    code = "connection_failed"
+    retryable = True
+
+
+class TlsError(ConnectionFailed):
+    """The TLS handshake or the server certificate check failed.
+
+    Not retryable: a certificate problem does not fix itself in a minute.
+    """
+
+    code = "tls_error"
+    retryable = False
+    needs_attention = True
+
+
+class AuthenticationFailed(IntegrationError):
+    """The identity platform or the mail server refused our credentials."""
+
+    code = "authentication_failed"
+    needs_attention = True
+
+
+class AuthorizationRequired(AuthenticationFailed):
+    """A delegated grant is gone (expired, revoked): a person must sign in again."""
+
+    code = "reauthorization_required"
+
+
+class PermissionMissing(IntegrationError):
+    """Authenticated, but not allowed: permission, consent or mailbox access."""
+
+    code = "permission_missing"
+    needs_attention = True
+
+
+class SenderRejected(IntegrationError):
+    """The sender address does not exist, has no mailbox, or may not be sent as."""
+
+    code = "sender_rejected"
+    needs_attention = True
+
+
+class RecipientRejected(IntegrationError):
+    """The message's recipients were refused."""
+
+    code = "recipient_rejected"
+
+
+class Throttled(IntegrationError):
+    """Too many requests: wait (`retry_after` when the server said) and retry."""
+
+    code = "throttled"
+    retryable = True
+
+
+class ServiceUnavailable(IntegrationError):
+    """The service failed on its side (5xx, 4xx SMTP transient replies)."""
+
+    code = "service_unavailable"
+    retryable = True
+
+
+class UnexpectedResponse(IntegrationError):
+    """An answer we do not understand."""
+
+    code = "unexpected"

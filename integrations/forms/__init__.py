@@ -1,0 +1,1 @@
+"""Drawer forms: the shared base, and one module per provider."""

@@ -1,0 +1,37 @@
+"""The "Microsoft Azure Mail" drawer."""
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from integrations.forms.base import (
+    EmailAddressField,
+    EmailListField,
+    GuidField,
+    ProviderForm,
+    SecretField,
+    TenantField,
+)
+from integrations.providers.clouds import Cloud
+
+
+class GraphMailForm(ProviderForm):
+    required_secrets = ("client_secret",)
+
+    tenant_id = TenantField(label=_("Tenant ID"))
+    client_id = GuidField(label=_("Client ID"))
+    client_secret = SecretField(
+        label=_("Client Secret"),
+        help_text=_("The secret's Value (not its Secret ID), from Certificates & secrets."),
+    )
+    sender = EmailAddressField(
+        label=_("From"),
+        help_text=_("A mailbox of your Microsoft 365 tenant, e.g. notifications@contoso.com."),
+    )
+    recipients = EmailListField(label=_("To"))
+    cloud = forms.ChoiceField(label=_("Cloud"), choices=Cloud.choices, initial=Cloud.GLOBAL)
+    secret_expires_on = forms.DateField(
+        label=_("Client secret expires"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("Optional. You will be reminded before it expires."),
+    )

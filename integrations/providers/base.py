@@ -1,0 +1,183 @@
+"""
+The provider contract: what every notification tool declares and the fixed hooks it
+implements, called in a fixed order.
+
+A provider is mostly declarations (`key`, `name`, `description`, `form_class`,
+`secret_fields`, `test_steps`) plus:
+
+- `step_<key>(context)` for each test step, run in order by `test_connection`;
+- `open()` returning a `Connection` whose `send(email)` delivers one message, so a
+  batch reuses one token and one connection.
+
+Providers raise only `integrations.exceptions.IntegrationError` subclasses.
+"""
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from integrations.exceptions import IntegrationError, UnexpectedResponse
+from integrations.providers.identity import TokenStore
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One message, already rendered. `message_id` includes the angle brackets."""
+
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    html: str = ""
+    message_id: str = ""
+    headers: dict = field(default_factory=dict)
+
+
+class StepStatus:
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class Step:
+    key: str
+    label: str
+    status: str = StepStatus.PENDING
+    detail: str = ""
+    error: IntegrationError | None = None
+
+
+@dataclass
+class TestReport:
+    steps: list[Step]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.status == StepStatus.PASSED for step in self.steps)
+
+    @property
+    def failed_step(self) -> Step | None:
+        return next((s for s in self.steps if s.status == StepStatus.FAILED), None)
+
+    @property
+    def error(self) -> IntegrationError | None:
+        step = self.failed_step
+        return step.error if step else None
+
+    def fail_remaining(self, error: IntegrationError) -> None:
+        """Mark the first unfinished step failed with `error`, the rest skipped."""
+        for step in self.steps:
+            if step.status == StepStatus.PENDING:
+                step.status, step.error = StepStatus.FAILED, error
+                break
+        for step in self.steps:
+            if step.status == StepStatus.PENDING:
+                step.status = StepStatus.SKIPPED
+
+
+class Connection(AbstractContextManager):
+    """An open sending session (a token and a keep-alive or SMTP connection)."""
+
+    def send(self, email: OutgoingEmail) -> str:
+        """Deliver one message; return the provider's request id or reply."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+
+class NotificationToolProvider:
+    #: Templates receive provider classes; keep them from being instantiated there.
+    do_not_call_in_templates = True
+    #: Stable identifier, used in URLs and the database.
+    key: ClassVar[str]
+    #: Card title.
+    name: ClassVar[str]
+    #: One line on the card.
+    description: ClassVar[str]
+    #: The drawer's form.
+    form_class: ClassVar[type[forms.Form]]
+    #: Form fields whose values are stored encrypted and never rendered back.
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    #: Test Connection's steps, in order: (key, label). Each has a `step_<key>` hook.
+    test_steps: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Labels of the fields, for the audit log.
+    field_labels: ClassVar[dict] = {}
+
+    def __init__(
+        self,
+        *,
+        config: dict,
+        secrets: dict,
+        token_store: TokenStore | None = None,
+    ):
+        self.config = config
+        self.secrets = secrets
+        self.token_store = token_store
+
+    # --- declarations the rest of the product reads --------------------------------
+
+    @property
+    def sender(self) -> str:
+        """The address messages come from."""
+        raise NotImplementedError
+
+    @property
+    def default_recipients(self) -> list[str]:
+        """Where notifications go unless a project says otherwise."""
+        raise NotImplementedError
+
+    # --- hooks ---------------------------------------------------------------------
+
+    def open(self) -> Connection:
+        """Open a sending session (acquire a token, connect)."""
+        raise NotImplementedError
+
+    def test_email(self, recipients: list[str]) -> OutgoingEmail:
+        """The message Test Connection sends."""
+        return OutgoingEmail(
+            to=tuple(recipients),
+            subject=str(_("Test email from M365 AppSec Mail")),
+            text=str(
+                _(
+                    "This is a test message sent by the {name} notification tool. "
+                    "If you can read it, vulnerability notifications will reach you."
+                ).format(name=self.name)
+            ),
+        )
+
+    # --- the pipeline --------------------------------------------------------------
+
+    def new_report(self) -> TestReport:
+        """A report with every step pending."""
+        return TestReport([Step(key, str(label)) for key, label in self.test_steps])
+
+    def test_connection(
+        self, *, recipients: list[str] | None = None, report: TestReport | None = None
+    ) -> TestReport:
+        """Run every test step in order, stopping at the first failure.
+
+        Progress is written into `report` as it goes, so a caller that gives up
+        waiting can still show how far the test got.
+        """
+        report = report or self.new_report()
+        context = {"recipients": recipients or self.default_recipients}
+        for step in report.steps:
+            try:
+                step.detail = getattr(self, f"step_{step.key}")(context) or ""
+            except IntegrationError as error:
+                report.fail_remaining(error)
+                break
+            except Exception as exc:  # a bug must still end the test with an answer
+                report.fail_remaining(UnexpectedResponse(f"{type(exc).__name__}"))
+                break
+            step.status = StepStatus.PASSED
+        return report

@@ -1,0 +1,157 @@
+"""
+HTTPS transport shared by every Microsoft 365 client: sessions, TLS trust, time limits,
+and the translation of network failures into the error hierarchy.
+"""
+
+import errno
+import hashlib
+import os
+import socket
+import ssl
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+
+import certifi
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+
+from integrations.exceptions import ConnectionFailed, IntegrationError, TlsError
+
+# A monotonic time after which no more network calls may start (Test Connection's
+# overall limit). Each request's timeout is clamped to what is left.
+_deadline: ContextVar[float | None] = ContextVar("m365_deadline", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Bound every request made inside the block by one overall deadline."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def remaining_time(default: float) -> float:
+    """Seconds a network call may take now: `default`, clamped by the deadline."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return default
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ConnectionFailed("overall time limit reached", code="timeout")
+    return min(default, left)
+
+
+@lru_cache(maxsize=8)
+def _combined_bundle(extra: str, mtime: float) -> str:
+    """A CA bundle holding the default trust store plus `extra`, kept under var/."""
+    base = Path(os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()).read_bytes()
+    extra_pem = Path(extra).read_bytes()
+    digest = hashlib.sha256(base + extra_pem).hexdigest()[:16]
+    path = Path(settings.VAR_DIR) / f"ca-bundle-{digest}.pem"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base + b"\n" + extra_pem)
+    return str(path)
+
+
+def ca_bundle() -> str | bool:
+    """What to pass as requests' `verify=`: True, or a bundle that adds M365_CA_BUNDLE.
+
+    Passed on every request, because requests lets REQUESTS_CA_BUNDLE override a
+    session's `verify` attribute but not an explicit per-request value.
+    """
+    extra = settings.M365_CA_BUNDLE
+    if not extra:
+        return True
+    try:
+        return _combined_bundle(extra, Path(extra).stat().st_mtime)
+    except OSError as exc:
+        raise TlsError(f"M365_CA_BUNDLE {extra!r} cannot be read: {exc.strerror}")
+
+
+def ssl_context(minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2):
+    """An SSL context that verifies certificates, trusting M365_CA_BUNDLE as well."""
+    context = ssl.create_default_context()
+    context.minimum_version = minimum_version
+    if settings.M365_CA_BUNDLE:
+        try:
+            context.load_verify_locations(cafile=settings.M365_CA_BUNDLE)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsError(f"M365_CA_BUNDLE cannot be loaded: {exc}")
+    return context
+
+
+class M365Session(requests.Session):
+    """A keep-alive session whose requests always verify TLS and always time out."""
+
+    def __init__(self, *, timeout: float | None = None, pool_size: int = 10):
+        super().__init__()
+        self.default_timeout = timeout
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+        self.headers["User-Agent"] = "m365-appsec-mail/1.0"
+
+    def request(self, method, url, **kwargs):
+        default = self.default_timeout or settings.M365_HTTP_TIMEOUT
+        kwargs["timeout"] = remaining_time(kwargs.get("timeout") or default)
+        kwargs["verify"] = ca_bundle()
+        return super().request(method, url, **kwargs)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while True:
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None or id(nxt) in seen:
+            return exc
+        seen.add(id(exc))
+        # urllib3 keeps the interesting error in .reason
+        reason = getattr(nxt, "reason", None)
+        exc = reason if isinstance(reason, BaseException) else nxt
+
+
+def error_from_exception(exc: BaseException) -> IntegrationError:
+    """Translate a requests/socket/ssl exception into the error hierarchy."""
+    if isinstance(exc, IntegrationError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError)):
+        return TlsError(text)
+    if isinstance(exc, (requests.exceptions.Timeout, socket.timeout, TimeoutError)):
+        return ConnectionFailed(text, code="timeout")
+    cause = _root_cause(exc)
+    if isinstance(cause, ssl.SSLError):
+        return TlsError(text)
+    if isinstance(cause, socket.gaierror) or "NameResolutionError" in text:
+        return ConnectionFailed(text, code="dns_failure")
+    if isinstance(cause, ConnectionRefusedError) or getattr(
+        cause, "errno", None
+    ) == errno.ECONNREFUSED or "Connection refused" in text:
+        return ConnectionFailed(text, code="connection_refused")
+    if isinstance(cause, (socket.timeout, TimeoutError)):
+        return ConnectionFailed(text, code="timeout")
+    return ConnectionFailed(text)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a Retry-After header: seconds (fractional allowed) or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,236 @@
+"""
+Writes for notification tools: save, deactivate, test, mark for attention.
+
+Views call these with cleaned form data; nothing here reads a request.
+"""
+
+import dataclasses
+import datetime
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from integrations.exceptions import ConnectionFailed, IntegrationError
+from integrations.models import AuditAction, AuditEntry, Integration, IntegrationState
+from integrations.providers.base import NotificationToolProvider, TestReport
+from integrations.providers.http import time_limit
+from integrations.registry import get_provider_class
+from integrations.selectors import integration_for
+
+logger = logging.getLogger(__name__)
+
+# Changing one of these makes cached tokens useless.
+_CREDENTIAL_KEYS = {"tenant_id", "client_id", "cloud", "client_secret", "private_key"}
+
+
+class IntegrationTokenStore:
+    """msal's token cache for a saved integration, encrypted in its row."""
+
+    def __init__(self, integration_id: int):
+        self.integration_id = integration_id
+
+    def load(self) -> str:
+        row = Integration.objects.filter(pk=self.integration_id).values_list(
+            "token_cache", flat=True
+        )
+        return next(iter(row), "")
+
+    def save(self, serialized: str) -> None:
+        Integration.objects.filter(pk=self.integration_id).update(token_cache=serialized)
+
+
+def provider_for(integration: Integration) -> NotificationToolProvider:
+    """The provider instance that sends for a saved integration."""
+    cls = get_provider_class(integration.provider)
+    return cls(
+        config=integration.config,
+        secrets=integration.secrets,
+        token_store=IntegrationTokenStore(integration.pk) if integration.pk else None,
+    )
+
+
+def _split(provider_cls, cleaned: dict, saved_secrets: dict) -> tuple[dict, dict]:
+    """Cleaned form data -> (JSON-safe config, secrets with blanks kept as saved)."""
+    config, secrets = {}, dict(saved_secrets)
+    for name, value in cleaned.items():
+        if name in provider_cls.secret_fields:
+            if value:
+                secrets[name] = value
+        elif isinstance(value, (datetime.date, datetime.datetime)):
+            config[name] = value.isoformat()
+        else:
+            config[name] = value
+    return config, secrets
+
+
+def _changed_fields(provider_cls, before: Integration, config: dict, secrets: dict):
+    names = []
+    for name in dict.fromkeys([*before.config, *config]):
+        if before.config.get(name) != config.get(name):
+            names.append(name)
+    for name in dict.fromkeys([*before.secrets, *secrets]):
+        if before.secrets.get(name) != secrets.get(name):
+            names.append(name)
+    labels = provider_cls.field_labels
+    return [str(labels.get(name, name)) for name in names]
+
+
+def audit_record(
+    *,
+    provider_key: str,
+    action: AuditAction,
+    actor=None,
+    changed_fields=(),
+    error: IntegrationError | None = None,
+) -> AuditEntry:
+    """Append to the audit log. Field names only, never values."""
+    return AuditEntry.objects.create(
+        provider=provider_key,
+        action=action,
+        actor=actor if actor and actor.is_authenticated else None,
+        actor_name=actor.get_username() if actor and actor.is_authenticated else "",
+        changed_fields=list(changed_fields),
+        succeeded=error is None,
+        error_code=error.code if error else "",
+    )
+
+
+@transaction.atomic
+def integration_save(
+    *,
+    provider_key: str,
+    cleaned_data: dict,
+    actor,
+    state: IntegrationState = IntegrationState.ACTIVE,
+) -> Integration:
+    """Store the drawer's values and make the tool active."""
+    provider_cls = get_provider_class(provider_key)
+    integration, _ = Integration.objects.select_for_update().get_or_create(
+        provider=provider_key
+    )
+    config, secrets = _split(provider_cls, cleaned_data, integration.secrets)
+    changed = _changed_fields(provider_cls, integration, config, secrets)
+    was_active = integration.is_active
+    credentials_changed = any(
+        integration.config.get(k) != config.get(k)
+        or integration.secrets.get(k) != secrets.get(k)
+        for k in _CREDENTIAL_KEYS
+    )
+    integration.config = config
+    integration.secrets = secrets
+    if credentials_changed:
+        integration.token_cache = ""
+    integration.state = state
+    integration.attention_code = ""
+    integration.attention_detail = ""
+    integration.updated_by = actor
+    if not was_active:
+        integration.activated_at = timezone.now()
+    integration.save()
+    audit_record(
+        provider_key=provider_key,
+        action=AuditAction.CHANGED if was_active else AuditAction.ACTIVATED,
+        actor=actor,
+        changed_fields=changed,
+    )
+    return integration
+
+
+@transaction.atomic
+def integration_deactivate(*, provider_key: str, actor) -> Integration:
+    """Switch a tool off. Its settings are kept so it can be activated again."""
+    integration = Integration.objects.select_for_update().get(provider=provider_key)
+    integration.state = IntegrationState.INACTIVE
+    integration.updated_by = actor
+    integration.save(update_fields=["state", "updated_by", "updated_at"])
+    audit_record(provider_key=provider_key, action=AuditAction.DEACTIVATED, actor=actor)
+    return integration
+
+
+@transaction.atomic
+def integration_mark_needs_attention(
+    *, integration: Integration, error: IntegrationError
+) -> None:
+    """A permanent sending failure: show it on the card until someone saves again."""
+    updated = Integration.objects.filter(
+        pk=integration.pk,
+        state__in=[IntegrationState.ACTIVE, IntegrationState.NEEDS_ATTENTION],
+    ).update(
+        state=IntegrationState.NEEDS_ATTENTION,
+        attention_code=error.code,
+        attention_detail=str(error.troubleshooting.title)[:500],
+    )
+    if updated:
+        audit_record(
+            provider_key=integration.provider,
+            action=AuditAction.NEEDS_ATTENTION,
+            error=error,
+        )
+
+
+def test_connection_allowed(user) -> bool:
+    """Rate limit: TEST_CONNECTION_RATE_LIMIT tests per user per minute."""
+    minute = int(timezone.now().timestamp() // 60)
+    key = f"test-connection:{user.pk}:{minute}"
+    cache.add(key, 0, timeout=90)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=90)
+        count = 1
+    return count <= settings.TEST_CONNECTION_RATE_LIMIT
+
+
+def integration_test_connection(
+    *,
+    provider_key: str,
+    cleaned_data: dict,
+    actor,
+    recipients: list[str] | None = None,
+) -> TestReport:
+    """Run the provider's test steps on the drawer's values, saved or not.
+
+    A blank secret means the saved one. Nothing is saved; the token cache is not
+    shared with the saved integration, since the values may differ. The whole test
+    is bounded by TEST_CONNECTION_TIMEOUT.
+    """
+    provider_cls = get_provider_class(provider_key)
+    saved = integration_for(provider_key)
+    config, secrets = _split(provider_cls, cleaned_data, saved.secrets)
+    provider = provider_cls(config=config, secrets=secrets)
+    limit = settings.TEST_CONNECTION_TIMEOUT
+
+    report = provider.new_report()
+
+    def run():
+        with time_limit(limit):
+            return provider.test_connection(recipients=recipients, report=report)
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-connection")
+    future = executor.submit(run)
+    try:
+        report = future.result(timeout=limit + 1)
+    except FutureTimeout:
+        # The thread may still be running: answer with a snapshot of its progress.
+        report = TestReport([dataclasses.replace(step) for step in report.steps])
+        report.fail_remaining(ConnectionFailed("time limit reached", code="timeout"))
+    finally:
+        executor.shutdown(wait=False)
+    error = report.error
+    if error is not None:
+        logger.info(
+            "Test Connection for %s failed at %r: %s",
+            provider_key,
+            report.failed_step.key,
+            error.detail,
+        )
+    audit_record(
+        provider_key=provider_key, action=AuditAction.TESTED, actor=actor, error=error
+    )
+    return report
+

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from integrations import views
+
+app_name = "integrations"
+
+urlpatterns = [
+    path("notification-tools/", views.notification_tools, name="notification_tools"),
+    path("notification-tools/<slug:key>/", views.tool_settings, name="tool"),
+    path("notification-tools/<slug:key>/test/", views.tool_test, name="test"),
+    path(
+        "notification-tools/<slug:key>/deactivate/",
+        views.tool_deactivate,
+        name="deactivate",
+    ),
+    path("audit-log/", views.audit_log, name="audit_log"),
+]

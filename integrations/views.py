@@ -1,0 +1,119 @@
+"""Integrations › Notification Tools: cards, the settings drawer, Test Connection."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from integrations import selectors, services
+from integrations.models import IntegrationState
+from integrations.permissions import security_admin_required
+from integrations.registry import providers
+
+
+def _provider_or_404(key):
+    try:
+        return providers()[key]
+    except KeyError:
+        raise Http404("No such notification tool.")
+
+
+def _drawer_form(provider_cls, integration, data=None):
+    initial = dict(integration.config) if integration.pk else {}
+    return provider_cls.form_class(
+        data, initial=initial, saved_secrets=set(integration.secrets or ())
+    )
+
+
+def _page(request, *, open_tool=None, form=None, report=None, status=200, **extra):
+    context = {
+        "cards": selectors.notification_tool_cards(),
+        "open_tool": open_tool,
+        "form": form,
+        "report": report,
+        "test_timeout_ms": int((settings.TEST_CONNECTION_TIMEOUT + 5) * 1000),
+        **extra,
+    }
+    return TemplateResponse(
+        request, "integrations/notification_tools.html", context, status=status
+    )
+
+
+@require_GET
+@security_admin_required
+def notification_tools(request):
+    return _page(request)
+
+
+@require_http_methods(["GET", "POST"])
+@security_admin_required
+def tool_settings(request, key):
+    """GET opens the drawer; POST saves it (Save)."""
+    provider_cls = _provider_or_404(key)
+    integration = selectors.integration_for(key)
+    if request.method == "GET":
+        form = _drawer_form(provider_cls, integration)
+        return _page(request, open_tool=provider_cls, form=form, integration=integration)
+    form = _drawer_form(provider_cls, integration, request.POST)
+    if not form.is_valid():
+        return _page(
+            request, open_tool=provider_cls, form=form, integration=integration, status=400
+        )
+    services.integration_save(
+        provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
+    )
+    messages.success(request, _("%(name)s is active.") % {"name": provider_cls.name})
+    return redirect("integrations:notification_tools")
+
+
+@require_POST
+@security_admin_required
+def tool_test(request, key):
+    """Test Connection on the drawer's current values, saved or not."""
+    provider_cls = _provider_or_404(key)
+    integration = selectors.integration_for(key)
+    form = _drawer_form(provider_cls, integration, request.POST)
+    partial = request.headers.get("X-Requested-With") == "fetch"
+    template = (
+        "integrations/notification_tools.html#test-result"
+        if partial
+        else "integrations/notification_tools.html"
+    )
+    context = {"open_tool": provider_cls, "form": form, "integration": integration}
+    if not partial:
+        context["cards"] = selectors.notification_tool_cards()
+        context["test_timeout_ms"] = int((settings.TEST_CONNECTION_TIMEOUT + 5) * 1000)
+    if not form.is_valid():
+        return TemplateResponse(request, template, {**context, "invalid": True}, status=400)
+    if not services.test_connection_allowed(request.user):
+        return TemplateResponse(
+            request, template, {**context, "rate_limited": True}, status=429
+        )
+    report = services.integration_test_connection(
+        provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
+    )
+    return TemplateResponse(request, template, {**context, "report": report})
+
+
+@require_POST
+@security_admin_required
+def tool_deactivate(request, key):
+    provider_cls = _provider_or_404(key)
+    integration = selectors.integration_for(key)
+    if integration.pk and integration.state != IntegrationState.INACTIVE:
+        services.integration_deactivate(provider_key=key, actor=request.user)
+        messages.success(
+            request, _("%(name)s is deactivated.") % {"name": provider_cls.name}
+        )
+    return redirect("integrations:notification_tools")
+
+
+@require_GET
+@security_admin_required
+def audit_log(request):
+    return TemplateResponse(
+        request, "integrations/audit_log.html", {"entries": selectors.audit_entries()}
+    )

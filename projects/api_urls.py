@@ -1,0 +1,14 @@
+"""The HTTP API, mounted at /api/v1/. See projects/openapi.json."""
+
+from django.urls import path
+
+from projects import api
+
+app_name = "api"
+
+urlpatterns = [
+    path("openapi.json", api.openapi, name="openapi"),
+    path("projects/<slug:slug>/scans", api.scans, name="scans"),
+    path("projects/<slug:slug>/findings", api.findings, name="findings"),
+    path("projects/<slug:slug>/findings/<str:finding_id>", api.finding, name="finding"),
+]

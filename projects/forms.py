@@ -1,0 +1,69 @@
+"""Forms for the projects pages. Parsing only; the services decide."""
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
+
+from projects.models import FindingStatus, Role, Severity
+
+
+class ProjectCreateForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=200)
+    slug = forms.SlugField(
+        label=_("Slug"),
+        max_length=100,
+        required=False,
+        help_text=_("Used in URLs and the API. Leave empty to make one from the name."),
+    )
+
+
+class MembershipForm(forms.Form):
+    username = forms.CharField(label=_("User name"), max_length=150)
+    role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.MEMBER)
+
+    def clean_username(self):
+        username = self.cleaned_data["username"].strip()
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise forms.ValidationError(
+                _("No active user is called “%(username)s”. Check the spelling."),
+                params={"username": username},
+            )
+        self.cleaned_data["user"] = user
+        return username
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(
+        label=_("Token name"),
+        max_length=100,
+        help_text=_("What will use it, e.g. “GitHub Actions”."),
+    )
+
+
+class ScanUploadForm(forms.Form):
+    file = forms.FileField(
+        label=_("SARIF file"),
+        help_text=_("A SARIF 2.1.0 JSON file, e.g. from `bandit -r . -f sarif`."),
+    )
+
+
+class FindingFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        label=_("Status"),
+        choices=[("", _("Any status"))] + FindingStatus.choices,
+        required=False,
+    )
+    severity = forms.ChoiceField(
+        label=_("Severity"),
+        choices=[("", _("Any severity"))] + Severity.choices,
+        required=False,
+    )
+
+
+class FindingStatusForm(forms.Form):
+    status = forms.ChoiceField(label=_("New status"))
+
+    def __init__(self, *args, choices, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = choices

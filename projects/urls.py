@@ -1,0 +1,34 @@
+"""Project pages under /projects/ (namespace "projects")."""
+
+from django.urls import path
+
+from projects import views
+
+app_name = "projects"
+
+urlpatterns = [
+    path("", views.project_list, name="list"),
+    path("<slug:slug>/", views.project_detail, name="detail"),
+    path("<slug:slug>/scans/upload/", views.scan_upload, name="scan_upload"),
+    path(
+        "<slug:slug>/findings/<int:finding_id>/",
+        views.finding_detail,
+        name="finding",
+    ),
+    path("<slug:slug>/settings/", views.project_settings, name="settings"),
+    path("<slug:slug>/settings/members/", views.membership_add, name="member_add"),
+    path(
+        "<slug:slug>/settings/members/<int:membership_id>/remove/",
+        views.membership_remove,
+        name="member_remove",
+    ),
+    path("<slug:slug>/settings/tokens/", views.token_create, name="token_create"),
+    path(
+        "<slug:slug>/settings/tokens/<int:token_id>/revoke/",
+        views.token_revoke,
+        name="token_revoke",
+    ),
+    # /projects/<slug>/settings/notification-tools/ (name "notification_tools") is
+    # Project › Settings › Notification Tools, built in the notifications app and
+    # added here; the settings page links to it once it resolves.
+]

@@ -1,0 +1,318 @@
+"""Project pages. Each view parses the request, calls one service, renders."""
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from integrations.permissions import is_security_admin
+from projects import selectors, services
+from projects.exceptions import ProjectError
+from projects.forms import (
+    ApiTokenForm,
+    FindingFilterForm,
+    FindingStatusForm,
+    MembershipForm,
+    ProjectCreateForm,
+    ScanUploadForm,
+)
+from projects.models import Finding, Membership, Project, ScanSource
+from projects.workflow import ACTIVE_STATUSES
+
+FINDINGS_PER_PAGE = 50
+
+
+def project_view(permission="view"):
+    """Sign-in required; the project is resolved from `slug` for the user.
+
+    Projects the user may not see are a 404, the same as unknown ones. Members who try
+    to change something get a 403: they know the project exists.
+    """
+
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def wrapper(request, slug, *args, **kwargs):
+            try:
+                project, access = selectors.project_get_for_user(
+                    user=request.user, slug=slug
+                )
+            except Project.DoesNotExist:
+                raise Http404 from None
+            if permission == "manage" and not access.can_manage:
+                raise PermissionDenied
+            if permission == "members" and not access.can_manage_members:
+                raise PermissionDenied
+            return view(request, project, access, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_list(request):
+    can_create = is_security_admin(request.user)
+    form = ProjectCreateForm(request.POST or None) if can_create else None
+    if request.method == "POST":
+        if not can_create:
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                project = services.project_create(
+                    name=form.cleaned_data["name"],
+                    slug=form.cleaned_data["slug"],
+                    actor=request.user,
+                )
+            except ProjectError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(
+                    request,
+                    _("Project “%(name)s” created. Now add its owners.")
+                    % {"name": project.name},
+                )
+                return redirect("projects:settings", slug=project.slug)
+    projects = selectors.projects_for_user(user=request.user).annotate(
+        active_findings=Count(
+            "findings", filter=Q(findings__status__in=ACTIVE_STATUSES)
+        )
+    )
+    return render(
+        request,
+        "projects/list.html",
+        {"projects": projects, "form": form, "can_create": can_create},
+        status=400 if form is not None and form.errors else 200,
+    )
+
+
+@require_GET
+@project_view()
+def project_detail(request, project, access):
+    filters = FindingFilterForm(request.GET or None)
+    status = severity = None
+    if filters.is_valid():
+        status = filters.cleaned_data["status"] or None
+        severity = filters.cleaned_data["severity"] or None
+    findings = selectors.findings_for_project(
+        project=project, status=status, severity=severity
+    )
+    page = Paginator(findings, FINDINGS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "projects/detail.html",
+        {
+            "project": project,
+            "access": access,
+            "filters": filters,
+            "page": page,
+            "query": query.urlencode(),
+            "scans": selectors.scans_for_project(project=project)[:5],
+            "upload_form": ScanUploadForm() if access.can_manage else None,
+        },
+    )
+
+
+@require_POST
+@project_view("manage")
+def scan_upload(request, project, access):
+    form = ScanUploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            scan = services.scan_import(
+                project=project,
+                sarif=form.cleaned_data["file"],
+                source=ScanSource.UPLOAD,
+                actor=request.user,
+            )
+        except ProjectError as exc:
+            form.add_error("file", exc.message)
+        else:
+            messages.success(
+                request,
+                _(
+                    "Scan imported: %(new)s new, %(seen)s seen again, %(resolved)s "
+                    "resolved, %(reopened)s re-opened."
+                )
+                % {
+                    "new": scan.new_count,
+                    "seen": scan.seen_again_count,
+                    "resolved": scan.resolved_count,
+                    "reopened": scan.reopened_count,
+                },
+            )
+            return redirect("projects:detail", slug=project.slug)
+    return render(
+        request,
+        "projects/upload.html",
+        {"project": project, "access": access, "upload_form": form},
+        status=400,
+    )
+
+
+def _finding_or_404(project, finding_id) -> Finding:
+    try:
+        return selectors.finding_get(project=project, finding_id=finding_id)
+    except Finding.DoesNotExist:
+        raise Http404 from None
+
+
+@require_http_methods(["GET", "POST"])
+@project_view()
+def finding_detail(request, project, access, finding_id):
+    finding = _finding_or_404(project, finding_id)
+    form = None
+    status = 200
+    if access.can_manage:
+        choices = selectors.finding_next_statuses(finding=finding)
+        form = FindingStatusForm(request.POST or None, choices=choices)
+    if request.method == "POST":
+        if not access.can_manage:
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                services.finding_status_change(
+                    finding=finding,
+                    status=form.cleaned_data["status"],
+                    actor=request.user,
+                )
+            except ProjectError as exc:
+                form.add_error("status", exc.message)
+            else:
+                messages.success(
+                    request,
+                    _("Status changed to %(status)s.")
+                    % {"status": finding.get_status_display()},
+                )
+                return redirect(
+                    "projects:finding", slug=project.slug, finding_id=finding.pk
+                )
+        status = 400
+    return render(
+        request,
+        "projects/finding.html",
+        {
+            "project": project,
+            "access": access,
+            "finding": finding,
+            "history": selectors.finding_history(finding=finding),
+            "form": form,
+        },
+        status=status,
+    )
+
+
+def _notification_tools_url(project):
+    # Project › Settings › Notification Tools belongs to the notifications app; it is
+    # linked from here once its URL exists.
+    try:
+        return reverse("projects:notification_tools", kwargs={"slug": project.slug})
+    except NoReverseMatch:
+        return None
+
+
+def _settings_page(request, project, access, *, status=200, **context):
+    context.setdefault("member_form", MembershipForm() if access.can_manage_members else None)
+    context.setdefault("token_form", ApiTokenForm() if access.can_manage else None)
+    return render(
+        request,
+        "projects/settings.html",
+        {
+            "project": project,
+            "access": access,
+            "memberships": selectors.memberships_for_project(project=project),
+            "tokens": selectors.api_tokens_for_project(project=project),
+            "notification_tools_url": _notification_tools_url(project),
+            **context,
+        },
+        status=status,
+    )
+
+
+@require_GET
+@project_view()
+def project_settings(request, project, access):
+    return _settings_page(request, project, access)
+
+
+@require_POST
+@project_view("members")
+def membership_add(request, project, access):
+    form = MembershipForm(request.POST)
+    if form.is_valid():
+        try:
+            services.membership_set(
+                project=project,
+                user=form.cleaned_data["user"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
+            )
+        except ProjectError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(
+                request,
+                _("%(user)s is now %(role)s.")
+                % {
+                    "user": form.cleaned_data["user"].get_username(),
+                    "role": dict(form.fields["role"].choices)[form.cleaned_data["role"]],
+                },
+            )
+            return redirect("projects:settings", slug=project.slug)
+    return _settings_page(request, project, access, member_form=form, status=400)
+
+
+@require_POST
+@project_view("members")
+def membership_remove(request, project, access, membership_id):
+    membership = Membership.objects.filter(project=project, pk=membership_id).first()
+    if membership is None:
+        raise Http404
+    services.membership_remove(project=project, user=membership.user, actor=request.user)
+    messages.success(
+        request, _("%(user)s removed.") % {"user": membership.user.get_username()}
+    )
+    return redirect("projects:settings", slug=project.slug)
+
+
+@require_POST
+@project_view("manage")
+def token_create(request, project, access):
+    form = ApiTokenForm(request.POST)
+    if form.is_valid():
+        try:
+            token, raw = services.api_token_create(
+                project=project, name=form.cleaned_data["name"], actor=request.user
+            )
+        except ProjectError as exc:
+            form.add_error("name", exc.message)
+        else:
+            # Rendered, not redirected: the raw token exists only in this response.
+            response = _settings_page(
+                request, project, access, new_token=token, new_token_value=raw
+            )
+            response["Cache-Control"] = "no-store"
+            return response
+    return _settings_page(request, project, access, token_form=form, status=400)
+
+
+@require_POST
+@project_view("manage")
+def token_revoke(request, project, access, token_id):
+    token = selectors.api_tokens_for_project(project=project).filter(pk=token_id).first()
+    if token is None:
+        raise Http404
+    services.api_token_revoke(token=token, actor=request.user)
+    messages.success(request, _("Token “%(name)s” revoked.") % {"name": token.name})
+    return redirect("projects:settings", slug=project.slug)

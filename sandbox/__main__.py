@@ -1,0 +1,74 @@
+"""``python -m sandbox serve``: run the Microsoft 365 sandbox until interrupted."""
+
+import argparse
+import signal
+import sys
+import threading
+
+from sandbox.server import Sandbox
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox",
+        description="Local stand-in for Entra ID, Microsoft Graph mail and "
+        "Exchange Online SMTP.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the sandbox until Ctrl-C")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--https-port", type=int, default=8365)
+    serve.add_argument("--smtp-port", type=int, default=8587)
+    serve.add_argument("--state-dir", default="var/sandbox")
+    serve.add_argument(
+        "--no-control",
+        action="store_true",
+        help="turn off the control API under /_sandbox/ (ca.pem stays)",
+    )
+    args = parser.parse_args(argv)
+
+    sandbox = Sandbox(
+        host=args.host,
+        https_port=args.https_port,
+        smtp_port=args.smtp_port,
+        state_dir=args.state_dir,
+        control=not args.no_control,
+    )
+    sandbox.start()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    print_banner(sandbox, control=not args.no_control)
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        sandbox.stop()
+        print("Sandbox stopped.", flush=True)
+    return 0
+
+
+def print_banner(sandbox: Sandbox, *, control: bool) -> None:
+    seed = sandbox.seed
+    width = max(len(key) for key in seed)
+    lines = ["Microsoft 365 sandbox running", ""]
+    for key, value in seed.items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        lines.append(f"  {key.ljust(width)}  {value}")
+    lines += [
+        "",
+        f"  {'CA certificate'.ljust(width)}  {sandbox.ca_path.resolve()}",
+        f"  {'identity/Graph'.ljust(width)}  {sandbox.base_url}",
+        f"  {'SMTP (STARTTLS)'.ljust(width)}  {sandbox.smtp_host}:{sandbox.smtp_port}",
+    ]
+    if control:
+        lines.append(f"  {'inbox'.ljust(width)}  {sandbox.inbox_url}")
+    else:
+        lines.append("  control API and inbox are off (--no-control)")
+    lines += ["", "Press Ctrl-C to stop."]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The control API under /_sandbox/: seed, reset, directory, faults, mail.
+
+Loopback callers only, and switched off entirely with ``--no-control``
+(except ``/_sandbox/ca.pem``, which a person needs to trust the sandbox).
+"""
+
+import functools
+import html
+import ipaddress
+import json
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from sandbox.state import Certificate
+
+
+class ControlError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return ipaddress.ip_address((remote or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def control(handler):
+    """Guard a control handler: enabled, loopback caller, JSON errors."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request):
+        ctx = request.app["ctx"]
+        if not ctx.control:
+            raise web.HTTPNotFound()
+        if not _is_loopback(request.remote):
+            return _error(403, "The control API answers loopback callers only.")
+        try:
+            return await handler(request, ctx)
+        except ControlError as error:
+            return _error(error.status, error.message)
+        except ValueError as error:
+            return _error(400, str(error))
+
+    return guarded
+
+
+def _error(status: int, message: str) -> web.Response:
+    code = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}.get(status, "Error")
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def _json(request: web.Request) -> dict:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ControlError(400, "The body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise ControlError(400, "The body must be a JSON object.")
+    return data
+
+
+def _tenant(ctx, request):
+    tenant = ctx.state.tenant(request.match_info["tenant"])
+    if tenant is None:
+        raise ControlError(404, f"Tenant {request.match_info['tenant']} not found.")
+    return tenant
+
+
+def _app(ctx, request):
+    tenant = _tenant(ctx, request)
+    app = ctx.state.app(tenant, request.match_info["client_id"])
+    if app is None:
+        raise ControlError(404, f"App {request.match_info['client_id']} not found.")
+    return app
+
+
+def _user(ctx, request):
+    tenant = _tenant(ctx, request)
+    user = ctx.state.user(tenant, request.match_info["upn"])
+    if user is None:
+        raise ControlError(404, f"User {request.match_info['upn']} not found.")
+    return user
+
+
+async def ca_pem(request: web.Request) -> web.Response:
+    ctx = request.app["ctx"]
+    return web.Response(
+        body=ctx.tls.ca_path.read_bytes(), content_type="application/x-pem-file"
+    )
+
+
+@control
+async def seed_values(request, ctx):
+    return web.json_response(ctx.seed())
+
+
+@control
+async def reset(request, ctx):
+    ctx.reset()
+    return web.json_response({"reset": True})
+
+
+@control
+async def create_tenant(request, ctx):
+    tenant = ctx.state.create_tenant(await _json(request))
+    return web.json_response(tenant.public(), status=201)
+
+
+@control
+async def update_tenant(request, ctx):
+    tenant = ctx.state.update_tenant(_tenant(ctx, request), await _json(request))
+    return web.json_response(tenant.public())
+
+
+@control
+async def create_app(request, ctx):
+    app = ctx.state.create_app(_tenant(ctx, request), await _json(request))
+    return web.json_response(app.public(), status=201)
+
+
+@control
+async def update_app(request, ctx):
+    app = ctx.state.update_app(_app(ctx, request), await _json(request))
+    return web.json_response(app.public())
+
+
+@control
+async def add_secret(request, ctx):
+    secret = ctx.state.add_secret(_app(ctx, request), await _json(request))
+    return web.json_response(secret.public(), status=201)
+
+
+@control
+async def add_certificate(request, ctx):
+    app = _app(ctx, request)
+    data = await _json(request)
+    try:
+        cert = x509.load_pem_x509_certificate(data.get("certificate_pem", "").encode())
+    except ValueError as exc:
+        raise ControlError(400, "certificate_pem is not a PEM certificate.") from exc
+    stored = Certificate(
+        sha1=cert.fingerprint(hashes.SHA1()),
+        sha256=cert.fingerprint(hashes.SHA256()),
+        public_key=cert.public_key(),
+        pem=data["certificate_pem"],
+    )
+    ctx.state.add_certificate(app, stored)
+    return web.json_response(
+        {
+            "thumbprint": stored.sha1.hex().upper(),
+            "thumbprint_sha256": stored.sha256.hex().upper(),
+        },
+        status=201,
+    )
+
+
+@control
+async def create_user(request, ctx):
+    user = ctx.state.create_user(_tenant(ctx, request), await _json(request))
+    return web.json_response(user.public(), status=201)
+
+
+@control
+async def update_user(request, ctx):
+    user = ctx.state.update_user(_user(ctx, request), await _json(request))
+    return web.json_response(user.public())
+
+
+@control
+async def revoke_user(request, ctx):
+    user = _user(ctx, request)
+    ctx.state.revoke_user(user)
+    return web.json_response({"revoked": user.user_principal_name})
+
+
+@control
+async def add_fault(request, ctx):
+    fault = ctx.state.add_fault(await _json(request))
+    return web.json_response({"id": fault["id"]}, status=201)
+
+
+@control
+async def list_faults(request, ctx):
+    with ctx.state.lock:
+        faults = [dict(f) for f in ctx.state.faults]
+    return web.json_response({"faults": faults})
+
+
+@control
+async def clear_faults(request, ctx):
+    return web.json_response({"deleted": ctx.state.clear_faults()})
+
+
+@control
+async def set_throttling(request, ctx):
+    return web.json_response(ctx.state.set_throttling(await _json(request)))
+
+
+@control
+async def get_throttling(request, ctx):
+    with ctx.state.lock:
+        return web.json_response(dict(ctx.state.throttling))
+
+
+@control
+async def get_counters(request, ctx):
+    return web.json_response(ctx.state.counters_snapshot())
+
+
+@control
+async def zero_counters(request, ctx):
+    ctx.state.zero_counters()
+    return web.json_response(ctx.state.counters_snapshot())
+
+
+@control
+async def clock(request, ctx):
+    data = await _json(request)
+    try:
+        seconds = float(data.get("advance_seconds", 0))
+    except (TypeError, ValueError) as exc:
+        raise ControlError(400, "advance_seconds must be a number.") from exc
+    ctx.state.clock.advance(seconds)
+    return web.json_response({"offset_seconds": ctx.state.clock.offset})
+
+
+@control
+async def list_messages(request, ctx):
+    query = request.query
+    messages = ctx.state.find_messages(
+        to=query.get("to"), sender=query.get("from"), subject=query.get("subject")
+    )
+    return web.json_response({"messages": messages})
+
+
+@control
+async def delete_messages(request, ctx):
+    return web.json_response({"deleted": ctx.state.clear_messages()})
+
+
+@control
+async def inbox(request, ctx):
+    """A small page listing the stored messages, newest first."""
+    query = request.query
+    messages = ctx.state.find_messages(
+        to=query.get("to"), sender=query.get("from"), subject=query.get("subject")
+    )
+    rows = []
+    for message in reversed(messages[-500:]):
+        body = message.get("text")
+        if body is None:
+            body = message.get("html") or ""
+        rows.append(
+            "<details><summary>"
+            f"<b>{html.escape(message.get('subject') or '(no subject)')}</b> "
+            f"<span>{html.escape(message.get('from') or '')} &rarr; "
+            f"{html.escape(message['recipient'])}</span> "
+            f"<small>{html.escape(message['received_at'])} via "
+            f"{html.escape(message['transport'])}</small></summary>"
+            f"<pre>{html.escape(json.dumps(message['headers'], indent=1))}</pre>"
+            f"<pre>{html.escape(body)}</pre></details>"
+        )
+    listing = "".join(rows) or "<p>No messages yet.</p>"
+    document = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
+<meta http-equiv=refresh content=5><title>Sandbox inbox</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto}}
+details{{border-bottom:1px solid #ddd;padding:.5em 0}}span{{color:#555}}
+small{{color:#888}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:.5em}}
+</style></head><body><h1>Sandbox inbox</h1>
+<p>{len(messages)} message(s). Filter with <code>?to=</code>, <code>?from=</code>,
+<code>?subject=</code>.</p>{listing}</body></html>"""
+    return web.Response(text=document, content_type="text/html")
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/_sandbox/ca.pem", ca_pem)
+    r.add_get("/_sandbox/seed", seed_values)
+    r.add_post("/_sandbox/reset", reset)
+    r.add_post("/_sandbox/tenants", create_tenant)
+    r.add_patch("/_sandbox/tenants/{tenant}", update_tenant)
+    r.add_post("/_sandbox/tenants/{tenant}/apps", create_app)
+    r.add_patch("/_sandbox/tenants/{tenant}/apps/{client_id}", update_app)
+    r.add_post("/_sandbox/tenants/{tenant}/apps/{client_id}/secrets", add_secret)
+    r.add_post(
+        "/_sandbox/tenants/{tenant}/apps/{client_id}/certificates", add_certificate
+    )
+    r.add_post("/_sandbox/tenants/{tenant}/users", create_user)
+    r.add_patch("/_sandbox/tenants/{tenant}/users/{upn}", update_user)
+    r.add_post("/_sandbox/tenants/{tenant}/users/{upn}/revoke", revoke_user)
+    r.add_post("/_sandbox/faults", add_fault)
+    r.add_get("/_sandbox/faults", list_faults)
+    r.add_delete("/_sandbox/faults", clear_faults)
+    r.add_put("/_sandbox/throttling", set_throttling)
+    r.add_get("/_sandbox/throttling", get_throttling)
+    r.add_get("/_sandbox/counters", get_counters)
+    r.add_delete("/_sandbox/counters", zero_counters)
+    r.add_post("/_sandbox/clock", clock)
+    r.add_get("/_sandbox/messages", list_messages)
+    r.add_delete("/_sandbox/messages", delete_messages)
+    r.add_get("/_sandbox/inbox", inbox)

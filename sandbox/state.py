@@ -1,0 +1,549 @@
+"""Everything the sandbox remembers: directory objects, grants, mail and knobs.
+
+One ``State`` per running sandbox. The event loop thread and callers of
+``Sandbox`` (tests) share it, so every read and write goes through ``lock``.
+Times come from ``clock`` so that tests can move them forward.
+"""
+
+import copy
+import datetime
+import random
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sandbox import seed
+
+DAY = 86400.0
+
+
+class Clock:
+    """Wall-clock time plus an offset that only moves forward."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += max(0.0, float(seconds))
+
+    def reset(self) -> None:
+        self.offset = 0.0
+
+
+def iso(ts: float) -> str:
+    """ISO 8601 in UTC with a ``Z``, as Microsoft writes it."""
+    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(value: str) -> float:
+    dt = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return dt.timestamp()
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    domains: list
+    smtp_auth_disabled: bool = False
+    basic_auth_disabled: bool = False
+    send_as_denied_at_data: bool = False
+    access_token_lifetime: int = 3600
+    refresh_token_inactivity: float = 90 * DAY
+    apps: dict = field(default_factory=dict)  # client_id -> App
+    users: dict = field(default_factory=dict)  # lower-case upn -> User
+
+    EDITABLE = (
+        "smtp_auth_disabled",
+        "basic_auth_disabled",
+        "send_as_denied_at_data",
+        "access_token_lifetime",
+        "refresh_token_inactivity",
+    )
+
+    def public(self) -> dict:
+        data = {"tenant_id": self.tenant_id, "domains": list(self.domains)}
+        data.update({name: getattr(self, name) for name in self.EDITABLE})
+        return data
+
+
+@dataclass
+class Secret:
+    secret_id: str
+    value: str
+    expires_at: float | None
+
+    def public(self) -> dict:
+        expires = iso(self.expires_at) if self.expires_at else None
+        return {"secret_id": self.secret_id, "value": self.value, "expires_at": expires}
+
+
+@dataclass
+class Certificate:
+    sha1: bytes
+    sha256: bytes
+    public_key: object
+    pem: str
+
+
+@dataclass
+class App:
+    client_id: str
+    display_name: str = "Sandbox app"
+    application_permissions: list = field(default_factory=list)
+    delegated_permissions: list = field(default_factory=list)
+    admin_consent: bool = True
+    redirect_uris: list = field(default_factory=list)
+    access_policy: list | None = None  # None: may use every mailbox
+    mailbox_permissions: list = field(default_factory=list)
+    secrets: list = field(default_factory=list)
+    certificates: list = field(default_factory=list)
+
+    EDITABLE = (
+        "display_name",
+        "application_permissions",
+        "delegated_permissions",
+        "admin_consent",
+        "redirect_uris",
+        "access_policy",
+        "mailbox_permissions",
+    )
+
+    def public(self) -> dict:
+        data = {"client_id": self.client_id}
+        data.update({name: copy.copy(getattr(self, name)) for name in self.EDITABLE})
+        data["secrets"] = [
+            {"secret_id": s.secret_id, "expires_at": s.public()["expires_at"]}
+            for s in self.secrets
+        ]
+        data["certificates"] = [c.sha1.hex().upper() for c in self.certificates]
+        return data
+
+    def certificate(self, x5t: bytes | None, x5t_s256: bytes | None):
+        for cert in self.certificates:
+            if (x5t_s256 and cert.sha256 == x5t_s256) or (x5t and cert.sha1 == x5t):
+                return cert
+        return None
+
+    def may_use_mailbox(self, address: str) -> bool:
+        if self.access_policy is None:
+            return True
+        return address.lower() in {a.lower() for a in self.access_policy}
+
+
+@dataclass
+class User:
+    user_principal_name: str
+    object_id: str
+    password: str | None = None
+    display_name: str = ""
+    has_mailbox: bool = True
+    shared: bool = False
+    send_as: list = field(default_factory=list)
+    tokens_valid_from: float = 0.0
+
+    EDITABLE = ("password", "display_name", "has_mailbox", "shared", "send_as")
+
+    def public(self) -> dict:
+        data = {"user_principal_name": self.user_principal_name, "id": self.object_id}
+        data.update({name: copy.copy(getattr(self, name)) for name in self.EDITABLE})
+        data.pop("password")
+        return data
+
+    def may_send_as(self, address: str) -> bool:
+        address = address.lower()
+        if address == self.user_principal_name.lower():
+            return True
+        return address in {a.lower() for a in self.send_as}
+
+
+def empty_counters() -> dict:
+    return {
+        "token_requests": {
+            "client_credentials": 0,
+            "authorization_code": 0,
+            "refresh_token": 0,
+        },
+        "refresh_redemptions": 0,
+        "graph_requests": 0,
+        "graph_send_mail": 0,
+        "smtp_sessions": 0,
+        "smtp_messages": 0,
+        "tcp_connections": {"https": 0, "smtp": 0},
+    }
+
+
+DEFAULT_THROTTLING = {
+    "enabled": False,
+    "graph_requests_per_window": 30,
+    "window_seconds": 1.0,
+    "graph_concurrency_per_mailbox": 4,
+    "smtp_messages_per_minute": 30,
+}
+
+
+class State:
+    """The sandbox's whole memory; ``reset()`` brings back the seeded tenant."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.clock = Clock()
+        self.reset()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def reset(self) -> None:
+        with self.lock:
+            self.clock.reset()
+            self.tenants = {}  # tenant_id -> Tenant
+            self.codes = {}  # code -> dict
+            self.refresh_tokens = {}  # token -> dict
+            self.messages = []
+            self.faults = []
+            self.throttling = dict(DEFAULT_THROTTLING)
+            self.graph_windows = {}  # (client_id, mailbox) -> [start, count]
+            self.graph_in_flight = {}  # mailbox -> count
+            self.smtp_windows = {}  # identity -> [start, count]
+            self.counters = empty_counters()
+            self._seed()
+
+    def _seed(self) -> None:
+        tenant = Tenant(tenant_id=seed.TENANT_ID, domains=[seed.DOMAIN])
+        self.tenants[tenant.tenant_id] = tenant
+        app = App(
+            client_id=seed.CLIENT_ID,
+            display_name=seed.APP_DISPLAY_NAME,
+            application_permissions=list(seed.APPLICATION_PERMISSIONS),
+            delegated_permissions=list(seed.DELEGATED_PERMISSIONS),
+            admin_consent=True,
+            redirect_uris=list(seed.REDIRECT_URIS),
+            access_policy=None,
+            mailbox_permissions=[seed.SENDER],
+            secrets=[Secret(seed.CLIENT_SECRET_ID, seed.CLIENT_SECRET, None)],
+        )
+        tenant.apps[app.client_id] = app
+        for user in (
+            User(seed.SENDER, seed.SENDER_OID, None, "Notifications"),
+            User(seed.RECIPIENT, seed.RECIPIENT_OID, None, "Security team", True, True),
+            User(seed.USER, seed.USER_OID, seed.PASSWORD, "Alex Wilber"),
+        ):
+            tenant.users[user.user_principal_name.lower()] = user
+
+    # -- directory ----------------------------------------------------------
+
+    def tenant(self, key: str) -> Tenant | None:
+        """A tenant by GUID or by one of its domains."""
+        key = (key or "").lower()
+        with self.lock:
+            found = self.tenants.get(key)
+            if found:
+                return found
+            for tenant in self.tenants.values():
+                if key in (d.lower() for d in tenant.domains):
+                    return tenant
+        return None
+
+    def app(self, tenant: Tenant, client_id: str) -> App | None:
+        return tenant.apps.get((client_id or "").lower())
+
+    def user(self, tenant: Tenant, key: str) -> User | None:
+        """A user by UPN or object ID."""
+        key = (key or "").lower()
+        found = tenant.users.get(key)
+        if found:
+            return found
+        for user in tenant.users.values():
+            if user.object_id == key:
+                return user
+        return None
+
+    def user_anywhere(self, upn: str) -> tuple:
+        """(tenant, user) for a UPN in any tenant, or (None, None)."""
+        with self.lock:
+            for tenant in self.tenants.values():
+                user = tenant.users.get((upn or "").lower())
+                if user:
+                    return tenant, user
+        return None, None
+
+    def create_tenant(self, data: dict) -> Tenant:
+        with self.lock:
+            tenant_id = str(data.get("tenant_id") or uuid.uuid4()).lower()
+            if tenant_id in self.tenants:
+                raise ValueError(f"Tenant {tenant_id} already exists.")
+            domains = list(data.get("domains") or [])
+            for domain in domains:
+                if self.tenant(domain):
+                    raise ValueError(f"Domain {domain} belongs to another tenant.")
+            tenant = Tenant(tenant_id=tenant_id, domains=domains)
+            self.update_tenant(tenant, data)
+            self.tenants[tenant_id] = tenant
+            return tenant
+
+    def update_tenant(self, tenant: Tenant, data: dict) -> Tenant:
+        with self.lock:
+            if "domains" in data and data["domains"] is not None:
+                tenant.domains = list(data["domains"])
+            for name in Tenant.EDITABLE:
+                if name in data and data[name] is not None:
+                    setattr(tenant, name, data[name])
+            return tenant
+
+    def create_app(self, tenant: Tenant, data: dict) -> App:
+        with self.lock:
+            client_id = str(data.get("client_id") or uuid.uuid4()).lower()
+            if client_id in tenant.apps:
+                raise ValueError(f"App {client_id} already exists.")
+            app = App(client_id=client_id)
+            self.update_app(app, data)
+            tenant.apps[client_id] = app
+            return app
+
+    def update_app(self, app: App, data: dict) -> App:
+        with self.lock:
+            for name in App.EDITABLE:
+                if name in data:
+                    value = data[name]
+                    if isinstance(value, list):
+                        value = list(value)
+                    setattr(app, name, value)
+            return app
+
+    def add_secret(self, app: App, data: dict) -> Secret:
+        with self.lock:
+            expires = data.get("expires_at")
+            secret = Secret(
+                secret_id=str(uuid.uuid4()),
+                value=data.get("value") or _new_secret_value(),
+                expires_at=parse_iso(expires) if expires else None,
+            )
+            app.secrets.append(secret)
+            return secret
+
+    def add_certificate(self, app: App, cert: Certificate) -> None:
+        with self.lock:
+            app.certificates = [c for c in app.certificates if c.sha1 != cert.sha1]
+            app.certificates.append(cert)
+
+    def create_user(self, tenant: Tenant, data: dict) -> User:
+        with self.lock:
+            upn = data.get("user_principal_name")
+            if not upn or "@" not in upn:
+                raise ValueError("user_principal_name must be an e-mail address.")
+            if upn.lower() in tenant.users:
+                raise ValueError(f"User {upn} already exists.")
+            user = User(
+                user_principal_name=upn,
+                object_id=str(data.get("id") or uuid.uuid4()),
+                display_name=upn.split("@")[0],
+            )
+            self.update_user(user, data)
+            tenant.users[upn.lower()] = user
+            return user
+
+    def update_user(self, user: User, data: dict) -> User:
+        with self.lock:
+            for name in User.EDITABLE:
+                if name in data:
+                    value = data[name]
+                    if isinstance(value, list):
+                        value = list(value)
+                    setattr(user, name, value)
+            return user
+
+    def revoke_user(self, user: User) -> None:
+        with self.lock:
+            user.tokens_valid_from = self.clock.now()
+
+    # -- codes and refresh tokens -------------------------------------------
+
+    def new_code(self, grant: dict) -> str:
+        code = "1.A" + secrets.token_urlsafe(96)
+        with self.lock:
+            self.codes[code] = dict(grant, issued_at=self.clock.now(), redeemed=False)
+        return code
+
+    def new_refresh_token(self, grant: dict) -> str:
+        token = "1.A" + secrets.token_urlsafe(160)
+        with self.lock:
+            now = self.clock.now()
+            grant = dict(grant, last_used=now, issued_at=now, used=False)
+            grant.setdefault("first_issued_at", now)
+            self.refresh_tokens[token] = grant
+        return token
+
+    # -- mail --------------------------------------------------------------------
+
+    def store_message(self, base: dict, recipients: list) -> list:
+        """Store one copy per distinct recipient; returns the stored dicts."""
+        stored = []
+        seen = set()
+        with self.lock:
+            received_at = iso(self.clock.now())
+            for recipient in recipients:
+                if recipient.lower() in seen:
+                    continue
+                seen.add(recipient.lower())
+                message = dict(base)
+                message["id"] = uuid.uuid4().hex
+                message["recipient"] = recipient
+                message["received_at"] = received_at
+                self.messages.append(message)
+                stored.append(message)
+        return stored
+
+    def find_messages(self, to=None, sender=None, subject=None) -> list:
+        with self.lock:
+            found = []
+            for message in self.messages:
+                if to and message["recipient"].lower() != to.lower():
+                    continue
+                if sender and (message.get("from") or "").lower() != sender.lower():
+                    continue
+                if subject and subject not in (message.get("subject") or ""):
+                    continue
+                found.append(copy.deepcopy(message))
+            return found
+
+    def clear_messages(self) -> int:
+        with self.lock:
+            count = len(self.messages)
+            self.messages = []
+            return count
+
+    # -- counters ------------------------------------------------------------------
+
+    def count(self, name: str, sub: str | None = None, amount: int = 1) -> None:
+        with self.lock:
+            if sub is None:
+                self.counters[name] += amount
+            else:
+                self.counters[name][sub] = self.counters[name].get(sub, 0) + amount
+
+    def counters_snapshot(self) -> dict:
+        with self.lock:
+            return copy.deepcopy(self.counters)
+
+    def zero_counters(self) -> None:
+        with self.lock:
+            self.counters = empty_counters()
+
+    # -- faults --------------------------------------------------------------------
+
+    def add_fault(self, data: dict) -> dict:
+        target = data.get("target")
+        if target not in ("token", "graph", "smtp"):
+            raise ValueError("target must be one of token, graph, smtp.")
+        stage = data.get("smtp_stage", "data")
+        if stage not in ("connect", "auth", "mail", "rcpt", "data"):
+            raise ValueError("smtp_stage must be connect, auth, mail, rcpt or data.")
+        fault = dict(data, id=uuid.uuid4().hex, smtp_stage=stage)
+        if "probability" not in fault and "count" not in fault:
+            fault["count"] = 1
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, target: str, stage: str | None = None) -> dict | None:
+        """The first fault that fires now for this target, used up by one."""
+        with self.lock:
+            for fault in self.faults:
+                if fault["target"] != target:
+                    continue
+                if stage and fault["smtp_stage"] != stage:
+                    continue
+                if "count" in fault and fault.get("count") is not None:
+                    if fault["count"] <= 0:
+                        continue
+                    if "probability" in fault and random.random() >= float(
+                        fault["probability"]
+                    ):
+                        continue
+                    fault["count"] -= 1
+                    return dict(fault)
+                if random.random() < float(fault.get("probability", 0)):
+                    return dict(fault)
+        return None
+
+    def clear_faults(self) -> int:
+        with self.lock:
+            count = len(self.faults)
+            self.faults = []
+            return count
+
+    # -- throttling ------------------------------------------------------------------
+
+    def set_throttling(self, data: dict) -> dict:
+        with self.lock:
+            for name in DEFAULT_THROTTLING:
+                if name in data:
+                    self.throttling[name] = data[name]
+            self.graph_windows = {}
+            self.smtp_windows = {}
+            return dict(self.throttling)
+
+    def graph_rate_check(self, client_id: str, mailbox: str) -> float | None:
+        """None if allowed, else the seconds until the window reopens."""
+        with self.lock:
+            conf = self.throttling
+            if not conf["enabled"]:
+                return None
+            now = time.monotonic()
+            window = float(conf["window_seconds"])
+            key = (client_id, mailbox.lower())
+            slot = self.graph_windows.get(key)
+            if slot is None or now - slot[0] >= window:
+                slot = self.graph_windows[key] = [now, 0]
+            if slot[1] >= int(conf["graph_requests_per_window"]):
+                return max(0.001, window - (now - slot[0]))
+            slot[1] += 1
+            return None
+
+    def graph_enter(self, mailbox: str) -> bool:
+        """Count one request in flight; False if over the concurrency limit."""
+        with self.lock:
+            key = mailbox.lower()
+            current = self.graph_in_flight.get(key, 0)
+            conf = self.throttling
+            limit = int(conf["graph_concurrency_per_mailbox"])
+            if conf["enabled"] and current >= limit:
+                return False
+            self.graph_in_flight[key] = current + 1
+            return True
+
+    def graph_leave(self, mailbox: str) -> None:
+        with self.lock:
+            key = mailbox.lower()
+            left = self.graph_in_flight.get(key, 1) - 1
+            if left <= 0:
+                self.graph_in_flight.pop(key, None)
+            else:
+                self.graph_in_flight[key] = left
+
+    def smtp_rate_check(self, identity: str) -> bool:
+        """True if one more SMTP message fits this minute's budget."""
+        with self.lock:
+            conf = self.throttling
+            if not conf["enabled"]:
+                return True
+            now = time.monotonic()
+            slot = self.smtp_windows.get(identity)
+            if slot is None or now - slot[0] >= 60.0:
+                slot = self.smtp_windows[identity] = [now, 0]
+            if slot[1] >= int(conf["smtp_messages_per_minute"]):
+                return False
+            slot[1] += 1
+            return True
+
+
+def _new_secret_value() -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+    body = "".join(secrets.choice(alphabet) for _ in range(37))
+    return secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") + "xz8Q~" + body

@@ -1,0 +1,294 @@
+"""Project pages: who sees what, who changes what, and hostile text shown safely."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from notifications.models import Event, EventKind
+from projects.models import ApiToken, Finding, Membership, Project, Role, Scan
+from projects.services import api_token_create, scan_import
+from tests.projects.factories import sarif_bytes, sarif_result
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = '<script>alert("x")</script>\r\nSet-Cookie: evil=1'
+
+
+@pytest.fixture
+def finding(project):
+    scan_import(
+        project=project,
+        sarif=sarif_bytes([sarif_result("B602", message=HOSTILE, uri="<img src=x onerror=1>.py")]),
+        source="api",
+    )
+    return Finding.objects.get(project=project)
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+def upload(name="scan.sarif", data=None):
+    return SimpleUploadedFile(name, data or sarif_bytes([sarif_result()]), "application/json")
+
+
+# -- anonymous --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["projects:detail", "projects:settings"])
+def test_anonymous_is_sent_to_sign_in(client, project, name):
+    url = reverse(name, args=[project.slug])
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_anonymous_list_is_sent_to_sign_in(client, db):
+    response = client.get(reverse("projects:list"))
+    assert response.status_code == 302 and reverse("login") in response["Location"]
+
+
+# -- list and visibility ----------------------------------------------------------
+
+
+def test_list_shows_only_my_projects(client, project, other_project, member):
+    body = login(client, member).get(reverse("projects:list")).content.decode()
+    assert "Shop" in body and "Payroll" not in body
+    assert "New project" not in body
+
+
+def test_security_admin_sees_all_and_can_create(client, project, other_project, security_admin):
+    login(client, security_admin)
+    body = client.get(reverse("projects:list")).content.decode()
+    assert "Shop" in body and "Payroll" in body and "New project" in body
+    response = client.post(reverse("projects:list"), {"name": "Mobile app", "slug": ""})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("projects:settings", args=["mobile-app"])
+    assert Project.objects.filter(slug="mobile-app").exists()
+    duplicate = client.post(reverse("projects:list"), {"name": "Shop", "slug": "shop"})
+    assert duplicate.status_code == 400 and "exists already" in duplicate.content.decode()
+
+
+def test_members_cannot_create_projects(client, member):
+    response = login(client, member).post(reverse("projects:list"), {"name": "Sneaky"})
+    assert response.status_code == 403
+    assert not Project.objects.filter(name="Sneaky").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("projects:detail", []),
+        ("projects:settings", []),
+        ("projects:finding", ["FINDING"]),
+    ],
+)
+def test_other_projects_are_404_like_unknown_ones(client, project, other_project, member, name, args):
+    scan_import(project=other_project, sarif=sarif_bytes([sarif_result()]), source="api")
+    other_finding = Finding.objects.get(project=other_project)
+    args = [other_finding.pk if a == "FINDING" else a for a in args]
+    login(client, member)
+    assert client.get(reverse(name, args=[other_project.slug, *args])).status_code == 404
+    assert client.get(reverse(name, args=["no-such-project", *args])).status_code == 404
+
+
+def test_member_of_a_cannot_change_b(client, project, other_project, member):
+    scan_import(project=other_project, sarif=sarif_bytes([sarif_result()]), source="api")
+    other_finding = Finding.objects.get(project=other_project)
+    login(client, member)
+    slug = other_project.slug
+    posts = [
+        (reverse("projects:scan_upload", args=[slug]), {"file": upload()}),
+        (reverse("projects:finding", args=[slug, other_finding.pk]), {"status": "confirmed"}),
+        (reverse("projects:token_create", args=[slug]), {"name": "x"}),
+        (reverse("projects:member_add", args=[slug]), {"username": "mike", "role": "owner"}),
+    ]
+    for url, data in posts:
+        assert client.post(url, data).status_code == 404, url
+    # A finding of B through A's URL is a 404 too.
+    url = reverse("projects:finding", args=[project.slug, other_finding.pk])
+    assert client.post(url, {"status": "confirmed"}).status_code == 404
+    other_finding.refresh_from_db()
+    assert other_finding.status == "open"
+    assert Scan.objects.filter(project=other_project).count() == 1
+    assert not ApiToken.objects.exists()
+
+
+# -- overview, filters, hostile text ------------------------------------------------
+
+
+def test_overview_lists_and_filters_findings(client, project, member):
+    scan_import(
+        project=project,
+        sarif=sarif_bytes(
+            [
+                sarif_result("HIGHRULE", level="error"),
+                sarif_result("LOWRULE", level="note", line=2),
+            ]
+        ),
+        source="api",
+    )
+    login(client, member)
+    url = reverse("projects:detail", args=[project.slug])
+    body = client.get(url).content.decode()
+    assert "HIGHRULE" in body and "LOWRULE" in body
+    body = client.get(url, {"severity": "low"}).content.decode()
+    assert "HIGHRULE" not in body and "LOWRULE" in body
+    body = client.get(url, {"status": "resolved"}).content.decode()
+    assert "HIGHRULE" not in body and "No findings match these filters" in body
+    # Unknown filter values are ignored rather than failing.
+    assert client.get(url, {"severity": "bogus"}).status_code == 200
+
+
+def test_hostile_finding_text_is_stored_as_data_and_escaped(client, finding, member):
+    assert finding.message == HOSTILE  # stored exactly, CR/LF included
+    login(client, member)
+    for url in (
+        reverse("projects:detail", args=[finding.project.slug]),
+        reverse("projects:finding", args=[finding.project.slug, finding.pk]),
+    ):
+        response = client.get(url)
+        body = response.content.decode()
+        assert "<script>alert" not in body and "<img src=x" not in body
+        assert "&lt;script&gt;alert" in body and "&lt;img src=x onerror=1&gt;.py" in body
+        assert "evil" not in response.cookies and "Set-Cookie" not in response.headers
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_members_do_not_see_owner_controls(client, project, member):
+    login(client, member)
+    body = client.get(reverse("projects:detail", args=[project.slug])).content.decode()
+    assert "Upload a scan" not in body
+    body = client.get(reverse("projects:settings", args=[project.slug])).content.decode()
+    assert "Create token" not in body and "Save member" not in body
+    assert "olivia" in body  # the member list is readable
+
+
+# -- uploads ------------------------------------------------------------------------
+
+
+def test_owner_uploads_a_scan(client, project, owner):
+    login(client, owner)
+    response = client.post(reverse("projects:scan_upload", args=[project.slug]), {"file": upload()})
+    assert response.status_code == 302
+    scan = Scan.objects.get()
+    assert (scan.source, scan.created_by, scan.new_count) == ("upload", owner, 1)
+    follow = client.get(response["Location"]).content.decode()
+    assert "Scan imported: 1 new" in follow
+
+
+def test_bad_upload_shows_what_to_fix_and_writes_nothing(client, project, owner):
+    login(client, owner)
+    url = reverse("projects:scan_upload", args=[project.slug])
+    response = client.post(url, {"file": upload(data=b'{"version": "2.0.0", "runs": []}')})
+    assert response.status_code == 400
+    assert "SARIF version &quot;2.0.0&quot; is not supported" in response.content.decode()
+    assert not Scan.objects.exists() and not Event.objects.exists()
+
+
+def test_oversized_upload_is_refused(client, project, owner, settings):
+    settings.SARIF_MAX_BYTES = 50
+    login(client, owner)
+    response = client.post(reverse("projects:scan_upload", args=[project.slug]), {"file": upload()})
+    assert response.status_code == 400 and "the limit is" in response.content.decode()
+    assert not Scan.objects.exists()
+
+
+def test_members_cannot_upload(client, project, member):
+    login(client, member)
+    response = client.post(reverse("projects:scan_upload", args=[project.slug]), {"file": upload()})
+    assert response.status_code == 403
+    assert not Scan.objects.exists()
+
+
+# -- statuses -----------------------------------------------------------------------
+
+
+def test_owner_changes_status(client, finding, owner):
+    login(client, owner)
+    url = reverse("projects:finding", args=[finding.project.slug, finding.pk])
+    assert 'value="confirmed"' in client.get(url).content.decode()
+    response = client.post(url, {"status": "confirmed"})
+    assert response.status_code == 302
+    finding.refresh_from_db()
+    assert finding.status == "confirmed"
+    event = Event.objects.get(kind=EventKind.STATUS_CHANGED)
+    assert event.actor == owner
+    assert "olivia" in client.get(url).content.decode()  # in the history
+
+
+def test_owner_cannot_make_a_disallowed_move(client, finding, owner):
+    login(client, owner)
+    url = reverse("projects:finding", args=[finding.project.slug, finding.pk])
+    response = client.post(url, {"status": "reopened"})
+    assert response.status_code == 400
+    finding.refresh_from_db()
+    assert finding.status == "open"
+
+
+def test_members_cannot_change_status(client, finding, member):
+    login(client, member)
+    url = reverse("projects:finding", args=[finding.project.slug, finding.pk])
+    assert "Change status" not in client.get(url).content.decode()
+    assert client.post(url, {"status": "confirmed"}).status_code == 403
+    finding.refresh_from_db()
+    assert finding.status == "open" and not Event.objects.filter(kind="status_changed").exists()
+
+
+# -- settings: tokens and members -----------------------------------------------------
+
+
+def test_token_is_shown_once_then_only_its_prefix(client, project, owner):
+    login(client, owner)
+    response = client.post(reverse("projects:token_create", args=[project.slug]), {"name": "CI"})
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    token = ApiToken.objects.get()
+    body = response.content.decode()
+    raw = body.split('class="token-value" type="text" readonly value="')[1].split('"')[0]
+    assert raw.startswith(token.prefix) and len(raw) > 40
+    later = client.get(reverse("projects:settings", args=[project.slug])).content.decode()
+    assert raw not in later and token.prefix in later
+
+
+def test_owner_revokes_a_token(client, project, owner):
+    token, _raw = api_token_create(project=project, name="CI", actor=owner)
+    login(client, owner)
+    response = client.post(reverse("projects:token_revoke", args=[project.slug, token.pk]))
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_members_cannot_create_or_revoke_tokens(client, project, owner, member):
+    token, _raw = api_token_create(project=project, name="CI", actor=owner)
+    login(client, member)
+    assert client.post(reverse("projects:token_create", args=[project.slug]), {"name": "x"}).status_code == 403
+    assert client.post(reverse("projects:token_revoke", args=[project.slug, token.pk])).status_code == 403
+    token.refresh_from_db()
+    assert token.revoked_at is None and ApiToken.objects.count() == 1
+
+
+def test_security_admin_assigns_owners_and_removes_members(client, project, security_admin, outsider, member):
+    login(client, security_admin)
+    url = reverse("projects:member_add", args=[project.slug])
+    assert client.post(url, {"username": "otto", "role": "owner"}).status_code == 302
+    assert Membership.objects.get(project=project, user=outsider).role == Role.OWNER
+    unknown = client.post(url, {"username": "nobody", "role": "owner"})
+    assert unknown.status_code == 400 and "No active user is called" in unknown.content.decode()
+    membership = Membership.objects.get(project=project, user=member)
+    remove = reverse("projects:member_remove", args=[project.slug, membership.pk])
+    assert client.post(remove).status_code == 302
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+def test_owners_cannot_manage_members(client, project, owner, outsider):
+    login(client, owner)
+    url = reverse("projects:member_add", args=[project.slug])
+    assert client.post(url, {"username": "otto", "role": "owner"}).status_code == 403
+    assert not Membership.objects.filter(user=outsider, project=project).exists()
+
+
+def test_settings_has_no_notification_tools_link_until_it_exists(client, project, owner):
+    body = login(client, owner).get(reverse("projects:settings", args=[project.slug])).content.decode()
+    assert "notification-tools" not in body or "Notification tools" in body

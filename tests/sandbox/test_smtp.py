@@ -1,0 +1,372 @@
+"""Exchange Online SMTP submission with smtplib: STARTTLS, XOAUTH2, basic auth, refusals."""
+
+import smtplib
+import ssl
+
+import pytest
+
+from tests.sandbox.m365 import (
+    GRAPH_DEFAULT,
+    OUTLOOK_DEFAULT,
+    SMTP_SEND,
+    app_token,
+    delegated_token,
+    mime_message,
+    smtp_login_xoauth2,
+    smtp_reply,
+    smtp_session,
+)
+
+AUTH_UNSUCCESSFUL = "5.7.3"
+
+
+@pytest.fixture
+def outlook_token(sb, http):
+    return app_token(sb, http, OUTLOOK_DEFAULT)
+
+
+def send(client, sender, to, **kwargs):
+    message = mime_message(sender, to, **kwargs)
+    client.send_message(message, from_addr=sender, to_addrs=to)
+    return message
+
+
+# --- TLS and the order of things ------------------------------------------------
+
+
+def test_ehlo_offers_starttls_and_auth_only_after_it(sb):
+    with smtp_session(sb, starttls=False) as client:
+        assert client.has_extn("starttls")
+        assert not client.has_extn("auth")
+        client.starttls(context=ssl.create_default_context(cafile=str(sb.ca_path)))
+        client.ehlo("tests.local")
+
+        mechanisms = client.esmtp_features["auth"].upper().split()
+        assert {"XOAUTH2", "PLAIN", "LOGIN"} <= set(mechanisms)
+
+
+def test_auth_before_starttls_is_refused_with_5_7_57(sb, seed):
+    with smtp_session(sb, starttls=False) as client:
+        code, text = client.docmd("AUTH", "PLAIN AGFsZXgAcGFzc3dvcmQ=")
+
+    assert code == 530
+    assert b"5.7.57" in text
+
+
+def test_starttls_certificate_is_verified_against_the_sandbox_ca(sb):
+    with smtplib.SMTP(sb.smtp_host, sb.smtp_port, timeout=10) as client:
+        client.ehlo()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.starttls(context=ssl.create_default_context())
+
+
+def test_mail_without_auth_is_refused_with_5_7_57(sb, seed):
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPException) as refused:
+            send(client, seed["sender"], [seed["recipient"]])
+
+    code, text = smtp_reply(refused.value)
+    assert code == 530
+    assert "5.7.57" in text
+    assert sb.messages() == []
+
+
+# --- XOAUTH2 --------------------------------------------------------------------
+
+
+def test_app_token_with_mailbox_permission_sends_as_that_mailbox(
+    sb, seed, outlook_token
+):
+    with smtp_session(sb) as client:
+        code, _ = smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        assert code == 235
+        sent = send(
+            client, seed["sender"], [seed["recipient"]],
+            subject="SMTP app", text="Plain part.", html="<p>HTML part.</p>",
+            headers={"X-Project": "apollo"},
+        )
+
+    (message,) = sb.messages(subject="SMTP app")
+    assert message["recipient"] == seed["recipient"]
+    assert seed["sender"] in message["from"]
+    assert message["to"] == [seed["recipient"]]
+    assert message["text"].strip() == "Plain part."
+    assert message["html"].strip() == "<p>HTML part.</p>"
+    assert message["headers"]["X-Project"] == "apollo"
+    assert message["message_id"].strip("<>") == sent["Message-ID"].strip("<>")
+    assert message["transport"] == "smtp"
+    assert message["authenticated_as"]["kind"] == "app"
+    assert message["authenticated_as"]["client_id"] == seed["client_id"]
+
+
+def test_smtp_message_is_stored_once_per_envelope_recipient(sb, seed, outlook_token):
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        client.send_message(
+            mime_message(seed["sender"], [seed["recipient"]], subject="fan out"),
+            from_addr=seed["sender"],
+            to_addrs=[seed["recipient"], seed["user"], "hidden@example.com"],
+        )
+
+    assert sorted(m["recipient"] for m in sb.messages(subject="fan out")) == sorted(
+        [seed["recipient"], seed["user"], "hidden@example.com"]
+    )
+
+
+def test_app_token_for_mailbox_without_permission_is_535_5_7_3(
+    sb, seed, outlook_token
+):
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["recipient"], outlook_token)
+
+    assert refused.value.smtp_code == 535
+    assert AUTH_UNSUCCESSFUL.encode() in refused.value.smtp_error
+
+
+def test_app_token_without_smtp_send_as_app_is_535(sb, http, ctl, seed):
+    client_id, secret = ctl.add_app(
+        application_permissions=["IMAP.AccessAsApp"],
+        mailbox_permissions=[seed["sender"]],
+    )
+    token = app_token(sb, http, OUTLOOK_DEFAULT, client_id=client_id, credential=secret)
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], token)
+
+    assert refused.value.smtp_code == 535
+    assert AUTH_UNSUCCESSFUL.encode() in refused.value.smtp_error
+
+
+def test_graph_audience_token_is_535_5_7_3(sb, http, seed):
+    token = app_token(sb, http, GRAPH_DEFAULT)
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], token)
+
+    assert refused.value.smtp_code == 535
+    assert AUTH_UNSUCCESSFUL.encode() in refused.value.smtp_error
+
+
+def test_garbage_token_is_535_5_7_3(sb, seed):
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], "eyJnot.a.token")
+
+    assert refused.value.smtp_code == 535
+    assert AUTH_UNSUCCESSFUL.encode() in refused.value.smtp_error
+
+
+def test_expired_token_is_535_5_7_3(sb, ctl, seed, outlook_token):
+    ctl.advance_clock(24 * 3600)
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], outlook_token)
+
+    assert refused.value.smtp_code == 535
+
+
+def test_delegated_smtp_send_token_sends_as_the_signed_in_user(sb, http, seed):
+    token = delegated_token(sb, http, [SMTP_SEND])
+
+    with smtp_session(sb) as client:
+        code, _ = smtp_login_xoauth2(client, seed["user"], token)
+        assert code == 235
+        send(client, seed["user"], [seed["recipient"]], subject="SMTP delegated")
+
+    (message,) = sb.messages(subject="SMTP delegated")
+    assert message["authenticated_as"]["kind"] == "user"
+    assert message["authenticated_as"]["user"] == seed["user"]
+
+
+def test_delegated_token_for_another_user_is_535(sb, http, seed):
+    token = delegated_token(sb, http, [SMTP_SEND])
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], token)
+
+    assert refused.value.smtp_code == 535
+
+
+def test_mail_from_an_address_not_allowed_is_550_5_7_60(sb, seed, outlook_token):
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            send(client, seed["recipient"], [seed["user"]])
+
+    assert refused.value.smtp_code == 550
+    assert b"5.7.60" in refused.value.smtp_error
+    assert sb.messages() == []
+
+
+def test_send_as_denied_at_data_is_554_5_2_252(sb, ctl, seed, outlook_token):
+    ctl.patch_tenant(send_as_denied_at_data=True)
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(client, seed["recipient"], [seed["user"]])
+
+    assert refused.value.smtp_code == 554
+    assert b"5.2.252" in refused.value.smtp_error
+    assert sb.messages() == []
+
+
+def test_smtp_auth_disabled_for_the_tenant_is_535_5_7_139(sb, ctl, seed, outlook_token):
+    ctl.patch_tenant(smtp_auth_disabled=True)
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], outlook_token)
+
+    assert refused.value.smtp_code == 535
+    assert b"5.7.139" in refused.value.smtp_error
+    assert b"SmtpClientAuthentication is disabled" in refused.value.smtp_error
+
+
+# --- basic authentication -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_basic_auth_with_the_users_password_sends(sb, seed, mechanism):
+    with smtp_session(sb) as client:
+        client.user, client.password = seed["user"], seed["password"]
+        authobject = client.auth_plain if mechanism == "PLAIN" else client.auth_login
+        code, _ = client.auth(mechanism, authobject)
+        assert code == 235
+        send(client, seed["user"], [seed["recipient"]], subject=f"basic {mechanism}")
+
+    (message,) = sb.messages(subject=f"basic {mechanism}")
+    assert message["authenticated_as"]["kind"] == "basic"
+    assert message["authenticated_as"]["user"] == seed["user"]
+
+
+def test_smtplib_login_picks_a_basic_mechanism(sb, seed):
+    with smtp_session(sb) as client:
+        code, _ = client.login(seed["user"], seed["password"])
+
+    assert code == 235
+
+
+def test_wrong_password_is_535_5_7_3(sb, seed):
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login(seed["user"], "wrong-password")
+
+    assert refused.value.smtp_code == 535
+    assert AUTH_UNSUCCESSFUL.encode() in refused.value.smtp_error
+
+
+def test_basic_auth_disabled_for_the_tenant_is_535_5_7_139(sb, ctl, seed):
+    ctl.patch_tenant(basic_auth_disabled=True)
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login(seed["user"], seed["password"])
+
+    assert refused.value.smtp_code == 535
+    assert b"5.7.139" in refused.value.smtp_error
+    assert b"basic authentication is disabled" in refused.value.smtp_error
+
+
+# --- faults and throttling ------------------------------------------------------
+
+
+def test_fault_at_mail_from_answers_451_4_3_2_once(sb, ctl, seed, outlook_token):
+    ctl.add_fault(target="smtp", smtp_stage="mail",
+                  smtp_reply="451 4.3.2 Temporary server error. Please try again later")
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            send(client, seed["sender"], [seed["recipient"]], subject="first try")
+        client.rset()
+        send(client, seed["sender"], [seed["recipient"]], subject="second try")
+
+    assert refused.value.smtp_code == 451
+    assert b"4.3.2" in refused.value.smtp_error
+    assert [m["subject"] for m in sb.messages()] == ["second try"]
+
+
+def test_fault_at_data_answers_its_reply(sb, ctl, seed, outlook_token):
+    ctl.add_fault(target="smtp", smtp_stage="data",
+                  smtp_reply="451 4.3.2 Temporary server error. Please try again later")
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(client, seed["sender"], [seed["recipient"]])
+
+    assert refused.value.smtp_code == 451
+    assert sb.messages() == []
+
+
+def test_fault_at_connect_answers_421(sb, ctl):
+    ctl.add_fault(target="smtp", smtp_stage="connect",
+                  smtp_reply="421 4.3.2 Service not available, closing transmission channel")
+
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP(sb.smtp_host, sb.smtp_port, timeout=10)
+
+    assert refused.value.smtp_code == 421
+    with smtp_session(sb) as client:  # applied once
+        assert client.has_extn("auth")
+
+
+def test_fault_at_auth_answers_its_reply(sb, ctl, seed, outlook_token):
+    ctl.add_fault(target="smtp", smtp_stage="auth",
+                  smtp_reply="454 4.7.0 Temporary authentication failure")
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], outlook_token)
+
+    assert refused.value.smtp_code == 454
+
+
+def test_drop_fault_closes_the_connection(sb, ctl, seed, outlook_token):
+    ctl.add_fault(target="smtp", smtp_stage="data", drop=True)
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            send(client, seed["sender"], [seed["recipient"]])
+
+    assert sb.messages() == []
+
+
+def test_throttled_submission_is_451_4_3_2(sb, ctl, seed, outlook_token):
+    ctl.throttle(smtp_messages_per_minute=2)
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        send(client, seed["sender"], [seed["recipient"]], subject="one")
+        send(client, seed["sender"], [seed["recipient"]], subject="two")
+        with pytest.raises(smtplib.SMTPException) as refused:
+            send(client, seed["sender"], [seed["recipient"]], subject="three")
+
+    code, text = smtp_reply(refused.value)
+    assert code == 451
+    assert "4.3.2" in text
+    assert "rate" in text
+    assert sorted(m["subject"] for m in sb.messages()) == ["one", "two"]
+
+
+def test_smtp_counters_count_sessions_messages_and_connections(
+    sb, ctl, seed, outlook_token
+):
+    ctl("DELETE", "counters")
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        send(client, seed["sender"], [seed["recipient"]])
+        send(client, seed["sender"], [seed["recipient"]])
+
+    counters = ctl.counters()
+    assert counters["smtp_sessions"] == 1
+    assert counters["smtp_messages"] == 2
+    assert counters["tcp_connections"]["smtp"] == 1
