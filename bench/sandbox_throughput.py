@@ -121,8 +121,12 @@ def phase(sb, name, run, seconds, unit):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="duration of each measurement (default 5)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=5.0,
+        help="duration of each measurement (default 5)",
+    )
     args = parser.parse_args()
     seconds = args.seconds
 
@@ -133,7 +137,9 @@ def main():
     with Sandbox() as sb:
         with trusted_session(sb.ca_path) as session:
             graph_token = app_token(sb, session, "https://graph.microsoft.com/.default")
-            smtp_token = app_token(sb, session, "https://outlook.office365.com/.default")
+            smtp_token = app_token(
+                sb, session, "https://outlook.office365.com/.default"
+            )
 
         def one_session():
             with trusted_session(sb.ca_path) as s:
@@ -155,12 +161,27 @@ def main():
         # Warm up (TLS, imports, first token validation).
         graph_loop(sb, graph_token, 0.3)
 
-        phase(sb, "Graph sendMail, one keep-alive session", one_session, seconds,
-              "requests")
-        phase(sb, "Graph sendMail, 4 threads x 1 session", four_threads, seconds,
-              "requests")
-        phase(sb, "SMTP, one session (STARTTLS + XOAUTH2)",
-              lambda: smtp_loop(sb, smtp_token, seconds), seconds, "messages")
+        phase(
+            sb,
+            "Graph sendMail, one keep-alive session",
+            one_session,
+            seconds,
+            "requests",
+        )
+        phase(
+            sb,
+            "Graph sendMail, 4 threads x 1 session",
+            four_threads,
+            seconds,
+            "requests",
+        )
+        phase(
+            sb,
+            "SMTP, one session (STARTTLS + XOAUTH2)",
+            lambda: smtp_loop(sb, smtp_token, seconds),
+            seconds,
+            "messages",
+        )
         counters = sb.counters()
         print(
             "Sandbox counters: graph_send_mail={graph_send_mail} "

@@ -228,3 +228,23 @@ LOGGING = {
 
 # The largest SARIF file accepted by upload, API or `manage.py import_sarif`.
 SARIF_MAX_BYTES = env.int("SARIF_MAX_BYTES", default=50 * 1024 * 1024)
+
+# ---------------------------------------------------------------------------
+# Notifications (delivery of vulnerability emails)
+# ---------------------------------------------------------------------------
+
+# Retries of a failed send: exponential backoff from BASE seconds up to MAX, with
+# jitter; a server's Retry-After wins. After MAX_ATTEMPTS the delivery fails.
+NOTIFICATIONS_RETRY_BASE_SECONDS = env.float(
+    "NOTIFICATIONS_RETRY_BASE_SECONDS", default=30.0
+)
+NOTIFICATIONS_RETRY_MAX_SECONDS = env.float(
+    "NOTIFICATIONS_RETRY_MAX_SECONDS", default=3600.0
+)
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
+# How long a worker may hold a claimed delivery before another one takes it over.
+NOTIFICATIONS_LEASE_SECONDS = env.float("NOTIFICATIONS_LEASE_SECONDS", default=300.0)
+# Deliveries claimed at a time by one worker (one connection serves them all).
+NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=25)
+# The django-tasks queue the delivery tasks go to (db_worker --queue-name).
+NOTIFICATIONS_QUEUE_NAME = env.str("NOTIFICATIONS_QUEUE_NAME", default="default")

@@ -16,5 +16,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("integrations/", include("integrations.urls")),
     path("projects/", include("projects.urls")),
+    path("notifications/", include("notifications.urls")),
     path("api/v1/", include("projects.api_urls")),
 ]

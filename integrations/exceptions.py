@@ -87,6 +87,20 @@ class AuthorizationRequired(AuthenticationFailed):
     code = "reauthorization_required"
 
 
+class AuthorizationRefused(AuthenticationFailed):
+    """A delegated sign-in cannot be accepted: an error in the OAuth callback, no
+    pending flow for its state (wrong, reused, expired, another session), or a grant
+    for another mailbox than the configured one (`signed_in`, `expected`)."""
+
+    code = "authorization_failed"
+    needs_attention = False
+
+    def __init__(self, detail="", *, signed_in: str = "", expected: str = "", **kwargs):
+        super().__init__(detail, **kwargs)
+        self.signed_in = signed_in
+        self.expected = expected
+
+
 class PermissionMissing(IntegrationError):
     """Authenticated, but not allowed: permission, consent or mailbox access."""
 

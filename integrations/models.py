@@ -89,3 +89,30 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.actor_name or 'system'} {self.action} {self.provider}"
+
+
+class OAuthAuthorization(models.Model):
+    """A started "Save & Authorize": the auth code flow, kept until its callback.
+
+    Bound to the admin's session and to the integration; the flow (state, PKCE
+    verifier, nonce) is encrypted. The state is stored hashed, for lookup only.
+    A row is used once: `completed_at` is set by the first callback that names it.
+    """
+
+    integration = models.ForeignKey(
+        Integration, on_delete=models.CASCADE, related_name="authorizations"
+    )
+    state_hash = models.CharField(max_length=64, unique=True)
+    session_hash = models.CharField(max_length=64)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    flow = EncryptedJSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"authorization of {self.integration.provider} by {self.user_id}"

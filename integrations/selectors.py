@@ -1,9 +1,16 @@
 """Reads for notification tools."""
 
+import datetime
 from dataclasses import dataclass
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from integrations.models import AuditEntry, Integration, IntegrationState
 from integrations.registry import providers
+
+
+SECRET_EXPIRY_WARNING_DAYS = 30
 
 
 def integration_for(provider_key: str) -> Integration:
@@ -25,6 +32,19 @@ class ToolCard:
     @property
     def state(self):
         return IntegrationState(self.integration.state)
+
+    @property
+    def secret_expiry_warning(self) -> str:
+        """A reminder when the saved client secret expires within 30 days."""
+        value = self.integration.config.get("secret_expires_on")
+        if not value or not self.integration.is_active:
+            return ""
+        days = (datetime.date.fromisoformat(value) - timezone.localdate()).days
+        if days < 0:
+            return _("The client secret expired on %(date)s.") % {"date": value}
+        if days <= SECRET_EXPIRY_WARNING_DAYS:
+            return _("The client secret expires in %(days)d days.") % {"days": days}
+        return ""
 
 
 def notification_tool_cards() -> list[ToolCard]:
@@ -50,3 +70,11 @@ def audit_entries(*, limit: int = 200) -> list[AuditEntry]:
     for entry in entries:
         entry.provider_name = names.get(entry.provider, entry.provider)
     return entries
+
+
+def oauth_redirect_url() -> str:
+    """The one OAuth callback URL (absolute, from SITE_URL) every app registers."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    return settings.SITE_URL.rstrip("/") + reverse("integrations:oauth_callback")

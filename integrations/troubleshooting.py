@@ -158,6 +158,71 @@ TROUBLESHOOTING = {
         _("Sending refused without authentication"),
         _("The server requires authentication before it accepts mail (530 5.7.57). Choose an Authentication type."),
     ),
+    "smtp_throttled": Troubleshooting(
+        _("The mail server is limiting this sender (4.3.2 / 421)"),
+        _("The server asked to slow down (for Exchange Online, more than 30 messages a minute or 10,000 recipients a day per mailbox). Sending will be retried automatically; send digests rather than one email per event."),
+    ),
+    "sender_rejected": Troubleshooting(
+        _("Sender address refused"),
+        _("The mail server refused the From address. Check that it is a mailbox the authenticated account may send as."),
+    ),
+    "starttls_unavailable": Troubleshooting(
+        _("The server does not offer STARTTLS"),
+        _("The server did not offer STARTTLS on this port. Check the port (587 for STARTTLS, 465 for SSL/TLS) and the Security setting."),
+    ),
+    "smtp_auth_unavailable": Troubleshooting(
+        _("The server does not offer authentication"),
+        _("The server did not offer AUTH after the secure connection was set up. Check the host and port, or choose Authentication type None if the server relays without it."),
+    ),
+    "smtp_not_supported": Troubleshooting(
+        _("The server does not support this"),
+        _("The mail server does not support the requested authentication mechanism or extension. Check the Authentication type."),
+    ),
+    "smtp_insecure_not_allowed": Troubleshooting(
+        _("Plain-text SMTP is not allowed"),
+        _("Security “None” sends passwords and mail unencrypted, so it is switched off on this server (SMTP_ALLOW_INSECURE). Choose STARTTLS or SSL/TLS."),
+    ),
+    "admin_email_missing": Troubleshooting(
+        _("Your account has no email address"),
+        _("Validate and Save sends a validation email to your own address. Set an email address on your account first, then try again."),
+    ),
+    # --- delegated sign-in (Save & Authorize) -------------------------------------------
+    "authorization_missing": Troubleshooting(
+        _("Not authorized yet"),
+        _("No user has signed in for these settings. Click Save & Authorize and sign in as the configured Username."),
+    ),
+    "authorization_denied": Troubleshooting(
+        _("Sign-in was cancelled or denied"),
+        _("The sign-in did not grant access (access_denied). Click Save & Authorize again and accept the requested permissions."),
+    ),
+    "authorization_failed": Troubleshooting(
+        _("Authorization failed"),
+        _("The identity provider answered with an error. Check the Client ID, Client Secret and Redirect URL, then click Save & Authorize again."),
+    ),
+    "authorization_not_pending": Troubleshooting(
+        _("No authorization is waiting for this sign-in"),
+        _("This sign-in response does not belong to an authorization started here (wrong or unknown state). Start again with Save & Authorize."),
+    ),
+    "authorization_reused": Troubleshooting(
+        _("This sign-in response was already used"),
+        _("Each sign-in can be used once. Start again with Save & Authorize."),
+    ),
+    "authorization_other_session": Troubleshooting(
+        _("The sign-in was started in another session"),
+        _("Finish the sign-in in the same browser session that clicked Save & Authorize, or start again."),
+    ),
+    "authorization_expired": Troubleshooting(
+        _("The sign-in took too long"),
+        _("The authorization request expired. Start again with Save & Authorize."),
+    ),
+    "authorization_state_invalid": Troubleshooting(
+        _("The sign-in response does not match"),
+        _("The response's state or nonce does not match the sign-in that was started. Start again with Save & Authorize."),
+    ),
+    "account_mismatch": Troubleshooting(
+        _("Signed in as another mailbox"),
+        _("The account that signed in is not the configured Username. Sign in as the Username (the From address), or change the settings and authorize again. Nothing was saved."),
+    ),
     "unexpected": Troubleshooting(
         _("Unexpected answer"),
         _("The service gave an answer this product does not recognise. The server log has the details; try again, and contact support if it persists."),

@@ -13,5 +13,14 @@ urlpatterns = [
         views.tool_deactivate,
         name="deactivate",
     ),
+    path(
+        "notification-tools/<slug:key>/validate/", views.tool_validate, name="validate"
+    ),
+    path(
+        "notification-tools/<slug:key>/authorize/",
+        views.tool_authorize,
+        name="authorize",
+    ),
+    path("oauth/callback/", views.oauth_callback, name="oauth_callback"),
     path("audit-log/", views.audit_log, name="audit_log"),
 ]

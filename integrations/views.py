@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from integrations import selectors, services
+from integrations.exceptions import IntegrationError
 from integrations.models import IntegrationState
 from integrations.permissions import security_admin_required
 from integrations.registry import providers
@@ -62,6 +63,8 @@ def tool_settings(request, key):
         return _page(
             request, open_tool=provider_cls, form=form, integration=integration, status=400
         )
+    if provider_cls.save_requires_validation:
+        return _validate_and_save(request, provider_cls, integration, form)
     services.integration_save(
         provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
     )
@@ -117,3 +120,104 @@ def audit_log(request):
     return TemplateResponse(
         request, "integrations/audit_log.html", {"entries": selectors.audit_entries()}
     )
+
+
+# --- Validate and Save, Save & Authorize, the OAuth callback ------------------------
+
+
+def _validate_and_save(request, provider_cls, integration, form):
+    """Send a validation email to the admin; save only if the server accepted it."""
+    key = provider_cls.key
+    provider = provider_cls(config=form.cleaned_data, secrets={})
+    if provider.needs_authorization:
+        return _authorize(request, provider_cls, integration, form)
+    drawer = {"open_tool": provider_cls, "form": form, "integration": integration}
+    try:
+        report, saved = services.integration_validate_and_save(
+            provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
+        )
+    except IntegrationError as error:
+        return _page(request, **drawer, action_error=error, status=400)
+    if saved is None:
+        return _page(request, **drawer, report=report, not_saved=True, status=400)
+    messages.success(
+        request,
+        _("%(name)s settings validated and saved: a validation email was sent to %(email)s.")
+        % {"name": provider_cls.name, "email": request.user.email},
+    )
+    return redirect("integrations:notification_tools")
+
+
+def _authorize(request, provider_cls, integration, form):
+    if not request.session.session_key:
+        request.session.save()
+    try:
+        auth_uri = services.integration_authorize_start(
+            provider_key=provider_cls.key,
+            cleaned_data=form.cleaned_data,
+            actor=request.user,
+            session_key=request.session.session_key,
+            redirect_uri=selectors.oauth_redirect_url(),
+        )
+    except IntegrationError as error:
+        return _page(
+            request,
+            open_tool=provider_cls,
+            form=form,
+            integration=integration,
+            action_error=error,
+            status=400,
+        )
+    # The identity provider's sign-in page (the button opened this in a new tab).
+    return redirect(auth_uri)
+
+
+@require_POST
+@security_admin_required
+def tool_validate(request, key):
+    """Validate and Save: a validation email to the acting admin, then save."""
+    provider_cls = _provider_or_404(key)
+    integration = selectors.integration_for(key)
+    form = _drawer_form(provider_cls, integration, request.POST)
+    if not form.is_valid():
+        return _page(
+            request, open_tool=provider_cls, form=form, integration=integration, status=400
+        )
+    return _validate_and_save(request, provider_cls, integration, form)
+
+
+@require_POST
+@security_admin_required
+def tool_authorize(request, key):
+    """Save & Authorize: save as "authorization pending", then go to the sign-in."""
+    provider_cls = _provider_or_404(key)
+    integration = selectors.integration_for(key)
+    form = _drawer_form(provider_cls, integration, request.POST)
+    if not form.is_valid():
+        return _page(
+            request, open_tool=provider_cls, form=form, integration=integration, status=400
+        )
+    return _authorize(request, provider_cls, integration, form)
+
+
+@require_GET
+@security_admin_required
+def oauth_callback(request):
+    """Where the identity provider sends the admin back after signing in."""
+    try:
+        integration = services.integration_authorize_complete(
+            query=request.GET.dict(),
+            actor=request.user,
+            session_key=request.session.session_key or "",
+        )
+    except IntegrationError as error:
+        return TemplateResponse(
+            request, "integrations/oauth_result.html", {"error": error}, status=400
+        )
+    provider_cls = providers().get(integration.provider)
+    return TemplateResponse(
+        request,
+        "integrations/oauth_result.html",
+        {"integration": integration, "provider": provider_cls},
+    )
+

@@ -1,5 +1,9 @@
-"""Vulnerability events and their email deliveries (the transactional outbox)."""
+"""Vulnerability events, the links that route them to notification tools, and their
+email deliveries (the transactional outbox). Rows only."""
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -42,3 +46,137 @@ class Event(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} in {self.project}"
+
+
+class MinimumSeverity(models.TextChoices):
+    """Same values as projects.models.Severity, most severe first."""
+
+    CRITICAL = "critical", _("Critical")
+    HIGH = "high", _("High")
+    MEDIUM = "medium", _("Medium")
+    LOW = "low", _("Low")
+    INFO = "info", _("Info")
+
+
+class DeliveryMode(models.TextChoices):
+    IMMEDIATE = "immediate", _("Immediately, one email per event")
+    DIGEST = "digest", _("One digest per scan")
+
+
+class ToolLink(models.Model):
+    """A globally active notification tool linked to a project, with what it sends."""
+
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="tool_links"
+    )
+    integration = models.ForeignKey(
+        "integrations.Integration", on_delete=models.CASCADE, related_name="tool_links"
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    notify_new_vulnerabilities = models.BooleanField(
+        _("new vulnerabilities"), default=True
+    )
+    minimum_severity = models.CharField(
+        _("minimum severity"),
+        max_length=16,
+        choices=MinimumSeverity.choices,
+        default=MinimumSeverity.HIGH,
+    )
+    notify_scan_completed = models.BooleanField(_("scan completed"), default=False)
+    notify_status_changed = models.BooleanField(_("status changed"), default=False)
+    #: The statuses a finding moves *to* that are worth an email; empty means all.
+    status_transitions = models.JSONField(_("transitions"), default=list, blank=True)
+    #: Addresses for this project; empty means the tool's own To.
+    recipients = models.JSONField(_("recipients"), default=list, blank=True)
+    delivery_mode = models.CharField(
+        _("delivery"),
+        max_length=16,
+        choices=DeliveryMode.choices,
+        default=DeliveryMode.IMMEDIATE,
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "integration"], name="notifications_toollink_unique"
+            )
+        ]
+        ordering = ["project", "integration__provider"]
+
+    def __str__(self):
+        return f"{self.integration.provider} for {self.project}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+    SKIPPED = "skipped", _("Not sent")
+
+
+class Delivery(models.Model):
+    """One email for one event (or one scan's digest) through one linked tool.
+
+    Written in the event's transaction; sent later by a background task. `uuid` makes
+    the Message-ID, so a retry is the same message to a mail client.
+    """
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    #: "event:<event>:link:<link>", "digest:<scan>:link:<link>", ...: at most one
+    #: delivery per event (or scan digest) and link.
+    dedupe_key = models.CharField(max_length=200, unique=True)
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    #: A digest's events, in order (the first is `event`).
+    digest_event_ids = models.JSONField(default=list, blank=True)
+    link = models.ForeignKey(
+        ToolLink,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+    )
+    integration = models.ForeignKey(
+        "integrations.Integration", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    recipients = models.JSONField(default=list)
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    #: Who is sending it and until when; an expired lease means its worker died.
+    claimed_by = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    #: The provider's request id (Graph) or the server's reply (SMTP).
+    request_id = models.CharField(max_length=500, blank=True)
+    #: Stable error code (integrations.troubleshooting or notifications.troubleshooting).
+    error_code = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self):
+        return f"Delivery {self.uuid} ({self.status})"
+
+    @property
+    def is_digest(self) -> bool:
+        return self.dedupe_key.startswith("digest:")

@@ -41,7 +41,15 @@ class ScanAdmin(admin.ModelAdmin):
 
 @admin.register(Finding)
 class FindingAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "rule_id", "severity", "status", "path", "start_line"]
+    list_display = [
+        "id",
+        "project",
+        "rule_id",
+        "severity",
+        "status",
+        "path",
+        "start_line",
+    ]
     list_filter = ["severity", "status", "project"]
     search_fields = ["rule_id", "path", "fingerprint"]
     # Statuses change through the app or API, so that each change is recorded and
@@ -54,11 +62,25 @@ class FindingAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "project",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["project"]
     # The hash is never shown; tokens are created in the project's settings page.
     exclude = ["token_hash"]
-    readonly_fields = ["project", "name", "prefix", "created_by", "created_at", "last_used_at"]
+    readonly_fields = [
+        "project",
+        "name",
+        "prefix",
+        "created_by",
+        "created_at",
+        "last_used_at",
+    ]
 
     def has_add_permission(self, request):
         return False

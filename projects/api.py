@@ -30,7 +30,9 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 
 def error(status: int, code: str, message: str, **headers) -> JsonResponse:
-    response = JsonResponse({"error": {"code": code, "message": str(message)}}, status=status)
+    response = JsonResponse(
+        {"error": {"code": code, "message": str(message)}}, status=status
+    )
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
@@ -218,7 +220,9 @@ def findings(request, token, project):
 @token_api("GET", "PATCH")
 def finding(request, token, project, finding_id):
     not_found = error(
-        404, "not_found", _("No finding %(id)s in this project.") % {"id": finding_id[:40]}
+        404,
+        "not_found",
+        _("No finding %(id)s in this project.") % {"id": finding_id[:40]},
     )
     if not finding_id.isdigit():
         return not_found
@@ -241,7 +245,10 @@ def finding(request, token, project, finding_id):
         return error(
             400,
             "invalid_body",
-            _('Send a JSON object with a “status” string, e.g. {"status": "confirmed"}.'),
+            _(
+                "Send a JSON object with a “status” string, "
+                'e.g. {"status": "confirmed"}.'
+            ),
         )
     try:
         item = services.finding_status_change(

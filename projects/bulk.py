@@ -21,7 +21,9 @@ def _use_json_each() -> bool:
     return connection.vendor == "sqlite"
 
 
-def rows_insert(model: type[models.Model], rows: list[dict], *, constants: dict) -> None:
+def rows_insert(
+    model: type[models.Model], rows: list[dict], *, constants: dict
+) -> None:
     """Insert `rows` (dicts of field name -> JSON-able value), each plus `constants`.
 
     Does not return primary keys; read them back with a query on a column the caller

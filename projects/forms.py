@@ -23,7 +23,9 @@ class MembershipForm(forms.Form):
 
     def clean_username(self):
         username = self.cleaned_data["username"].strip()
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        user = (
+            get_user_model().objects.filter(username=username, is_active=True).first()
+        )
         if user is None:
             raise forms.ValidationError(
                 _("No active user is called “%(username)s”. Check the spelling."),

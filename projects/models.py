@@ -114,9 +114,7 @@ class Finding(models.Model):
     rule_id = models.CharField(_("rule"), max_length=255)
     rule_name = models.CharField(_("rule name"), max_length=255, blank=True)
     message = models.TextField(_("message"), blank=True)
-    severity = models.CharField(
-        _("severity"), max_length=16, choices=Severity.choices
-    )
+    severity = models.CharField(_("severity"), max_length=16, choices=Severity.choices)
     path = models.CharField(_("path"), max_length=1000, blank=True)
     start_line = models.PositiveIntegerField(_("line"), null=True, blank=True)
     status = models.CharField(

@@ -164,7 +164,9 @@ def sarif_read(document) -> SarifReport:
         tool_name = _clip(_clean(tool_name.strip()), MAX_TOOL)
         tool_version = driver.get("semanticVersion") or driver.get("version") or ""
         report_runs.append(
-            SarifRun(tool_name=tool_name, tool_version=_clip(_clean(str(tool_version)), 100))
+            SarifRun(
+                tool_name=tool_name, tool_version=_clip(_clean(str(tool_version)), 100)
+            )
         )
 
         rules = _list(driver.get("rules"), f"{where}.tool.driver.rules")
@@ -253,7 +255,11 @@ def _rule_for(result, rules, rules_by_id) -> dict:
     reference = result.get("rule")
     if index is None and isinstance(reference, dict):
         index = reference.get("index")
-    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(rules):
+    if (
+        isinstance(index, int)
+        and not isinstance(index, bool)
+        and 0 <= index < len(rules)
+    ):
         if isinstance(rules[index], dict):
             return rules[index]
     rule_id = result.get("ruleId")
@@ -318,7 +324,9 @@ def _location(result, where, artifacts) -> tuple[str, int | None, str]:
             index = artifact.get("index")
             if not uri and isinstance(index, int) and 0 <= index < len(artifacts):
                 entry = artifacts[index]
-                entry_location = entry.get("location") if isinstance(entry, dict) else None
+                entry_location = (
+                    entry.get("location") if isinstance(entry, dict) else None
+                )
                 if isinstance(entry_location, dict) and isinstance(
                     entry_location.get("uri"), str
                 ):
@@ -328,7 +336,11 @@ def _location(result, where, artifacts) -> tuple[str, int | None, str]:
         snippet = ""
         if isinstance(region, dict):
             line = region.get("startLine")
-            if isinstance(line, int) and not isinstance(line, bool) and 0 < line < 2**31:
+            if (
+                isinstance(line, int)
+                and not isinstance(line, bool)
+                and 0 < line < 2**31
+            ):
                 start_line = line
             snip = region.get("snippet")
             if isinstance(snip, dict) and isinstance(snip.get("text"), str):
@@ -346,9 +358,7 @@ def _severity(result, rule) -> str:
     level = result.get("level")
     if level not in LEVEL_SEVERITY:
         configuration = rule.get("defaultConfiguration")
-        level = (
-            configuration.get("level") if isinstance(configuration, dict) else None
-        )
+        level = configuration.get("level") if isinstance(configuration, dict) else None
     return LEVEL_SEVERITY.get(level, LEVEL_SEVERITY["warning"])
 
 
@@ -378,7 +388,9 @@ def _fingerprint(result, *, tool_name, rule_id, path, start_line, evidence) -> s
             "" if start_line is None else str(start_line),
             evidence,
         ]
-    return hashlib.sha256("\x00".join(basis).encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(
+        "\x00".join(basis).encode("utf-8", "surrogatepass")
+    ).hexdigest()
 
 
 def _object(value, where, *, required=False) -> dict:

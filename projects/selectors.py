@@ -91,7 +91,10 @@ def _severity_order():
     from django.db.models import Case, IntegerField, Value, When
 
     return Case(
-        *[When(severity=value, then=Value(i)) for i, value in enumerate(Severity.values)],
+        *[
+            When(severity=value, then=Value(i))
+            for i, value in enumerate(Severity.values)
+        ],
         output_field=IntegerField(),
     )
 

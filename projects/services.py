@@ -100,7 +100,9 @@ def _token_hash(raw: str) -> str:
 
 
 @transaction.atomic
-def api_token_create(*, project: Project, name: str, actor=None) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, project: Project, name: str, actor=None
+) -> tuple[ApiToken, str]:
     """Create a token for `project`. Returns the row and the raw token, shown once."""
     name = name.strip()
     if not name:
@@ -155,7 +157,10 @@ def api_token_authenticate(*, authorization: str | None) -> ApiToken:
     )
     if token is None:
         raise TokenError(
-            _("The token is not valid. Create one in the project's Settings › API tokens."),
+            _(
+                "The token is not valid. Create one in the project's "
+                "Settings › API tokens."
+            ),
             code="token_invalid",
         )
     if token.revoked_at is not None:
@@ -164,7 +169,10 @@ def api_token_authenticate(*, authorization: str | None) -> ApiToken:
             code="token_revoked",
         )
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > TOKEN_LAST_USED_RESOLUTION:
+    if (
+        token.last_used_at is None
+        or now - token.last_used_at > TOKEN_LAST_USED_RESOLUTION
+    ):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
@@ -337,11 +345,17 @@ def _scan_record(*, project: Project, report: SarifReport, source: str, actor) -
     )
     changes = [
         {"finding_id": pk, "from": "resolved", "to": "reopened"} for pk in reopened_ids
-    ] + [{"finding_id": pk, "from": status, "to": "resolved"} for pk, status in resolved]
+    ] + [
+        {"finding_id": pk, "from": status, "to": "resolved"} for pk, status in resolved
+    ]
     rows_insert(
         FindingStatusChange,
         [
-            {"finding_id": c["finding_id"], "from_status": c["from"], "to_status": c["to"]}
+            {
+                "finding_id": c["finding_id"],
+                "from_status": c["from"],
+                "to_status": c["to"],
+            }
             for c in changes
         ],
         constants={"scan": scan, "actor": None, "created_at": now},

@@ -1,6 +1,6 @@
 """Project pages under /projects/ (namespace "projects")."""
 
-from django.urls import path
+from django.urls import include, path
 
 from projects import views
 
@@ -28,7 +28,9 @@ urlpatterns = [
         views.token_revoke,
         name="token_revoke",
     ),
-    # /projects/<slug>/settings/notification-tools/ (name "notification_tools") is
-    # Project › Settings › Notification Tools, built in the notifications app and
-    # added here; the settings page links to it once it resolves.
+    # From the notifications app, in this namespace: Project › Settings › Notification
+    # Tools (/projects/<slug>/settings/notification-tools/, "notification_tools";
+    # the settings page links to it whenever that address resolves) and the
+    # project's delivery log (/projects/<slug>/deliveries/, "deliveries").
+    path("<slug:slug>/", include("notifications.project_urls")),
 ]

@@ -9,7 +9,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -214,16 +214,26 @@ def finding_detail(request, project, access, finding_id):
 
 
 def _notification_tools_url(project):
-    # Project › Settings › Notification Tools belongs to the notifications app; it is
-    # linked from here once its URL exists.
+    """Project › Settings › Notification Tools, once the notifications app serves it.
+
+    That page is built in the notifications app at a fixed address; it is linked from
+    here only when the address resolves, whichever URLconf provides it.
+    """
+    url = (
+        reverse("projects:settings", kwargs={"slug": project.slug})
+        + "notification-tools/"
+    )
     try:
-        return reverse("projects:notification_tools", kwargs={"slug": project.slug})
-    except NoReverseMatch:
+        resolve(url)
+    except Resolver404:
         return None
+    return url
 
 
 def _settings_page(request, project, access, *, status=200, **context):
-    context.setdefault("member_form", MembershipForm() if access.can_manage_members else None)
+    context.setdefault(
+        "member_form", MembershipForm() if access.can_manage_members else None
+    )
     context.setdefault("token_form", ApiTokenForm() if access.can_manage else None)
     return render(
         request,
@@ -266,7 +276,9 @@ def membership_add(request, project, access):
                 _("%(user)s is now %(role)s.")
                 % {
                     "user": form.cleaned_data["user"].get_username(),
-                    "role": dict(form.fields["role"].choices)[form.cleaned_data["role"]],
+                    "role": dict(form.fields["role"].choices)[
+                        form.cleaned_data["role"]
+                    ],
                 },
             )
             return redirect("projects:settings", slug=project.slug)
@@ -279,7 +291,9 @@ def membership_remove(request, project, access, membership_id):
     membership = Membership.objects.filter(project=project, pk=membership_id).first()
     if membership is None:
         raise Http404
-    services.membership_remove(project=project, user=membership.user, actor=request.user)
+    services.membership_remove(
+        project=project, user=membership.user, actor=request.user
+    )
     messages.success(
         request, _("%(user)s removed.") % {"user": membership.user.get_username()}
     )
@@ -310,7 +324,9 @@ def token_create(request, project, access):
 @require_POST
 @project_view("manage")
 def token_revoke(request, project, access, token_id):
-    token = selectors.api_tokens_for_project(project=project).filter(pk=token_id).first()
+    token = (
+        selectors.api_tokens_for_project(project=project).filter(pk=token_id).first()
+    )
     if token is None:
         raise Http404
     services.api_token_revoke(token=token, actor=request.user)

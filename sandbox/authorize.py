@@ -10,6 +10,7 @@ from aiohttp import web
 
 from sandbox import scopes
 from sandbox.errors import AADError
+from sandbox.keys import CTX
 
 # The query parameters carried from the page's GET to its POST.
 CARRIED = (
@@ -98,7 +99,7 @@ def error_redirect(params: dict, error: AADError, error_name=None) -> web.Respon
 
 async def authorize(request: web.Request) -> web.Response:
     """GET shows the page; POST (the page's form) signs in and answers."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     params = dict(request.query)
     form = {}
     if request.method == "POST":
@@ -141,6 +142,15 @@ async def authorize(request: web.Request) -> web.Response:
         return error_redirect(params, error)
 
     if request.method == "GET":
+        if params.get("prompt") == "none":  # the sandbox keeps no sign-in session
+            return redirect(
+                params,
+                {
+                    "error": "login_required",
+                    "error_description": "AADSTS50058: A silent sign-in request was "
+                    "sent but no user is signed in.",
+                },
+            )
         return sign_in_page(tenant, app, params, requested)
     if form.get("action") != "accept":
         return redirect(

@@ -13,6 +13,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from sandbox.keys import CTX
 from sandbox.state import Certificate
 
 
@@ -35,7 +36,7 @@ def control(handler):
 
     @functools.wraps(handler)
     async def guarded(request: web.Request):
-        ctx = request.app["ctx"]
+        ctx = request.app[CTX]
         if not ctx.control:
             raise web.HTTPNotFound()
         if not _is_loopback(request.remote):
@@ -52,7 +53,8 @@ def control(handler):
 
 def _error(status: int, message: str) -> web.Response:
     code = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}.get(status, "Error")
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status)
 
 
 async def _json(request: web.Request) -> dict:
@@ -91,7 +93,7 @@ def _user(ctx, request):
 
 
 async def ca_pem(request: web.Request) -> web.Response:
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     return web.Response(
         body=ctx.tls.ca_path.read_bytes(), content_type="application/x-pem-file"
     )

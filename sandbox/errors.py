@@ -6,6 +6,8 @@ import uuid
 
 from aiohttp import web
 
+from sandbox.keys import REQUEST_ID
+
 # Entra ID (AADSTS) error codes the sandbox produces: code -> (error, status,
 # description template).
 # https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes
@@ -295,7 +297,7 @@ class GraphError(Exception):
         self.headers = {}
 
     def response(self, request: web.Request) -> web.Response:
-        request_id = request.get("request_id") or str(uuid.uuid4())
+        request_id = request.get(REQUEST_ID) or str(uuid.uuid4())
         client_request_id = request.headers.get("client-request-id") or request_id
         now = datetime.datetime.now(datetime.timezone.utc)
         body = {

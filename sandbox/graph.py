@@ -13,6 +13,7 @@ from aiohttp import web
 from sandbox.bearer import check_bearer
 from sandbox.errors import GraphError
 from sandbox.identity import drop_connection
+from sandbox.keys import CTX, REQUEST_ID
 from sandbox.scopes import GRAPH
 from sandbox.tokens import TokenError
 
@@ -20,9 +21,9 @@ MAX_CUSTOM_HEADERS = 5
 
 
 def _finish(request: web.Request, response: web.StreamResponse):
-    response.headers["request-id"] = request["request_id"]
+    response.headers["request-id"] = request[REQUEST_ID]
     response.headers["client-request-id"] = request.headers.get(
-        "client-request-id", request["request_id"]
+        "client-request-id", request[REQUEST_ID]
     )
     return response
 
@@ -42,8 +43,8 @@ def _caller(ctx, request: web.Request):
 
 async def send_mail(request: web.Request) -> web.StreamResponse:
     """POST /v1.0/users/{user}/sendMail and /v1.0/me/sendMail."""
-    ctx = request.app["ctx"]
-    request["request_id"] = str(uuid.uuid4())
+    ctx = request.app[CTX]
+    request[REQUEST_ID] = str(uuid.uuid4())
     ctx.state.count("graph_requests")
     try:
         response = await _send_mail(ctx, request)
@@ -166,7 +167,9 @@ def _single_address(message: dict, key: str) -> str | None:
     email = value.get("emailAddress") if isinstance(value, dict) else None
     address = email.get("address") if isinstance(email, dict) else None
     if not isinstance(address, str) or "@" not in address:
-        raise _bad(f"Cannot read the value of property '{key}'.", "ErrorInvalidParameter")
+        raise _bad(
+            f"Cannot read the value of property '{key}'.", "ErrorInvalidParameter"
+        )
     return address
 
 
@@ -188,7 +191,9 @@ def parse_send_mail(raw: bytes) -> dict:
         )
     message = body.get("message")
     if not isinstance(message, dict) or not message:
-        raise _bad("The value of the parameter 'Message' is empty.", "ErrorInvalidParameter")
+        raise _bad(
+            "The value of the parameter 'Message' is empty.", "ErrorInvalidParameter"
+        )
     to = _addresses(message, "toRecipients")
     cc = _addresses(message, "ccRecipients")
     bcc = _addresses(message, "bccRecipients")
@@ -264,8 +269,8 @@ def parse_send_mail(raw: bytes) -> dict:
 
 async def me(request: web.Request) -> web.StreamResponse:
     """GET /v1.0/me for delegated tokens."""
-    ctx = request.app["ctx"]
-    request["request_id"] = str(uuid.uuid4())
+    ctx = request.app[CTX]
+    request[REQUEST_ID] = str(uuid.uuid4())
     ctx.state.count("graph_requests")
     try:
         caller = _caller(ctx, request)
@@ -300,7 +305,9 @@ async def me(request: web.Request) -> web.StreamResponse:
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
-    request["request_id"] = str(uuid.uuid4())
+    request[REQUEST_ID] = str(uuid.uuid4())
     segment = request.match_info.get("tail", "").split("/")[0]
-    error = GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+    error = GraphError(
+        400, "BadRequest", f"Resource not found for the segment '{segment}'."
+    )
     return _finish(request, error.response(request))

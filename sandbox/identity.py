@@ -18,6 +18,7 @@ from aiohttp import web
 
 from sandbox import scopes
 from sandbox.errors import AADError
+from sandbox.keys import CTX
 from sandbox.state import iso
 from sandbox.tokens import b64url, b64url_decode, peek_header
 
@@ -57,7 +58,7 @@ def tenant_or_error(ctx, key: str):
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     try:
         tenant = tenant_or_error(ctx, request.match_info["tenant"])
     except AADError as error:
@@ -117,7 +118,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
 
 
 async def keys(request: web.Request) -> web.Response:
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     try:
         tenant_or_error(ctx, request.match_info["tenant"])
     except AADError as error:
@@ -130,7 +131,7 @@ async def keys(request: web.Request) -> web.Response:
 
 async def token(request: web.Request) -> web.Response:
     """POST /{tenant}/oauth2/v2.0/token for the three grants the product uses."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     fault = ctx.state.take_fault("token")
     if fault:
         response = await apply_fault(request, fault)

@@ -95,9 +95,8 @@ def delegated_scopes(request: ScopeRequest, app) -> list:
         wanted = granted
     else:
         wanted = list(request.permissions)
-    missing = [p for p in wanted if p not in granted] + [
-        s for s in request.oidc if s not in app.delegated_permissions
-    ]
+    # OpenID Connect scopes need no grant of their own here, as in most tenants.
+    missing = [p for p in wanted if p not in granted]
     if missing or not app.admin_consent:
         raise AADError(65001, client_id=app.client_id, app_name=app.display_name)
     if not wanted and "User.Read" in granted:

@@ -13,12 +13,14 @@ import requests
 from aiohttp import web
 
 from sandbox import authorize, control, graph, identity, seed
+from sandbox.keys import CTX
 from sandbox.smtp import smtp_factory
 from sandbox.state import State
 from sandbox.tls import ensure_tls
 from sandbox.tokens import Signer
 
 START_TIMEOUT = 30.0
+SHUTDOWN_TIMEOUT = 2.0  # seconds an in-flight request may take when stopping
 
 
 class ControlAPIError(RuntimeError):
@@ -81,7 +83,7 @@ class Context:
 def build_app(ctx: Context) -> web.Application:
     """The HTTPS application: identity, Graph and the control API."""
     app = web.Application(client_max_size=40 * 1024 * 1024)
-    app["ctx"] = ctx
+    app[CTX] = ctx
     r = app.router
     r.add_get(
         "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -207,7 +209,10 @@ class Sandbox:
     async def _startup(self) -> None:
         ctx = self.ctx
         self._runner = web.AppRunner(
-            build_app(ctx), access_log=None, handle_signals=False
+            build_app(ctx),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         await self._runner.setup()
         ssl_context = ctx.tls.server_context()
@@ -235,7 +240,6 @@ class Sandbox:
                 protocol.transport.abort()
         runner = getattr(self, "_runner", None)
         if runner is not None:
-            await runner.shutdown()
             await runner.cleanup()
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]

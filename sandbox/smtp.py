@@ -6,6 +6,7 @@ https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/non-delivery
 """
 
 import asyncio
+import collections
 import base64
 import binascii
 import email
@@ -47,7 +48,15 @@ RATE_EXCEEDED = (
     "limit"
 )
 DEFAULT_FAULT_REPLY = "451 4.3.0 Temporary server error. Please try again later."
-DEFAULT_CONNECT_FAULT_REPLY = "421 4.3.2 Service not available, closing transmission channel"
+DEFAULT_CONNECT_FAULT_REPLY = (
+    "421 4.3.2 Service not available, closing transmission channel"
+)
+# aiosmtpd's wording -> Exchange Online's.
+REPLACED_REPLIES = {
+    "530 Must issue a STARTTLS command first": NOT_AUTHENTICATED,
+    "503 Error: send HELO first": "503 5.5.2 Send hello first",
+    "503 Error: send EHLO first": "503 5.5.2 Send hello first",
+}
 ACCEPTED = "250 2.0.0 OK {message_id} [Hostname=SANDBOX.prod.outlook.com]"
 
 
@@ -66,9 +75,19 @@ class QuietSession(Session):
 class ExchangeSMTP(SMTP):
     """aiosmtpd's SMTP with Exchange Online's replies and injected faults."""
 
+    # The stream reader must take an AUTH XOAUTH2 line with a whole JWT in it;
+    # DATA lines keep RFC 5321's limit (set per instance below).
+    line_length_limit = 65536
+
     def __init__(self, ctx, handler, **kwargs):
         super().__init__(handler, **kwargs)
         self.ctx = ctx
+        self.line_length_limit = 1001
+        self.command_size_limit = 32768  # before EHLO, so AUTH gets "send hello"
+        # aiosmtpd keeps these limits on the class; keep ours per session.
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit, {"AUTH": 32768}
+        )
 
     def _create_session(self):
         return QuietSession(self.loop)
@@ -84,8 +103,7 @@ class ExchangeSMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status):
-        if status == "530 Must issue a STARTTLS command first":
-            status = NOT_AUTHENTICATED
+        status = REPLACED_REPLIES.get(status, status)
         await super().push(status)
 
     async def check_auth_needed(self, caller_method: str) -> bool:
@@ -320,7 +338,8 @@ def _first_address(value) -> str | None:
 def _addresses(values) -> list:
     if not values:
         return []
-    return [addr for _, addr in email.utils.getaddresses([str(v) for v in values]) if addr]
+    pairs = email.utils.getaddresses([str(v) for v in values])
+    return [address for _, address in pairs if address]
 
 
 def _bodies(parsed) -> tuple:

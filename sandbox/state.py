@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from sandbox import seed
 
 DAY = 86400.0
+# Stored messages beyond this are dropped oldest first (long benchmarks).
+MESSAGE_LIMIT = 100_000
 
 
 class Clock:
@@ -397,6 +399,8 @@ class State:
                 message["received_at"] = received_at
                 self.messages.append(message)
                 stored.append(message)
+            if len(self.messages) > MESSAGE_LIMIT * 1.1:
+                del self.messages[: len(self.messages) - MESSAGE_LIMIT]
         return stored
 
     def find_messages(self, to=None, sender=None, subject=None) -> list:

@@ -11,10 +11,13 @@ from integrations.forms.base import (
     SecretField,
     TenantField,
 )
+from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud
 
 
-class GraphMailForm(ProviderForm):
+class GraphMailForm(CertificateCredentialMixin, ProviderForm):
+    """Client secret, or a certificate and its private key: one of them is required."""
+
     required_secrets = ("client_secret",)
 
     tenant_id = TenantField(label=_("Tenant ID"))
@@ -35,3 +38,21 @@ class GraphMailForm(ProviderForm):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text=_("Optional. You will be reminded before it expires."),
     )
+
+    field_order = [
+        "tenant_id", "client_id", "client_secret", "certificate", "private_key",
+        "sender", "recipients", "cloud", "secret_expires_on",
+    ]
+
+    def clean(self):
+        self._clean_certificate_credential(self.cleaned_data)
+        return super().clean()
+
+    def required_secrets_now(self, cleaned):
+        if (
+            self.has_certificate(cleaned)
+            or self.has_error("certificate")
+            or self.has_error("private_key")
+        ):
+            return ()
+        return self.required_secrets

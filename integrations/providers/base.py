@@ -14,13 +14,25 @@ Providers raise only `integrations.exceptions.IntegrationError` subclasses.
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar, Protocol
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import IntegrationError, UnexpectedResponse
 from integrations.providers.identity import TokenStore
+
+
+class GrantStore(Protocol):
+    """Where a saved integration keeps a delegated grant (access and refresh token).
+
+    `refresh(update)` locks the integration's row, calls `update(secrets)` with the
+    stored secrets and saves what it returns (nothing when it returns None) in the
+    same transaction, so one process at a time redeems a refresh token and the
+    rotated one is never lost. It returns the secrets as they are after the call.
+    """
+
+    def refresh(self, update: Callable[[dict], dict | None]) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,12 @@ class NotificationToolProvider:
     test_steps: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: Labels of the fields, for the audit log.
     field_labels: ClassVar[dict] = {}
+    #: Form fields used by Test only, never saved (e.g. a test address).
+    transient_fields: ClassVar[tuple[str, ...]] = ()
+    #: A template with the drawer's buttons, instead of Test Connection and Save.
+    actions_template: ClassVar[str] = ""
+    #: Save sends a validation email first and saves only if it was accepted.
+    save_requires_validation: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -118,10 +136,12 @@ class NotificationToolProvider:
         config: dict,
         secrets: dict,
         token_store: TokenStore | None = None,
+        grant_store: "GrantStore | None" = None,
     ):
         self.config = config
         self.secrets = secrets
         self.token_store = token_store
+        self.grant_store = grant_store
 
     # --- declarations the rest of the product reads --------------------------------
 
@@ -134,6 +154,16 @@ class NotificationToolProvider:
     def default_recipients(self) -> list[str]:
         """Where notifications go unless a project says otherwise."""
         raise NotImplementedError
+
+    @property
+    def needs_authorization(self) -> bool:
+        """Whether these settings need a person to sign in (Save & Authorize)."""
+        return False
+
+    @property
+    def authorization_account(self) -> str:
+        """The account that must sign in, when `needs_authorization`."""
+        return ""
 
     # --- hooks ---------------------------------------------------------------------
 

@@ -26,6 +26,24 @@ def graph_client(graph_host: str) -> GraphClient:
     return client
 
 
+def app_credentials(endpoints, config: dict, secrets: dict) -> identity.AppCredentials:
+    """Client credentials from saved settings: the certificate when one is configured
+    (a stored private key without a certificate thumbprint is left over and ignored),
+    otherwise the client secret."""
+    use_certificate = bool(config.get("certificate_thumbprint")) and bool(
+        secrets.get("private_key")
+    )
+    return identity.AppCredentials(
+        authority_host=endpoints.authority_host,
+        tenant=config["tenant_id"],
+        client_id=config["client_id"],
+        client_secret="" if use_certificate else secrets.get("client_secret", ""),
+        private_key=secrets.get("private_key", "") if use_certificate else "",
+        certificate=config.get("certificate", "") if use_certificate else "",
+        thumbprint=config.get("certificate_thumbprint", "") if use_certificate else "",
+    )
+
+
 class GraphConnection(Connection):
     def __init__(self, provider: "GraphMailProvider"):
         self.provider = provider
@@ -46,7 +64,7 @@ class GraphMailProvider(NotificationToolProvider):
     name = _("Microsoft Azure Mail")
     description = _("Email through Microsoft Graph with an Entra ID app (client credentials).")
     form_class = GraphMailForm
-    secret_fields = ("client_secret",)
+    secret_fields = ("client_secret", "private_key")
     field_labels = {
         "tenant_id": _("Tenant ID"),
         "client_id": _("Client ID"),
@@ -55,6 +73,10 @@ class GraphMailProvider(NotificationToolProvider):
         "recipients": _("To"),
         "cloud": _("Cloud"),
         "secret_expires_on": _("Client secret expires"),
+        "certificate": _("Certificate (PEM)"),
+        "private_key": _("Private key (PEM)"),
+        "certificate_thumbprint": _("Certificate thumbprint"),
+        "certificate_expires_on": _("Certificate expires"),
     }
     test_steps = (
         ("tenant", _("Tenant found")),
@@ -80,15 +102,7 @@ class GraphMailProvider(NotificationToolProvider):
         return [f"{self.endpoints.graph_resource}/.default"]
 
     def credentials(self) -> identity.AppCredentials:
-        return identity.AppCredentials(
-            authority_host=self.endpoints.authority_host,
-            tenant=self.config["tenant_id"],
-            client_id=self.config["client_id"],
-            client_secret=self.secrets.get("client_secret", ""),
-            private_key=self.secrets.get("private_key", ""),
-            certificate=self.config.get("certificate", ""),
-            thumbprint=self.config.get("certificate_thumbprint", ""),
-        )
+        return app_credentials(self.endpoints, self.config, self.secrets)
 
     def access_token(self) -> str:
         return identity.acquire_app_token(

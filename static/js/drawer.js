@@ -55,10 +55,28 @@
       });
   }
 
+  // A select with data-presets='{"value": {"field": "text"}}' fills those fields
+  // when it changes (the Cloud choice fills the SMTP host and port).
+  function applyPreset(form, select) {
+    var presets;
+    try { presets = JSON.parse(select.dataset.presets); } catch (e) { return; }
+    var values = presets[select.value];
+    if (!values) { return; }
+    Object.keys(values).forEach(function (name) {
+      var input = form.querySelector('[name="' + name + '"]');
+      if (input) { input.value = values[name]; }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form.drawer-form").forEach(function (form) {
       showWhen(form);
-      form.addEventListener("change", function () { showWhen(form); });
+      form.addEventListener("change", function (event) {
+        if (event.target.matches && event.target.matches("select[data-presets]")) {
+          applyPreset(form, event.target);
+        }
+        showWhen(form);
+      });
       var button = form.querySelector("[data-test-connection]");
       if (button) {
         button.addEventListener("click", function (event) {

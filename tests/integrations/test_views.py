@@ -187,3 +187,12 @@ def test_audit_log_lists_actions_without_values(admin_client):
     html = admin_client.get(AUDIT).content.decode()
     assert "Activated" in html and "Microsoft Azure Mail" in html
     assert "first-secret-value" not in html
+
+
+def test_card_reminds_of_a_secret_about_to_expire(admin_client):
+    import datetime
+
+    soon = (datetime.date.today() + datetime.timedelta(days=10)).isoformat()
+    admin_client.post(TOOL, values(secret_expires_on=soon))
+    html = admin_client.get(LIST).content.decode()
+    assert "The client secret expires in 10 days." in html

@@ -69,7 +69,9 @@ def test_byte_order_mark_is_accepted():
 
 def test_tool_name_and_version_come_from_the_driver():
     report = parse([], tool="Semgrep", version="1.2.3")
-    assert [(r.tool_name, r.tool_version) for r in report.runs] == [("Semgrep", "1.2.3")]
+    assert [(r.tool_name, r.tool_version) for r in report.runs] == [
+        ("Semgrep", "1.2.3")
+    ]
 
 
 # -- missing and optional fields ------------------------------------------------
@@ -94,11 +96,17 @@ def test_rule_is_found_by_index_and_gives_name_and_default_level():
     result = only(
         [{"ruleIndex": 1, "message": {"text": "m"}, "locations": []}], rules=rules
     )
-    assert (result.rule_id, result.rule_name, result.severity) == ("B", "second", "high")
+    assert (result.rule_id, result.rule_name, result.severity) == (
+        "B",
+        "second",
+        "high",
+    )
 
 
 def test_message_string_with_arguments_is_filled_in():
-    rules = [{"id": "A", "messageStrings": {"default": {"text": "Tainted {0} reaches {1}"}}}]
+    rules = [
+        {"id": "A", "messageStrings": {"default": {"text": "Tainted {0} reaches {1}"}}}
+    ]
     result = only(
         [{"ruleId": "A", "message": {"id": "default", "arguments": ["input", "eval"]}}],
         rules=rules,
@@ -114,7 +122,12 @@ def test_artifact_given_by_index_is_resolved():
             "ruleId": "A",
             "message": {"text": "m"},
             "locations": [
-                {"physicalLocation": {"artifactLocation": {"index": 0}, "region": {"startLine": 3}}}
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"index": 0},
+                        "region": {"startLine": 3},
+                    }
+                }
             ],
         }
     ]
@@ -132,7 +145,9 @@ def test_passing_and_suppressed_results_are_not_findings():
         [
             sarif_result("A", kind="pass"),
             sarif_result("B", suppressions=[{"kind": "inSource"}]),
-            sarif_result("C", suppressions=[{"kind": "external", "status": "rejected"}]),
+            sarif_result(
+                "C", suppressions=[{"kind": "external", "status": "rejected"}]
+            ),
         ]
     )
     assert [r.rule_id for r in report.results] == ["C"]
@@ -210,13 +225,25 @@ def test_fallback_fingerprint_uses_rule_uri_line_and_snippet_or_message():
     assert only([sarif_result(message="other")]).fingerprint != base
     # With a snippet, the message no longer matters, but the snippet does.
     with_snippet = only([sarif_result(snippet="call(x, shell=True)\n")]).fingerprint
-    assert only([sarif_result(snippet="  call(x, shell=True)", message="reworded")]).fingerprint == with_snippet
-    assert only([sarif_result(snippet="call(y, shell=True)")]).fingerprint != with_snippet
+    assert (
+        only(
+            [sarif_result(snippet="  call(x, shell=True)", message="reworded")]
+        ).fingerprint
+        == with_snippet
+    )
+    assert (
+        only([sarif_result(snippet="call(y, shell=True)")]).fingerprint != with_snippet
+    )
 
 
 def test_partial_fingerprints_win_over_location_and_ignore_key_order():
     first = only(
-        [sarif_result(line=10, partial_fingerprints={"a": "1", "primaryLocationLineHash": "abc"})]
+        [
+            sarif_result(
+                line=10,
+                partial_fingerprints={"a": "1", "primaryLocationLineHash": "abc"},
+            )
+        ]
     )
     moved = only(
         [
@@ -228,13 +255,21 @@ def test_partial_fingerprints_win_over_location_and_ignore_key_order():
         ]
     )
     assert first.fingerprint == moved.fingerprint
-    changed = only([sarif_result(partial_fingerprints={"primaryLocationLineHash": "abd", "a": "1"})])
+    changed = only(
+        [
+            sarif_result(
+                partial_fingerprints={"primaryLocationLineHash": "abd", "a": "1"}
+            )
+        ]
+    )
     assert changed.fingerprint != first.fingerprint
 
 
 def test_same_location_in_two_tools_is_two_findings():
     doc = sarif_doc([sarif_result()])
-    doc["runs"].append({"tool": {"driver": {"name": "Other"}}, "results": [sarif_result()]})
+    doc["runs"].append(
+        {"tool": {"driver": {"name": "Other"}}, "results": [sarif_result()]}
+    )
     report = sarif_parse(json.dumps(doc).encode())
     assert len({r.fingerprint for r in report.results}) == 2
     assert report.tool_names == ["Bandit", "Other"]

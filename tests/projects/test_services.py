@@ -8,7 +8,12 @@ from django.test.utils import CaptureQueriesContext
 
 from notifications.models import Event, EventKind
 from projects import bulk
-from projects.exceptions import ProjectError, SarifError, SarifTooLarge, StatusTransitionError
+from projects.exceptions import (
+    ProjectError,
+    SarifError,
+    SarifTooLarge,
+    StatusTransitionError,
+)
 from projects.models import (
     ApiToken,
     Finding,
@@ -35,9 +40,15 @@ from tests.projects.factories import many_results, sarif_bytes, sarif_result
 pytestmark = pytest.mark.django_db
 
 A = sarif_result("B602", uri="app.py", line=10, level="error")
-B = sarif_result("B105", uri="app.py", line=3, level="note", message="Possible hardcoded password")
+B = sarif_result(
+    "B105", uri="app.py", line=3, level="note", message="Possible hardcoded password"
+)
 C = sarif_result(
-    "B303", uri="crypto.py", line=7, level="warning", properties={"security-severity": "9.1"}
+    "B303",
+    uri="crypto.py",
+    line=7,
+    level="warning",
+    properties={"security-severity": "9.1"},
 )
 
 
@@ -46,7 +57,9 @@ def events(kind):
 
 
 def import_(project, results, **kwargs):
-    return scan_import(project=project, sarif=sarif_bytes(results, **kwargs), source=ScanSource.API)
+    return scan_import(
+        project=project, sarif=sarif_bytes(results, **kwargs), source=ScanSource.API
+    )
 
 
 # -- first import -----------------------------------------------------------------
@@ -54,23 +67,48 @@ def import_(project, results, **kwargs):
 
 def test_first_import_creates_findings_and_counts(project, owner):
     scan = scan_import(
-        project=project, sarif=sarif_bytes([A, B, C]), source=ScanSource.UPLOAD, actor=owner
+        project=project,
+        sarif=sarif_bytes([A, B, C]),
+        source=ScanSource.UPLOAD,
+        actor=owner,
     )
-    assert (scan.new_count, scan.seen_again_count, scan.resolved_count, scan.reopened_count) == (3, 0, 0, 0)
-    assert (scan.tool_name, scan.tool_version, scan.created_by) == ("Bandit", "1.9.4", owner)
+    assert (
+        scan.new_count,
+        scan.seen_again_count,
+        scan.resolved_count,
+        scan.reopened_count,
+    ) == (3, 0, 0, 0)
+    assert (scan.tool_name, scan.tool_version, scan.created_by) == (
+        "Bandit",
+        "1.9.4",
+        owner,
+    )
     findings = Finding.objects.filter(project=project)
     assert findings.count() == 3
-    assert set(findings.values_list("severity", flat=True)) == {"high", "low", "critical"}
+    assert set(findings.values_list("severity", flat=True)) == {
+        "high",
+        "low",
+        "critical",
+    }
     for finding in findings:
         assert finding.status == FindingStatus.OPEN
         assert finding.first_seen_scan == scan == finding.last_seen_scan
         assert finding.created_at is not None and finding.tool_name == "Bandit"
     b = findings.get(rule_id="B105")
-    assert (b.path, b.start_line, b.message) == ("app.py", 3, "Possible hardcoded password")
+    assert (b.path, b.start_line, b.message) == (
+        "app.py",
+        3,
+        "Possible hardcoded password",
+    )
 
 
 def test_first_import_emits_new_vulnerabilities_and_scan_completed(project, owner):
-    scan = scan_import(project=project, sarif=sarif_bytes([A, B, C]), source=ScanSource.API, actor=owner)
+    scan = scan_import(
+        project=project,
+        sarif=sarif_bytes([A, B, C]),
+        source=ScanSource.API,
+        actor=owner,
+    )
     ids = sorted(Finding.objects.values_list("id", flat=True))
     (new,) = events(EventKind.NEW_VULNERABILITIES)
     assert new.project == project and new.scan == scan and new.actor == owner
@@ -93,7 +131,12 @@ def test_first_import_emits_new_vulnerabilities_and_scan_completed(project, owne
 def test_reimport_of_same_results_creates_nothing_new(project):
     import_(project, [A, B, C])
     second = import_(project, [C, A, B])
-    assert (second.new_count, second.seen_again_count, second.resolved_count, second.reopened_count) == (0, 3, 0, 0)
+    assert (
+        second.new_count,
+        second.seen_again_count,
+        second.resolved_count,
+        second.reopened_count,
+    ) == (0, 3, 0, 0)
     assert Finding.objects.count() == 3
     assert len(events(EventKind.NEW_VULNERABILITIES)) == 1
     assert len(events(EventKind.SCAN_COMPLETED)) == 2
@@ -101,18 +144,28 @@ def test_reimport_of_same_results_creates_nothing_new(project):
     assert set(Finding.objects.values_list("first_seen_scan", flat=True)) != {second.pk}
 
 
-def test_gone_findings_are_resolved_without_actor_and_come_back_reopened(project, owner):
+def test_gone_findings_are_resolved_without_actor_and_come_back_reopened(
+    project, owner
+):
     import_(project, [A, B, C])
     confirmed = Finding.objects.get(rule_id="B602")
-    finding_status_change(finding=confirmed, status=FindingStatus.CONFIRMED, actor=owner)
+    finding_status_change(
+        finding=confirmed, status=FindingStatus.CONFIRMED, actor=owner
+    )
     Event.objects.all().delete()
 
     second = import_(project, [C])
-    assert (second.new_count, second.seen_again_count, second.resolved_count) == (0, 1, 2)
+    assert (second.new_count, second.seen_again_count, second.resolved_count) == (
+        0,
+        1,
+        2,
+    )
     resolved = Finding.objects.filter(status=FindingStatus.RESOLVED)
     assert set(resolved.values_list("rule_id", flat=True)) == {"B602", "B105"}
     changes = FindingStatusChange.objects.filter(scan=second)
-    assert {(c.finding.rule_id, c.from_status, c.to_status, c.actor) for c in changes} == {
+    assert {
+        (c.finding.rule_id, c.from_status, c.to_status, c.actor) for c in changes
+    } == {
         ("B602", "confirmed", "resolved", None),
         ("B105", "open", "resolved", None),
     }
@@ -121,7 +174,11 @@ def test_gone_findings_are_resolved_without_actor_and_come_back_reopened(project
     assert sorted(changed.payload["changes"], key=lambda c: c["finding_id"]) == sorted(
         [
             {"finding_id": confirmed.pk, "from": "confirmed", "to": "resolved"},
-            {"finding_id": Finding.objects.get(rule_id="B105").pk, "from": "open", "to": "resolved"},
+            {
+                "finding_id": Finding.objects.get(rule_id="B105").pk,
+                "from": "open",
+                "to": "resolved",
+            },
         ],
         key=lambda c: c["finding_id"],
     )
@@ -129,7 +186,12 @@ def test_gone_findings_are_resolved_without_actor_and_come_back_reopened(project
     Event.objects.all().delete()
 
     third = import_(project, [A, C])
-    assert (third.new_count, third.seen_again_count, third.resolved_count, third.reopened_count) == (0, 1, 0, 1)
+    assert (
+        third.new_count,
+        third.seen_again_count,
+        third.resolved_count,
+        third.reopened_count,
+    ) == (0, 1, 0, 1)
     confirmed.refresh_from_db()
     assert confirmed.status == FindingStatus.REOPENED
     assert confirmed.last_seen_scan == third
@@ -158,11 +220,19 @@ def test_a_scan_only_resolves_its_own_tools_findings(project):
 
 def test_triage_decisions_are_not_auto_resolved(project, owner):
     import_(project, [A, B])
-    for rule, status in (("B602", FindingStatus.FALSE_POSITIVE), ("B105", FindingStatus.ACCEPTED_RISK)):
-        finding_status_change(finding=Finding.objects.get(rule_id=rule), status=status, actor=owner)
+    for rule, status in (
+        ("B602", FindingStatus.FALSE_POSITIVE),
+        ("B105", FindingStatus.ACCEPTED_RISK),
+    ):
+        finding_status_change(
+            finding=Finding.objects.get(rule_id=rule), status=status, actor=owner
+        )
     scan = import_(project, [])
     assert scan.resolved_count == 0
-    assert set(Finding.objects.values_list("status", flat=True)) == {"false_positive", "accepted_risk"}
+    assert set(Finding.objects.values_list("status", flat=True)) == {
+        "false_positive",
+        "accepted_risk",
+    }
 
 
 def test_same_fingerprint_in_two_projects_is_two_findings(project, other_project):
@@ -184,7 +254,9 @@ def test_invalid_sarif_writes_nothing(project, data):
 
 def test_a_file_with_no_runs_is_refused(project):
     with pytest.raises(SarifError, match="no runs"):
-        scan_import(project=project, sarif=b'{"version": "2.1.0", "runs": []}', source="api")
+        scan_import(
+            project=project, sarif=b'{"version": "2.1.0", "runs": []}', source="api"
+        )
 
 
 def test_oversized_file_is_refused_before_parsing(project, settings):
@@ -198,7 +270,9 @@ def test_oversized_file_is_refused_before_parsing(project, settings):
 
 
 def test_file_objects_are_read(project):
-    scan = scan_import(project=project, sarif=io.BytesIO(sarif_bytes([A, B])), source="command")
+    scan = scan_import(
+        project=project, sarif=io.BytesIO(sarif_bytes([A, B])), source="command"
+    )
     assert scan.new_count == 2 and scan.source == "command"
 
 
@@ -235,8 +309,12 @@ def _queries_for_import(project, results):
     return len(captured)
 
 
-@pytest.mark.parametrize("json_each", [True, False], ids=["sqlite-json_each", "bulk_create"])
-def test_query_count_does_not_grow_with_results(project, other_project, monkeypatch, json_each):
+@pytest.mark.parametrize(
+    "json_each", [True, False], ids=["sqlite-json_each", "bulk_create"]
+)
+def test_query_count_does_not_grow_with_results(
+    project, other_project, monkeypatch, json_each
+):
     if not json_each:
         monkeypatch.setattr(bulk, "_use_json_each", lambda: False)
         monkeypatch.setattr(bulk, "IMPORT_BATCH_SIZE", 5000)
@@ -252,8 +330,13 @@ def test_query_count_does_not_grow_with_results(project, other_project, monkeypa
     gone = _queries_for_import(other_project, [])
     if json_each:
         assert again <= small + 2 and gone <= small + 2
-    assert Finding.objects.filter(project=other_project, status="resolved").count() == 3000
-    assert FindingStatusChange.objects.filter(finding__project=other_project).count() == 3000
+    assert (
+        Finding.objects.filter(project=other_project, status="resolved").count() == 3000
+    )
+    assert (
+        FindingStatusChange.objects.filter(finding__project=other_project).count()
+        == 3000
+    )
 
 
 def test_bulk_create_path_gives_the_same_result(project, monkeypatch):
@@ -279,9 +362,17 @@ def test_status_change_is_recorded_and_emitted(finding, owner):
     finding.refresh_from_db()
     assert finding.status == FindingStatus.CONFIRMED
     change = FindingStatusChange.objects.get()
-    assert (change.from_status, change.to_status, change.actor) == ("open", "confirmed", owner)
+    assert (change.from_status, change.to_status, change.actor) == (
+        "open",
+        "confirmed",
+        owner,
+    )
     (event,) = events(EventKind.STATUS_CHANGED)
-    assert event.payload == {"finding_id": finding.pk, "from": "open", "to": "confirmed"}
+    assert event.payload == {
+        "finding_id": finding.pk,
+        "from": "open",
+        "to": "confirmed",
+    }
     assert event.actor == owner and event.project == finding.project
 
 
@@ -294,7 +385,9 @@ def test_status_change_is_recorded_and_emitted(finding, owner):
         ("open", "fixed", '"fixed" is not a status'),
     ],
 )
-def test_invalid_transitions_are_refused_and_emit_nothing(finding, owner, start, target, says):
+def test_invalid_transitions_are_refused_and_emit_nothing(
+    finding, owner, start, target, says
+):
     Finding.objects.filter(pk=finding.pk).update(status=start)
     finding.refresh_from_db()
     with pytest.raises(StatusTransitionError, match=says):
@@ -325,7 +418,11 @@ def test_token_is_stored_hashed_and_authenticates(project, owner):
 
 @pytest.mark.parametrize(
     ("header", "code"),
-    [(None, "token_missing"), ("Basic abc", "token_missing"), ("Bearer nope", "token_invalid")],
+    [
+        (None, "token_missing"),
+        ("Basic abc", "token_missing"),
+        ("Bearer nope", "token_invalid"),
+    ],
 )
 def test_bad_tokens_are_refused(project, header, code):
     with pytest.raises(TokenError) as caught:

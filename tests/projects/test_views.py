@@ -2,7 +2,7 @@
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 
 from notifications.models import Event, EventKind
 from projects.models import ApiToken, Finding, Membership, Project, Role, Scan
@@ -18,7 +18,9 @@ HOSTILE = '<script>alert("x")</script>\r\nSet-Cookie: evil=1'
 def finding(project):
     scan_import(
         project=project,
-        sarif=sarif_bytes([sarif_result("B602", message=HOSTILE, uri="<img src=x onerror=1>.py")]),
+        sarif=sarif_bytes(
+            [sarif_result("B602", message=HOSTILE, uri="<img src=x onerror=1>.py")]
+        ),
         source="api",
     )
     return Finding.objects.get(project=project)
@@ -30,7 +32,9 @@ def login(client, user):
 
 
 def upload(name="scan.sarif", data=None):
-    return SimpleUploadedFile(name, data or sarif_bytes([sarif_result()]), "application/json")
+    return SimpleUploadedFile(
+        name, data or sarif_bytes([sarif_result()]), "application/json"
+    )
 
 
 # -- anonymous --------------------------------------------------------------------
@@ -58,7 +62,9 @@ def test_list_shows_only_my_projects(client, project, other_project, member):
     assert "New project" not in body
 
 
-def test_security_admin_sees_all_and_can_create(client, project, other_project, security_admin):
+def test_security_admin_sees_all_and_can_create(
+    client, project, other_project, security_admin
+):
     login(client, security_admin)
     body = client.get(reverse("projects:list")).content.decode()
     assert "Shop" in body and "Payroll" in body and "New project" in body
@@ -67,7 +73,9 @@ def test_security_admin_sees_all_and_can_create(client, project, other_project, 
     assert response["Location"] == reverse("projects:settings", args=["mobile-app"])
     assert Project.objects.filter(slug="mobile-app").exists()
     duplicate = client.post(reverse("projects:list"), {"name": "Shop", "slug": "shop"})
-    assert duplicate.status_code == 400 and "exists already" in duplicate.content.decode()
+    assert (
+        duplicate.status_code == 400 and "exists already" in duplicate.content.decode()
+    )
 
 
 def test_members_cannot_create_projects(client, member):
@@ -84,25 +92,39 @@ def test_members_cannot_create_projects(client, member):
         ("projects:finding", ["FINDING"]),
     ],
 )
-def test_other_projects_are_404_like_unknown_ones(client, project, other_project, member, name, args):
-    scan_import(project=other_project, sarif=sarif_bytes([sarif_result()]), source="api")
+def test_other_projects_are_404_like_unknown_ones(
+    client, project, other_project, member, name, args
+):
+    scan_import(
+        project=other_project, sarif=sarif_bytes([sarif_result()]), source="api"
+    )
     other_finding = Finding.objects.get(project=other_project)
     args = [other_finding.pk if a == "FINDING" else a for a in args]
     login(client, member)
-    assert client.get(reverse(name, args=[other_project.slug, *args])).status_code == 404
+    assert (
+        client.get(reverse(name, args=[other_project.slug, *args])).status_code == 404
+    )
     assert client.get(reverse(name, args=["no-such-project", *args])).status_code == 404
 
 
 def test_member_of_a_cannot_change_b(client, project, other_project, member):
-    scan_import(project=other_project, sarif=sarif_bytes([sarif_result()]), source="api")
+    scan_import(
+        project=other_project, sarif=sarif_bytes([sarif_result()]), source="api"
+    )
     other_finding = Finding.objects.get(project=other_project)
     login(client, member)
     slug = other_project.slug
     posts = [
         (reverse("projects:scan_upload", args=[slug]), {"file": upload()}),
-        (reverse("projects:finding", args=[slug, other_finding.pk]), {"status": "confirmed"}),
+        (
+            reverse("projects:finding", args=[slug, other_finding.pk]),
+            {"status": "confirmed"},
+        ),
         (reverse("projects:token_create", args=[slug]), {"name": "x"}),
-        (reverse("projects:member_add", args=[slug]), {"username": "mike", "role": "owner"}),
+        (
+            reverse("projects:member_add", args=[slug]),
+            {"username": "mike", "role": "owner"},
+        ),
     ]
     for url, data in posts:
         assert client.post(url, data).status_code == 404, url
@@ -151,7 +173,9 @@ def test_hostile_finding_text_is_stored_as_data_and_escaped(client, finding, mem
         response = client.get(url)
         body = response.content.decode()
         assert "<script>alert" not in body and "<img src=x" not in body
-        assert "&lt;script&gt;alert" in body and "&lt;img src=x onerror=1&gt;.py" in body
+        assert (
+            "&lt;script&gt;alert" in body and "&lt;img src=x onerror=1&gt;.py" in body
+        )
         assert "evil" not in response.cookies and "Set-Cookie" not in response.headers
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
@@ -160,7 +184,9 @@ def test_members_do_not_see_owner_controls(client, project, member):
     login(client, member)
     body = client.get(reverse("projects:detail", args=[project.slug])).content.decode()
     assert "Upload a scan" not in body
-    body = client.get(reverse("projects:settings", args=[project.slug])).content.decode()
+    body = client.get(
+        reverse("projects:settings", args=[project.slug])
+    ).content.decode()
     assert "Create token" not in body and "Save member" not in body
     assert "olivia" in body  # the member list is readable
 
@@ -170,7 +196,9 @@ def test_members_do_not_see_owner_controls(client, project, member):
 
 def test_owner_uploads_a_scan(client, project, owner):
     login(client, owner)
-    response = client.post(reverse("projects:scan_upload", args=[project.slug]), {"file": upload()})
+    response = client.post(
+        reverse("projects:scan_upload", args=[project.slug]), {"file": upload()}
+    )
     assert response.status_code == 302
     scan = Scan.objects.get()
     assert (scan.source, scan.created_by, scan.new_count) == ("upload", owner, 1)
@@ -181,23 +209,31 @@ def test_owner_uploads_a_scan(client, project, owner):
 def test_bad_upload_shows_what_to_fix_and_writes_nothing(client, project, owner):
     login(client, owner)
     url = reverse("projects:scan_upload", args=[project.slug])
-    response = client.post(url, {"file": upload(data=b'{"version": "2.0.0", "runs": []}')})
+    response = client.post(
+        url, {"file": upload(data=b'{"version": "2.0.0", "runs": []}')}
+    )
     assert response.status_code == 400
-    assert "SARIF version &quot;2.0.0&quot; is not supported" in response.content.decode()
+    assert (
+        "SARIF version &quot;2.0.0&quot; is not supported" in response.content.decode()
+    )
     assert not Scan.objects.exists() and not Event.objects.exists()
 
 
 def test_oversized_upload_is_refused(client, project, owner, settings):
     settings.SARIF_MAX_BYTES = 50
     login(client, owner)
-    response = client.post(reverse("projects:scan_upload", args=[project.slug]), {"file": upload()})
+    response = client.post(
+        reverse("projects:scan_upload", args=[project.slug]), {"file": upload()}
+    )
     assert response.status_code == 400 and "the limit is" in response.content.decode()
     assert not Scan.objects.exists()
 
 
 def test_members_cannot_upload(client, project, member):
     login(client, member)
-    response = client.post(reverse("projects:scan_upload", args=[project.slug]), {"file": upload()})
+    response = client.post(
+        reverse("projects:scan_upload", args=[project.slug]), {"file": upload()}
+    )
     assert response.status_code == 403
     assert not Scan.objects.exists()
 
@@ -233,7 +269,10 @@ def test_members_cannot_change_status(client, finding, member):
     assert "Change status" not in client.get(url).content.decode()
     assert client.post(url, {"status": "confirmed"}).status_code == 403
     finding.refresh_from_db()
-    assert finding.status == "open" and not Event.objects.filter(kind="status_changed").exists()
+    assert (
+        finding.status == "open"
+        and not Event.objects.filter(kind="status_changed").exists()
+    )
 
 
 # -- settings: tokens and members -----------------------------------------------------
@@ -241,20 +280,28 @@ def test_members_cannot_change_status(client, finding, member):
 
 def test_token_is_shown_once_then_only_its_prefix(client, project, owner):
     login(client, owner)
-    response = client.post(reverse("projects:token_create", args=[project.slug]), {"name": "CI"})
+    response = client.post(
+        reverse("projects:token_create", args=[project.slug]), {"name": "CI"}
+    )
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     token = ApiToken.objects.get()
     body = response.content.decode()
-    raw = body.split('class="token-value" type="text" readonly value="')[1].split('"')[0]
+    raw = body.split('class="token-value" type="text" readonly value="')[1].split('"')[
+        0
+    ]
     assert raw.startswith(token.prefix) and len(raw) > 40
-    later = client.get(reverse("projects:settings", args=[project.slug])).content.decode()
+    later = client.get(
+        reverse("projects:settings", args=[project.slug])
+    ).content.decode()
     assert raw not in later and token.prefix in later
 
 
 def test_owner_revokes_a_token(client, project, owner):
     token, _raw = api_token_create(project=project, name="CI", actor=owner)
     login(client, owner)
-    response = client.post(reverse("projects:token_revoke", args=[project.slug, token.pk]))
+    response = client.post(
+        reverse("projects:token_revoke", args=[project.slug, token.pk])
+    )
     assert response.status_code == 302
     token.refresh_from_db()
     assert token.revoked_at is not None
@@ -263,19 +310,34 @@ def test_owner_revokes_a_token(client, project, owner):
 def test_members_cannot_create_or_revoke_tokens(client, project, owner, member):
     token, _raw = api_token_create(project=project, name="CI", actor=owner)
     login(client, member)
-    assert client.post(reverse("projects:token_create", args=[project.slug]), {"name": "x"}).status_code == 403
-    assert client.post(reverse("projects:token_revoke", args=[project.slug, token.pk])).status_code == 403
+    assert (
+        client.post(
+            reverse("projects:token_create", args=[project.slug]), {"name": "x"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            reverse("projects:token_revoke", args=[project.slug, token.pk])
+        ).status_code
+        == 403
+    )
     token.refresh_from_db()
     assert token.revoked_at is None and ApiToken.objects.count() == 1
 
 
-def test_security_admin_assigns_owners_and_removes_members(client, project, security_admin, outsider, member):
+def test_security_admin_assigns_owners_and_removes_members(
+    client, project, security_admin, outsider, member
+):
     login(client, security_admin)
     url = reverse("projects:member_add", args=[project.slug])
     assert client.post(url, {"username": "otto", "role": "owner"}).status_code == 302
     assert Membership.objects.get(project=project, user=outsider).role == Role.OWNER
     unknown = client.post(url, {"username": "nobody", "role": "owner"})
-    assert unknown.status_code == 400 and "No active user is called" in unknown.content.decode()
+    assert (
+        unknown.status_code == 400
+        and "No active user is called" in unknown.content.decode()
+    )
     membership = Membership.objects.get(project=project, user=member)
     remove = reverse("projects:member_remove", args=[project.slug, membership.pk])
     assert client.post(remove).status_code == 302
@@ -289,6 +351,18 @@ def test_owners_cannot_manage_members(client, project, owner, outsider):
     assert not Membership.objects.filter(user=outsider, project=project).exists()
 
 
-def test_settings_has_no_notification_tools_link_until_it_exists(client, project, owner):
-    body = login(client, owner).get(reverse("projects:settings", args=[project.slug])).content.decode()
-    assert "notification-tools" not in body or "Notification tools" in body
+def test_settings_links_notification_tools_only_when_that_page_exists(
+    client, project, owner
+):
+    url = f"/projects/{project.slug}/settings/notification-tools/"
+    try:
+        resolve(url)
+        exists = True
+    except Resolver404:
+        exists = False
+    body = (
+        login(client, owner)
+        .get(reverse("projects:settings", args=[project.slug]))
+        .content.decode()
+    )
+    assert (f'href="{url}"' in body) is exists

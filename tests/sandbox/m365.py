@@ -132,7 +132,8 @@ def confidential_app(sb, http, client_id=None, credential=None, tenant=None):
     seed = sb.seed
     return msal.ConfidentialClientApplication(
         client_id or seed["client_id"],
-        client_credential=credential if credential is not None
+        client_credential=credential
+        if credential is not None
         else seed["client_secret"],
         authority=f"{sb.authority_host}/{tenant or seed['tenant_id']}",
         instance_discovery=False,
@@ -423,8 +424,9 @@ def smtp_reply(exc):
     return exc.smtp_code, text.decode() if isinstance(text, bytes) else text
 
 
-def mime_message(sender, to, subject="SMTP test", text="Plain body.", html=None,
-                 headers=None):
+def mime_message(
+    sender, to, subject="SMTP test", text="Plain body.", html=None, headers=None
+):
     from email.message import EmailMessage
     from email.utils import make_msgid
 

@@ -1,4 +1,4 @@
-"""``python -m sandbox serve``: starts on the given ports, prints the seed, stops cleanly."""
+"""`python -m sandbox serve`: listens on the given ports, prints the seed, stops."""
 
 import os
 import re
@@ -16,8 +16,14 @@ from tests.sandbox.m365 import trusted_session
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_KEYS = (
-    "tenant_id", "client_id", "client_secret", "client_secret_id",
-    "sender", "recipient", "user", "password",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "client_secret_id",
+    "sender",
+    "recipient",
+    "user",
+    "password",
 )
 
 
@@ -98,8 +104,14 @@ def ports():
 def test_serve_prints_seed_answers_and_exits_cleanly_on_signal(tmp_path, ports, sig):
     https_port, smtp_port = ports
     server = Server(
-        "--host", "127.0.0.1", "--https-port", str(https_port),
-        "--smtp-port", str(smtp_port), "--state-dir", str(tmp_path),
+        "--host",
+        "127.0.0.1",
+        "--https-port",
+        str(https_port),
+        "--smtp-port",
+        str(smtp_port),
+        "--state-dir",
+        str(tmp_path),
     )
     try:
         server.wait_for_port(https_port)
@@ -124,8 +136,13 @@ def test_serve_prints_seed_answers_and_exits_cleanly_on_signal(tmp_path, ports, 
 def test_serve_no_control_refuses_the_control_api_but_serves_the_ca(tmp_path, ports):
     https_port, smtp_port = ports
     server = Server(
-        "--https-port", str(https_port), "--smtp-port", str(smtp_port),
-        "--state-dir", str(tmp_path), "--no-control",
+        "--https-port",
+        str(https_port),
+        "--smtp-port",
+        str(smtp_port),
+        "--state-dir",
+        str(tmp_path),
+        "--no-control",
     )
     try:
         server.wait_for_port(https_port)
@@ -146,14 +163,20 @@ def test_serve_reuses_the_state_dir_ca_on_restart(tmp_path):
     pems = []
     for _ in range(2):
         server = Server(
-            "--https-port", str(https_port), "--smtp-port", str(smtp_port),
-            "--state-dir", str(tmp_path),
+            "--https-port",
+            str(https_port),
+            "--smtp-port",
+            str(smtp_port),
+            "--state-dir",
+            str(tmp_path),
         )
         try:
             server.wait_for_port(https_port)
             ca_path = Path(server.wait_for_output(ca_pattern(tmp_path)).group(1))
             with trusted_session(ca_path) as http:
-                pems.append(http.get(f"https://127.0.0.1:{https_port}/_sandbox/ca.pem").text)
+                pems.append(
+                    http.get(f"https://127.0.0.1:{https_port}/_sandbox/ca.pem").text
+                )
         finally:
             assert server.stop() == 0, server.output
 

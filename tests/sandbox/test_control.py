@@ -1,4 +1,4 @@
-"""The control API: seed, messages, inbox, reset, faults, throttling, counters, clock."""
+"""The control API: seed, messages, inbox, reset, faults, throttling, counters."""
 
 import concurrent.futures
 import time
@@ -41,7 +41,10 @@ def token(sb, http):
 
 def send(sb, http, token, sender=None, subject="Control test", to=None):
     return send_mail(
-        sb, http, token, sender or sb.seed["sender"],
+        sb,
+        http,
+        token,
+        sender or sb.seed["sender"],
         mail(subject=subject, to=to or [sb.seed["recipient"]]),
     )
 
@@ -84,12 +87,15 @@ def test_messages_filter_by_recipient_sender_and_subject_substring(
     send(sb, http, token, subject="Beta report", to=[seed["user"]])
     send(sb, http, token, sender=seed["recipient"], subject="Gamma", to=[seed["user"]])
 
-    assert [m["subject"] for m in ctl.messages(to=seed["recipient"])] == ["Alpha report"]
+    assert [m["subject"] for m in ctl.messages(to=seed["recipient"])] == [
+        "Alpha report"
+    ]
     assert [m["subject"] for m in ctl.messages(**{"from": seed["recipient"]})] == [
         "Gamma"
     ]
     assert sorted(m["subject"] for m in ctl.messages(subject="report")) == [
-        "Alpha report", "Beta report",
+        "Alpha report",
+        "Beta report",
     ]
     assert [m["subject"] for m in sb.messages(to=seed["user"], subject="Beta")] == [
         "Beta report"
@@ -138,13 +144,18 @@ def test_reset_returns_to_the_seeded_state(sb, http, ctl, seed, token):
     assert counters["graph_requests"] == 0
     assert counters["token_requests"]["client_credentials"] == 0
     assert_aad_error(
-        confidential_app(sb, http, client_id=client_id, credential=secret)
-        .acquire_token_for_client([GRAPH_DEFAULT]),
-        700016, "unauthorized_client",
+        confidential_app(
+            sb, http, client_id=client_id, credential=secret
+        ).acquire_token_for_client([GRAPH_DEFAULT]),
+        700016,
+        "unauthorized_client",
     )
-    assert http.get(
-        f"{sb.base_url}/fabrikam.onmicrosoft.com/v2.0/.well-known/openid-configuration"
-    ).status_code == 400
+    assert (
+        http.get(
+            f"{sb.base_url}/fabrikam.onmicrosoft.com/v2.0/.well-known/openid-configuration"
+        ).status_code
+        == 400
+    )
     fresh = app_token(sb, http, GRAPH_DEFAULT)
     for _ in range(3):  # no fault, no throttling left
         assert send(sb, http, fresh).status_code == 202
@@ -176,7 +187,9 @@ def test_graph_fault_answers_status_and_retry_after_once(sb, http, ctl, token):
 
 
 def test_graph_fault_with_error_code_uses_graph_error_shape(sb, http, ctl, token):
-    ctl.add_fault(target="graph", status=429, retry_after="1", error_code="TooManyRequests")
+    ctl.add_fault(
+        target="graph", status=429, retry_after="1", error_code="TooManyRequests"
+    )
 
     response = send(sb, http, token)
 
@@ -216,8 +229,9 @@ def test_delay_fault_trips_a_client_timeout(sb, http, ctl, seed, token):
     ctl.add_fault(target="graph", delay=2)
 
     with pytest.raises(requests.exceptions.ReadTimeout):
-        send_mail(sb, http, token, seed["sender"], mail(to=[seed["recipient"]]),
-                  timeout=0.5)
+        send_mail(
+            sb, http, token, seed["sender"], mail(to=[seed["recipient"]]), timeout=0.5
+        )
 
 
 def test_drop_fault_closes_the_connection_without_answering(sb, http, ctl, token):
@@ -270,6 +284,14 @@ def test_python_add_fault_is_the_same_as_the_endpoint(sb, http, token):
     assert sb.add_fault(target="graph", status=500)["id"]
 
     assert send(sb, http, token).status_code == 500
+
+
+def test_python_control_accepts_paths_with_or_without_prefix(sb, http, token):
+    send(sb, http, token)
+
+    assert sb.control("GET", "counters") == sb.counters()
+    assert sb.control("GET", "/_sandbox/counters")["graph_send_mail"] == 1
+    assert sb.control("GET", "messages")["messages"] == sb.messages()
 
 
 # --- throttling -----------------------------------------------------------------
@@ -342,7 +364,9 @@ def test_counters_count_token_requests_by_grant(sb, http, ctl, token):
     counters = ctl.counters()
 
     assert counters["token_requests"] == {
-        "client_credentials": 1, "authorization_code": 0, "refresh_token": 0,
+        "client_credentials": 1,
+        "authorization_code": 0,
+        "refresh_token": 0,
     }
     assert counters["refresh_redemptions"] == 0
     assert sb.counters() == counters

@@ -1,4 +1,4 @@
-"""Exchange Online SMTP submission with smtplib: STARTTLS, XOAUTH2, basic auth, refusals."""
+"""Exchange Online SMTP with smtplib: STARTTLS, XOAUTH2, basic auth, refusals."""
 
 import smtplib
 import ssl
@@ -15,6 +15,11 @@ from tests.sandbox.m365 import (
     smtp_login_xoauth2,
     smtp_reply,
     smtp_session,
+)
+
+# msal suggests form_post; the sandbox supports both and the tests use msal's default.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:response_mode='form_post' is recommended:UserWarning"
 )
 
 AUTH_UNSUCCESSFUL = "5.7.3"
@@ -81,8 +86,12 @@ def test_app_token_with_mailbox_permission_sends_as_that_mailbox(
         code, _ = smtp_login_xoauth2(client, seed["sender"], outlook_token)
         assert code == 235
         sent = send(
-            client, seed["sender"], [seed["recipient"]],
-            subject="SMTP app", text="Plain part.", html="<p>HTML part.</p>",
+            client,
+            seed["sender"],
+            [seed["recipient"]],
+            subject="SMTP app",
+            text="Plain part.",
+            html="<p>HTML part.</p>",
             headers={"X-Project": "apollo"},
         )
 
@@ -113,9 +122,7 @@ def test_smtp_message_is_stored_once_per_envelope_recipient(sb, seed, outlook_to
     )
 
 
-def test_app_token_for_mailbox_without_permission_is_535_5_7_3(
-    sb, seed, outlook_token
-):
+def test_app_token_for_mailbox_without_permission_is_535_5_7_3(sb, seed, outlook_token):
     with smtp_session(sb) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             smtp_login_xoauth2(client, seed["recipient"], outlook_token)
@@ -190,6 +197,21 @@ def test_delegated_token_for_another_user_is_535(sb, http, seed):
             smtp_login_xoauth2(client, seed["sender"], token)
 
     assert refused.value.smtp_code == 535
+
+
+def test_delegated_user_may_submit_as_a_mailbox_granted_to_it(sb, http, ctl, seed):
+    ctl.patch_user(seed["user"], send_as=[seed["recipient"]])
+    token = delegated_token(sb, http, [SMTP_SEND])
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["user"], token)
+        send(client, seed["recipient"], [seed["sender"]], subject="shared mailbox")
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            send(client, seed["sender"], [seed["recipient"]])
+
+    (message,) = sb.messages(subject="shared mailbox")
+    assert seed["recipient"] in message["from"]
+    assert refused.value.smtp_code == 550
 
 
 def test_mail_from_an_address_not_allowed_is_550_5_7_60(sb, seed, outlook_token):
@@ -277,8 +299,11 @@ def test_basic_auth_disabled_for_the_tenant_is_535_5_7_139(sb, ctl, seed):
 
 
 def test_fault_at_mail_from_answers_451_4_3_2_once(sb, ctl, seed, outlook_token):
-    ctl.add_fault(target="smtp", smtp_stage="mail",
-                  smtp_reply="451 4.3.2 Temporary server error. Please try again later")
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage="mail",
+        smtp_reply="451 4.3.2 Temporary server error. Please try again later",
+    )
 
     with smtp_session(sb) as client:
         smtp_login_xoauth2(client, seed["sender"], outlook_token)
@@ -293,8 +318,11 @@ def test_fault_at_mail_from_answers_451_4_3_2_once(sb, ctl, seed, outlook_token)
 
 
 def test_fault_at_data_answers_its_reply(sb, ctl, seed, outlook_token):
-    ctl.add_fault(target="smtp", smtp_stage="data",
-                  smtp_reply="451 4.3.2 Temporary server error. Please try again later")
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage="data",
+        smtp_reply="451 4.3.2 Temporary server error. Please try again later",
+    )
 
     with smtp_session(sb) as client:
         smtp_login_xoauth2(client, seed["sender"], outlook_token)
@@ -305,9 +333,28 @@ def test_fault_at_data_answers_its_reply(sb, ctl, seed, outlook_token):
     assert sb.messages() == []
 
 
+def test_fault_at_rcpt_refuses_the_recipient(sb, ctl, seed, outlook_token):
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage="rcpt",
+        smtp_reply="451 4.3.2 Temporary server error. Please try again later",
+    )
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            send(client, seed["sender"], [seed["recipient"]])
+
+    assert smtp_reply(refused.value)[0] == 451
+    assert sb.messages() == []
+
+
 def test_fault_at_connect_answers_421(sb, ctl):
-    ctl.add_fault(target="smtp", smtp_stage="connect",
-                  smtp_reply="421 4.3.2 Service not available, closing transmission channel")
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage="connect",
+        smtp_reply="421 4.3.2 Service not available, closing transmission channel",
+    )
 
     with pytest.raises(smtplib.SMTPConnectError) as refused:
         smtplib.SMTP(sb.smtp_host, sb.smtp_port, timeout=10)
@@ -318,8 +365,11 @@ def test_fault_at_connect_answers_421(sb, ctl):
 
 
 def test_fault_at_auth_answers_its_reply(sb, ctl, seed, outlook_token):
-    ctl.add_fault(target="smtp", smtp_stage="auth",
-                  smtp_reply="454 4.7.0 Temporary authentication failure")
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage="auth",
+        smtp_reply="454 4.7.0 Temporary authentication failure",
+    )
 
     with smtp_session(sb) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:

@@ -8,7 +8,9 @@ from projects.services import scan_import
 
 
 class Command(BaseCommand):
-    help = "Import a SARIF 2.1.0 file (e.g. from `bandit -r . -f sarif`) into a project."
+    help = (
+        "Import a SARIF 2.1.0 file (e.g. from `bandit -r . -f sarif`) into a project."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("project", help="the project's slug")
@@ -18,7 +20,9 @@ class Command(BaseCommand):
         try:
             target = Project.objects.get(slug=project)
         except Project.DoesNotExist:
-            known = list(Project.objects.order_by("slug").values_list("slug", flat=True)[:10])
+            known = list(
+                Project.objects.order_by("slug").values_list("slug", flat=True)[:10]
+            )
             hint = (
                 f" Known projects: {', '.join(known)}."
                 if known
@@ -36,7 +40,9 @@ class Command(BaseCommand):
         except FileNotFoundError:
             raise CommandError(f"No such file: {file}") from None
         except IsADirectoryError:
-            raise CommandError(f"{file} is a directory; give the SARIF file itself.") from None
+            raise CommandError(
+                f"{file} is a directory; give the SARIF file itself."
+            ) from None
         except PermissionError:
             raise CommandError(f"Cannot read {file}: permission denied.") from None
         except ProjectError as exc:

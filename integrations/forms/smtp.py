@@ -1,0 +1,257 @@
+"""The "SMTP" drawer: any SMTP server, or Exchange Online with Basic or OAuth 2.0."""
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from integrations.forms.base import (
+    EmailAddressField,
+    EmailListField,
+    ProviderForm,
+    SecretField,
+    TenantField,
+)
+from integrations.forms.certificates import CertificateCredentialMixin
+from integrations.providers.clouds import Cloud, preset
+
+OTHER_SERVER = "other"
+DEFAULT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+
+
+class AuthType:
+    NONE = "none"
+    BASIC = "basic"
+    OAUTH_APP = "oauth_app"
+    OAUTH_DELEGATED = "oauth_delegated"
+
+    choices = [
+        (NONE, _("None")),
+        (BASIC, _("Basic")),
+        (OAUTH_APP, _("OAuth 2.0 (application)")),
+        (OAUTH_DELEGATED, _("OAuth 2.0 (delegated: a user signs in)")),
+    ]
+
+
+class CommunicationType:
+    SMTP = "smtp"
+    API = "api"
+
+    choices = [
+        (SMTP, _("SMTP (XOAUTH2)")),
+        (API, _("API (Microsoft Graph)")),
+    ]
+
+
+def redirect_url() -> str:
+    """The one OAuth callback URL, absolute from SITE_URL."""
+    from integrations.selectors import oauth_redirect_url
+
+    return oauth_redirect_url()
+
+
+def _show(rule: str) -> dict:
+    return {"data_show_when": rule}
+
+
+def _cloud_presets() -> str:
+    import json
+
+    return json.dumps(
+        {cloud.value: {"smtp_host": preset(cloud).smtp_host, "smtp_port": "587"} for cloud in Cloud}
+    )
+
+
+class SmtpForm(CertificateCredentialMixin, ProviderForm):
+    cloud = forms.ChoiceField(
+        label=_("Cloud"),
+        choices=[*Cloud.choices, (OTHER_SERVER, _("Other SMTP server"))],
+        initial=Cloud.GLOBAL,
+        help_text=_("A Microsoft 365 cloud fills in its SMTP host and port 587."),
+    )
+    smtp_host = forms.CharField(
+        label=_("SMTP host"), max_length=253, required=False, initial="smtp.office365.com"
+    )
+    smtp_port = forms.IntegerField(
+        label=_("SMTP port"), min_value=1, max_value=65535, initial=587, required=False
+    )
+    security = forms.ChoiceField(label=_("Security"), initial="starttls")
+    minimum_tls = forms.ChoiceField(
+        label=_("Minimum TLS version"),
+        choices=[("1.2", "TLS 1.2"), ("1.3", "TLS 1.3")],
+        initial="1.2",
+    )
+    sender = EmailAddressField(
+        label=_("From address"),
+        help_text=_("With OAuth 2.0 this must be the mailbox that signs in or is authorized."),
+    )
+    sender_name = forms.CharField(label=_("Sender name"), max_length=100, required=False)
+    recipients = EmailListField(label=_("To"))
+    auth_type = forms.ChoiceField(
+        label=_("Authentication type"), choices=AuthType.choices, initial=AuthType.OAUTH_APP
+    )
+    communication_type = forms.ChoiceField(
+        label=_("Communication type"),
+        choices=CommunicationType.choices,
+        initial=CommunicationType.SMTP,
+        widget=forms.Select(attrs=_show("auth_type=oauth_delegated")),
+        help_text=_("API sends through Microsoft Graph (/me/sendMail, scope Mail.Send)."),
+    )
+    username = forms.CharField(
+        label=_("Username"),
+        max_length=254,
+        required=False,
+        widget=forms.TextInput(attrs=_show("auth_type=basic|oauth_delegated")),
+        help_text=_("For OAuth 2.0 (delegated), the same as the From address."),
+    )
+    password = SecretField(
+        label=_("Password"),
+        widget=forms.PasswordInput(
+            render_value=False,
+            attrs={"autocomplete": "new-password", **_show("auth_type=basic")},
+        ),
+    )
+    tenant_id = TenantField(
+        label=_("Tenant ID"),
+        required=False,
+        widget=forms.TextInput(attrs=_show("auth_type=oauth_app|oauth_delegated")),
+    )
+    client_id = forms.CharField(
+        label=_("Client ID"),
+        max_length=255,
+        required=False,
+        widget=forms.TextInput(attrs=_show("auth_type=oauth_app|oauth_delegated")),
+    )
+    client_secret = SecretField(
+        label=_("Client Secret"),
+        widget=forms.PasswordInput(
+            render_value=False,
+            attrs={
+                "autocomplete": "new-password",
+                **_show("auth_type=oauth_app|oauth_delegated"),
+            },
+        ),
+        help_text=_("The secret's Value (not its Secret ID)."),
+    )
+    authorization_endpoint = forms.URLField(
+        assume_scheme="https",
+        label=_("Authorization endpoint"),
+        required=False,
+        max_length=500,
+        widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
+        help_text=_("Only for a non-Microsoft server; leave blank to use the Tenant ID."),
+    )
+    token_endpoint = forms.URLField(
+        assume_scheme="https",
+        label=_("Token endpoint"),
+        required=False,
+        max_length=500,
+        widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
+    )
+    scope = forms.CharField(
+        label=_("Scope"),
+        max_length=500,
+        required=False,
+        initial=DEFAULT_SMTP_SCOPE,
+        widget=forms.TextInput(
+            attrs=_show("auth_type=oauth_delegated&communication_type=smtp")
+        ),
+    )
+    redirect_url = forms.CharField(
+        label=_("Redirect URL"),
+        required=False,
+        disabled=True,
+        widget=forms.TextInput(
+            attrs={"readonly": True, "data_copy": "1", **_show("auth_type=oauth_delegated")}
+        ),
+        help_text=_("Register this URL as a Web redirect URI of the app."),
+    )
+    test_email = EmailAddressField(
+        label=_("Test email address"),
+        required=False,
+        help_text=_("Test sends a message here (default: the To addresses)."),
+    )
+
+    field_order = [
+        "cloud", "smtp_host", "smtp_port", "security", "minimum_tls", "sender",
+        "sender_name", "recipients", "auth_type", "communication_type", "username",
+        "password", "tenant_id", "client_id", "client_secret", "certificate",
+        "private_key", "authorization_endpoint", "token_endpoint", "scope",
+        "redirect_url", "test_email",
+    ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = [("starttls", _("STARTTLS")), ("ssl", _("SSL/TLS"))]
+        if settings.SMTP_ALLOW_INSECURE:
+            choices.append(("none", _("None (plain text)")))
+        self.fields["security"].choices = choices
+        self.fields["redirect_url"].initial = redirect_url()
+        self.fields["cloud"].widget.attrs["data-presets"] = _cloud_presets()
+        for name in ("certificate", "private_key"):
+            self.fields[name].widget.attrs["data_show_when"] = "auth_type=oauth_app"
+
+    def certificate_applies(self, cleaned) -> bool:
+        return cleaned.get("auth_type") == AuthType.OAUTH_APP
+
+    def clean(self):
+        self._clean_certificate_credential(self.cleaned_data)
+        cleaned = super().clean()
+        auth = cleaned.get("auth_type")
+        delegated = auth == AuthType.OAUTH_DELEGATED
+        api = delegated and cleaned.get("communication_type") == CommunicationType.API
+        if not api:
+            if not cleaned.get("smtp_host"):
+                cloud = cleaned.get("cloud")
+                if cloud and cloud != OTHER_SERVER:
+                    cleaned["smtp_host"] = preset(cloud).smtp_host
+                else:
+                    self.add_error("smtp_host", _("This field is required."))
+            if not cleaned.get("smtp_port"):
+                cleaned["smtp_port"] = 465 if cleaned.get("security") == "ssl" else 587
+        if auth == AuthType.BASIC and not cleaned.get("username"):
+            self.add_error("username", _("This field is required."))
+        if auth in (AuthType.OAUTH_APP, AuthType.OAUTH_DELEGATED):
+            if not cleaned.get("client_id"):
+                self.add_error("client_id", _("This field is required."))
+            endpoints = cleaned.get("authorization_endpoint") or cleaned.get("token_endpoint")
+            if delegated and endpoints:
+                if not (cleaned.get("authorization_endpoint") and cleaned.get("token_endpoint")):
+                    self.add_error(
+                        "token_endpoint",
+                        _("Enter both the Authorization endpoint and the Token endpoint."),
+                    )
+            elif not cleaned.get("tenant_id"):
+                self.add_error("tenant_id", _("This field is required."))
+        if delegated:
+            username = (cleaned.get("username") or "").strip().lower()
+            sender = (cleaned.get("sender") or "").lower()
+            if not username:
+                self.add_error("username", _("This field is required."))
+            elif sender and username != sender:
+                self.add_error(
+                    "username",
+                    ValidationError(
+                        _("With OAuth 2.0 the Username must be the From address (%(sender)s)."),
+                        params={"sender": sender},
+                        code="username_sender",
+                    ),
+                )
+            cleaned["username"] = username
+            if not api and not cleaned.get("scope"):
+                cleaned["scope"] = DEFAULT_SMTP_SCOPE
+        if cleaned.get("security") == "none" and not settings.SMTP_ALLOW_INSECURE:
+            self.add_error("security", _("Plain-text SMTP is not allowed on this server."))
+        return cleaned
+
+    def required_secrets_now(self, cleaned):
+        auth = cleaned.get("auth_type")
+        if auth == AuthType.BASIC:
+            return ("password",)
+        if auth == AuthType.OAUTH_DELEGATED:
+            return ("client_secret",)
+        if auth == AuthType.OAUTH_APP:
+            if self.has_certificate(cleaned) or self.has_error("certificate") or self.has_error("private_key"):
+                return ()
+            return ("client_secret",)
+        return ()

@@ -1,0 +1,192 @@
+"""
+Delegated OAuth 2.0 (authorization code flow with PKCE and a nonce), for a mailbox that
+a person signs in to once: start the flow, redeem the code, refresh the tokens.
+
+Microsoft tenants go through msal's `ConfidentialClientApplication`; any other OAuth
+server (given its authorization and token endpoints) through msal's bundled OpenID
+Connect client, which implements the same flow.
+
+https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow
+https://learn.microsoft.com/entra/identity-platform/refresh-tokens
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import msal
+import requests
+from msal.oauth2cli import oidc
+
+from integrations.exceptions import (
+    AuthenticationFailed,
+    AuthorizationRequired,
+    IntegrationError,
+    PermissionMissing,
+)
+from integrations.providers.http import error_from_exception
+from integrations.providers.identity import error_from_aad, shared_session
+
+logger = logging.getLogger(__name__)
+
+#: Scopes msal adds by itself and refuses to be given.
+_RESERVED = {"openid", "profile", "offline_access"}
+
+#: Keys of `Integration.secrets` that hold a delegated grant.
+GRANT_KEYS = ("access_token", "refresh_token", "token_expires_at")
+
+
+@dataclass(frozen=True)
+class DelegatedClient:
+    """An OAuth client registration: a Microsoft tenant, or explicit endpoints."""
+
+    client_id: str
+    client_secret: str
+    authority_host: str = ""
+    tenant: str = ""
+    authorization_endpoint: str = ""
+    token_endpoint: str = ""
+
+    @property
+    def is_microsoft(self) -> bool:
+        return not (self.authorization_endpoint and self.token_endpoint)
+
+
+@dataclass(frozen=True)
+class Grant:
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    #: The signed-in account (id token's preferred_username, upn or email), lowercased.
+    account: str = ""
+
+    def as_secrets(self) -> dict:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_expires_at": self.expires_at,
+        }
+
+
+def clean_scopes(scopes) -> list[str]:
+    return [s for s in scopes if s and s.lower() not in _RESERVED]
+
+
+def _client(client: DelegatedClient):
+    try:
+        if client.is_microsoft:
+            return msal.ConfidentialClientApplication(
+                client.client_id,
+                client_credential=client.client_secret,
+                authority=f"{client.authority_host}/{client.tenant}",
+                http_client=shared_session(),
+                instance_discovery=False,
+            )
+        return oidc.Client(
+            {
+                "authorization_endpoint": client.authorization_endpoint,
+                "token_endpoint": client.token_endpoint,
+            },
+            client.client_id,
+            client_secret=client.client_secret,
+            http_client=shared_session(),
+        )
+    except ValueError as exc:
+        raise AuthenticationFailed(str(exc).split(". ")[0], code="tenant_not_found")
+    except requests.RequestException as exc:
+        raise error_from_exception(exc)
+
+
+def start_flow(
+    client: DelegatedClient, *, scopes: list[str], redirect_uri: str, login_hint: str
+) -> dict:
+    """A new auth code flow (state, PKCE verifier, nonce, auth_uri), to keep server-side."""
+    app = _client(client)
+    scopes = clean_scopes(scopes)
+    if client.is_microsoft:
+        return app.initiate_auth_code_flow(
+            scopes, redirect_uri=redirect_uri, login_hint=login_hint or None
+        )
+    return app.initiate_auth_code_flow(
+        scope=[*scopes, "offline_access"],
+        redirect_uri=redirect_uri,
+        login_hint=login_hint or None,
+    )
+
+
+def _account(result: dict) -> str:
+    claims = result.get("id_token_claims") or {}
+    for key in ("preferred_username", "upn", "email"):
+        if claims.get(key):
+            return str(claims[key]).lower()
+    return ""
+
+
+def _grant(result: dict, *, previous_refresh_token: str = "") -> Grant:
+    expires_in = int(result.get("expires_in") or 3600)
+    return Grant(
+        access_token=result["access_token"],
+        # A server that does not rotate refresh tokens keeps the old one valid.
+        refresh_token=result.get("refresh_token") or previous_refresh_token,
+        expires_at=time.time() + expires_in,
+        account=_account(result),
+    )
+
+
+def _error(result: dict) -> IntegrationError:
+    if result.get("error_codes"):
+        return error_from_aad(result)
+    error = result.get("error")
+    detail = f"{error}: {(result.get('error_description') or '')[:200]}"
+    if error == "invalid_grant":
+        return AuthorizationRequired(detail)
+    if error in ("access_denied",):
+        return PermissionMissing(detail, code="authorization_denied")
+    if error in ("consent_required", "interaction_required"):
+        return PermissionMissing(detail, code="consent_required")
+    return error_from_aad(result)
+
+
+def complete_flow(client: DelegatedClient, *, flow: dict, auth_response: dict) -> Grant:
+    """Check the response against the flow (state, nonce, PKCE) and redeem the code."""
+    app = _client(client)
+    try:
+        if client.is_microsoft:
+            result = app.acquire_token_by_auth_code_flow(
+                flow, auth_response, scopes=flow.get("scope")
+            )
+        else:
+            result = app.obtain_token_by_auth_code_flow(flow, auth_response)
+    except requests.RequestException as exc:
+        raise error_from_exception(exc)
+    except (ValueError, RuntimeError) as exc:
+        # msal: state mismatch or nonce mismatch (a forged or replayed response).
+        raise AuthenticationFailed(
+            f"{type(exc).__name__}: auth response does not match the flow",
+            code="authorization_state_invalid",
+        )
+    if "access_token" not in result:
+        error = _error(result)
+        logger.warning("Authorization code redemption failed: %s", error.detail)
+        raise error
+    return _grant(result)
+
+
+def refresh(client: DelegatedClient, *, refresh_token: str, scopes: list[str]) -> Grant:
+    """Redeem the refresh token for a new access token (and rotated refresh token)."""
+    app = _client(client)
+    scopes = clean_scopes(scopes)
+    try:
+        if client.is_microsoft:
+            result = app.acquire_token_by_refresh_token(refresh_token, scopes)
+        else:
+            result = app.obtain_token_by_refresh_token(
+                refresh_token, scope=[*scopes, "offline_access"]
+            )
+    except requests.RequestException as exc:
+        raise error_from_exception(exc)
+    if "access_token" not in result:
+        error = _error(result)
+        logger.warning("Refresh token redemption failed: %s", error.detail)
+        raise error
+    return _grant(result, previous_refresh_token=refresh_token)

@@ -1,0 +1,333 @@
+"""
+"SMTP": any SMTP server, or Exchange Online SMTP with
+
+- Basic: a user name and password (AUTH PLAIN/LOGIN);
+- OAuth 2.0, application: a client credentials token for Exchange Online
+  (SMTP.SendAsApp), then AUTH XOAUTH2 as the From mailbox;
+- OAuth 2.0, delegated: a person signs in once (Save & Authorize); their access token
+  is refreshed before it expires and used for AUTH XOAUTH2, or for Graph
+  `/me/sendMail` when the communication type is API.
+
+https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth
+https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
+"""
+
+import time
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+from integrations.exceptions import AuthorizationRequired, ConnectionFailed
+from integrations.forms.smtp import (
+    DEFAULT_SMTP_SCOPE,
+    OTHER_SERVER,
+    AuthType,
+    CommunicationType,
+    SmtpForm,
+)
+from integrations.providers import clouds, delegated, identity
+from integrations.providers.base import (
+    Connection,
+    NotificationToolProvider,
+    Step,
+    TestReport,
+)
+from integrations.providers.graph import message_payload
+from integrations.providers.graph_mail import app_credentials, graph_client
+from integrations.providers.smtp_client import SmtpSession, build_message
+
+MICROSOFT_SMTP_HOSTS = frozenset(clouds.preset(c).smtp_host for c in clouds.Cloud)
+
+
+class SmtpConnection(Connection):
+    """One SMTP session reused for a batch; reconnects once if the server hung up."""
+
+    def __init__(self, provider: "SmtpProvider"):
+        self.provider = provider
+        self.session: SmtpSession | None = None
+
+    def send(self, email) -> str:
+        message = self.provider.mime_message(email)
+        for attempt in (1, 2):
+            if self.session is None or not self.session.connected:
+                self.session = self.provider.open_session()
+            try:
+                return self.session.send(
+                    message, sender=self.provider.sender, recipients=list(email.to)
+                )
+            except ConnectionFailed as error:
+                self.close()
+                if attempt == 2 or error.code != "connection_failed":
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+
+
+class GraphMeConnection(Connection):
+    """Delegated Graph `/me/sendMail`, with the signed-in user's token."""
+
+    def __init__(self, provider: "SmtpProvider"):
+        self.provider = provider
+        self.client = graph_client(provider.endpoints.graph_host)
+
+    def send(self, email) -> str:
+        return self.client.send_mail(
+            access_token=self.provider.delegated_token(),
+            sender=None,
+            payload=message_payload(email),
+        )
+
+
+class SmtpProvider(NotificationToolProvider):
+    key = "smtp"
+    name = _("SMTP")
+    description = _(
+        "Email through an SMTP server: Exchange Online with OAuth 2.0, or any server "
+        "with a user name and password."
+    )
+    form_class = SmtpForm
+    secret_fields = ("password", "client_secret", "private_key")
+    transient_fields = ("test_email", "redirect_url")
+    actions_template = "integrations/includes/smtp_actions.html"
+    save_requires_validation = True
+    field_labels = {
+        "cloud": _("Cloud"),
+        "smtp_host": _("SMTP host"),
+        "smtp_port": _("SMTP port"),
+        "security": _("Security"),
+        "minimum_tls": _("Minimum TLS version"),
+        "sender": _("From address"),
+        "sender_name": _("Sender name"),
+        "recipients": _("To"),
+        "auth_type": _("Authentication type"),
+        "communication_type": _("Communication type"),
+        "username": _("Username"),
+        "password": _("Password"),
+        "tenant_id": _("Tenant ID"),
+        "client_id": _("Client ID"),
+        "client_secret": _("Client Secret"),
+        "certificate": _("Certificate (PEM)"),
+        "private_key": _("Private key (PEM)"),
+        "certificate_thumbprint": _("Certificate thumbprint"),
+        "certificate_expires_on": _("Certificate expires"),
+        "authorization_endpoint": _("Authorization endpoint"),
+        "token_endpoint": _("Token endpoint"),
+        "scope": _("Scope"),
+        "access_token": _("Access token"),
+        "refresh_token": _("Refresh token"),
+        "token_expires_at": _("Token expiry"),
+        "authorized_account": _("Authorized account"),
+    }
+    test_steps = (
+        ("connect", _("Connect to the SMTP server")),
+        ("starttls", _("STARTTLS (certificate verified)")),
+        ("authenticate", _("Authenticate")),
+        ("sender", _("Sender accepted")),
+        ("message", _("Message accepted")),
+    )
+    api_test_steps = (
+        ("token", _("Access token for the signed-in user")),
+        ("graph_send", _("Message accepted by Microsoft Graph")),
+    )
+
+    # --- declarations ------------------------------------------------------------
+
+    @property
+    def auth_type(self) -> str:
+        return self.config.get("auth_type") or AuthType.NONE
+
+    @property
+    def uses_graph(self) -> bool:
+        return (
+            self.auth_type == AuthType.OAUTH_DELEGATED
+            and self.config.get("communication_type") == CommunicationType.API
+        )
+
+    @property
+    def needs_authorization(self) -> bool:
+        return self.auth_type == AuthType.OAUTH_DELEGATED
+
+    @property
+    def authorization_account(self) -> str:
+        return (self.config.get("username") or "").lower()
+
+    @property
+    def endpoints(self) -> clouds.CloudEndpoints:
+        cloud = self.config.get("cloud")
+        if cloud in (None, "", OTHER_SERVER):
+            cloud = clouds.Cloud.GLOBAL
+        return clouds.endpoints(cloud)
+
+    @property
+    def sender(self) -> str:
+        return self.config["sender"]
+
+    @property
+    def default_recipients(self) -> list[str]:
+        return list(self.config.get("recipients") or [])
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """(host, port) to connect to; Microsoft hosts follow M365_SMTP_HOST/PORT."""
+        host = (self.config.get("smtp_host") or "").strip()
+        port = int(self.config.get("smtp_port") or 587)
+        if host.lower() in MICROSOFT_SMTP_HOSTS and settings.M365_SMTP_HOST:
+            host = settings.M365_SMTP_HOST
+            port = settings.M365_SMTP_PORT or port
+        return host, port
+
+    @property
+    def delegated_scopes(self) -> list[str]:
+        if self.uses_graph:
+            return [f"{self.endpoints.graph_resource}/Mail.Send"]
+        return (self.config.get("scope") or DEFAULT_SMTP_SCOPE).split()
+
+    def delegated_client(self) -> delegated.DelegatedClient:
+        return delegated.DelegatedClient(
+            client_id=self.config["client_id"],
+            client_secret=self.secrets.get("client_secret", ""),
+            authority_host=self.endpoints.authority_host,
+            tenant=self.config.get("tenant_id") or "",
+            authorization_endpoint=self.config.get("authorization_endpoint") or "",
+            token_endpoint=self.config.get("token_endpoint") or "",
+        )
+
+    # --- tokens ------------------------------------------------------------------
+
+    def app_token(self) -> str:
+        """Client credentials token for Exchange Online (SMTP.SendAsApp)."""
+        creds = app_credentials(self.endpoints, self.config, self.secrets)
+        scopes = [f"{self.endpoints.exchange_resource}/.default"]
+        return identity.acquire_app_token(creds, scopes, store=self.token_store)
+
+    @staticmethod
+    def _fresh(secrets: dict) -> bool:
+        expires_at = float(secrets.get("token_expires_at") or 0)
+        return bool(secrets.get("access_token")) and (
+            expires_at - time.time() > identity.EXPIRY_MARGIN
+        )
+
+    def delegated_token(self) -> str:
+        """The signed-in user's access token, refreshed (under a row lock) near expiry."""
+        if self._fresh(self.secrets):
+            return self.secrets["access_token"]
+        if not self.secrets.get("refresh_token") and not (
+            self.grant_store and self.secrets.get("access_token")
+        ):
+            raise AuthorizationRequired(
+                "no delegated grant stored", code="authorization_missing"
+            )
+
+        def update(current: dict) -> dict | None:
+            if self._fresh(current):
+                return None  # another process refreshed while we waited for the lock
+            if not current.get("refresh_token"):
+                raise AuthorizationRequired(
+                    "no delegated grant stored", code="authorization_missing"
+                )
+            grant = delegated.refresh(
+                self.delegated_client(),
+                refresh_token=current["refresh_token"],
+                scopes=self.delegated_scopes,
+            )
+            return grant.as_secrets()
+
+        if self.grant_store is not None:
+            secrets = self.grant_store.refresh(update)
+        else:
+            secrets = {**self.secrets, **(update(self.secrets) or {})}
+        self.secrets = {**self.secrets, **{k: secrets.get(k) for k in delegated.GRANT_KEYS}}
+        return self.secrets["access_token"]
+
+    # --- sending -----------------------------------------------------------------
+
+    def mime_message(self, email):
+        return build_message(
+            email, sender=self.sender, sender_name=self.config.get("sender_name", "")
+        )
+
+    def new_session(self) -> SmtpSession:
+        host, port = self.server
+        return SmtpSession(
+            host=host,
+            port=port,
+            security=self.config.get("security") or "starttls",
+            minimum_tls=self.config.get("minimum_tls") or "1.2",
+        )
+
+    def authenticate(self, session: SmtpSession) -> str:
+        """Authenticate an open session as the settings say; returns what was used."""
+        auth = self.auth_type
+        if auth == AuthType.BASIC:
+            session.login(self.config["username"], self.secrets.get("password", ""))
+            return "AUTH (user name and password)"
+        if auth == AuthType.OAUTH_APP:
+            session.authenticate_xoauth2(self.sender, self.app_token())
+            return "AUTH XOAUTH2 (application)"
+        if auth == AuthType.OAUTH_DELEGATED:
+            session.authenticate_xoauth2(self.config["username"], self.delegated_token())
+            return "AUTH XOAUTH2 (delegated)"
+        return "no authentication"
+
+    def open_session(self) -> SmtpSession:
+        session = self.new_session()
+        try:
+            session.connect()
+            session.starttls()
+            self.authenticate(session)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def open(self) -> Connection:
+        if self.uses_graph:
+            return GraphMeConnection(self)
+        return SmtpConnection(self)
+
+    # --- Test --------------------------------------------------------------------
+
+    def new_report(self) -> TestReport:
+        steps = self.api_test_steps if self.uses_graph else self.test_steps
+        return TestReport([Step(key, str(label)) for key, label in steps])
+
+    def test_connection(self, *, recipients=None, report=None) -> TestReport:
+        if not recipients and self.config.get("test_email"):
+            recipients = [self.config["test_email"]]
+        self._test_session = None
+        try:
+            return super().test_connection(recipients=recipients, report=report)
+        finally:
+            if self._test_session is not None:
+                self._test_session.close()
+
+    def step_connect(self, context):
+        self._test_session = self.new_session()
+        return self._test_session.connect()
+
+    def step_starttls(self, context):
+        version = self._test_session.starttls()
+        return version or str(_("not used (Security: none)"))
+
+    def step_authenticate(self, context):
+        return self.authenticate(self._test_session)
+
+    def step_sender(self, context):
+        reply = self._test_session.mail_from(self.sender)
+        self._test_session.rcpt_to(context["recipients"])
+        return reply
+
+    def step_message(self, context):
+        message = self.mime_message(self.test_email(context["recipients"]))
+        return self._test_session.data(message)
+
+    def step_token(self, context):
+        context["token"] = self.delegated_token()
+
+    def step_graph_send(self, context):
+        with self.open() as connection:
+            return connection.send(self.test_email(context["recipients"]))

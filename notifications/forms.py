@@ -1,0 +1,80 @@
+"""The form of one linked tool in Project › Settings › Notification Tools."""
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from integrations.forms.base import EmailListField
+from notifications.models import DeliveryMode, MinimumSeverity
+
+
+def _finding_statuses():
+    from projects.models import FindingStatus
+
+    return FindingStatus.choices
+
+
+class RecipientsChoice:
+    TOOL = "tool"
+    PROJECT = "project"
+
+
+class ToolLinkForm(forms.Form):
+    enabled = forms.BooleanField(label=_("Enabled"), required=False)
+    notify_new_vulnerabilities = forms.BooleanField(
+        label=_("New vulnerabilities"), required=False
+    )
+    minimum_severity = forms.ChoiceField(
+        label=_("Minimum severity"), choices=MinimumSeverity.choices
+    )
+    notify_scan_completed = forms.BooleanField(label=_("Scan completed"), required=False)
+    notify_status_changed = forms.BooleanField(label=_("Status changed"), required=False)
+    status_transitions = forms.MultipleChoiceField(
+        label=_("When a finding becomes"),
+        choices=_finding_statuses,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("None ticked means every status change."),
+    )
+    recipients_choice = forms.ChoiceField(
+        label=_("Recipients"),
+        choices=[
+            (RecipientsChoice.TOOL, _("The tool's To")),
+            (RecipientsChoice.PROJECT, _("A list for this project")),
+        ],
+        widget=forms.RadioSelect,
+        initial=RecipientsChoice.TOOL,
+    )
+    recipients = EmailListField(label=_("Project recipients"), required=False)
+    delivery_mode = forms.ChoiceField(
+        label=_("Delivery"), choices=DeliveryMode.choices, widget=forms.RadioSelect
+    )
+
+    def __init__(self, *args, link=None, **kwargs):
+        if link is not None and "initial" not in kwargs:
+            kwargs["initial"] = {
+                "enabled": link.enabled,
+                "notify_new_vulnerabilities": link.notify_new_vulnerabilities,
+                "minimum_severity": link.minimum_severity,
+                "notify_scan_completed": link.notify_scan_completed,
+                "notify_status_changed": link.notify_status_changed,
+                "status_transitions": link.status_transitions,
+                "recipients_choice": (
+                    RecipientsChoice.PROJECT if link.recipients else RecipientsChoice.TOOL
+                ),
+                "recipients": ", ".join(link.recipients),
+                "delivery_mode": link.delivery_mode,
+            }
+        if link is not None:
+            kwargs.setdefault("prefix", f"link-{link.pk}")
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("recipients_choice") == RecipientsChoice.PROJECT:
+            if not cleaned.get("recipients"):
+                self.add_error(
+                    "recipients", _("Enter at least one address, or use the tool's To.")
+                )
+        else:
+            cleaned["recipients"] = []
+        return cleaned

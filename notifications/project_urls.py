@@ -1,0 +1,40 @@
+"""Project pages of the notifications app, included under /projects/<slug>/ by
+projects/urls.py, so they share the "projects" namespace."""
+
+from django.urls import path
+
+from notifications import views
+
+urlpatterns = [
+    path(
+        "settings/notification-tools/",
+        views.notification_tools,
+        name="notification_tools",
+    ),
+    path(
+        "settings/notification-tools/link/<int:integration_id>/",
+        views.link_create,
+        name="notification_tool_link",
+    ),
+    path(
+        "settings/notification-tools/<int:link_id>/",
+        views.link_update,
+        name="notification_tool_update",
+    ),
+    path(
+        "settings/notification-tools/<int:link_id>/unlink/",
+        views.link_delete,
+        name="notification_tool_unlink",
+    ),
+    path(
+        "settings/notification-tools/<int:link_id>/test/",
+        views.link_test,
+        name="notification_tool_test",
+    ),
+    path("deliveries/", views.project_deliveries, name="deliveries"),
+    path(
+        "deliveries/<uuid:delivery_uuid>/resend/",
+        views.project_delivery_resend,
+        name="delivery_resend",
+    ),
+]

@@ -1,0 +1,29 @@
+"""Writes for events, tool links and deliveries.
+
+- `events`: `event_emit`, the transactional outbox (an event and its deliveries in
+  the caller's transaction);
+- `links`: Project › Settings › Notification Tools;
+- `delivery`: claiming, sending, retrying and resending deliveries.
+"""
+
+from notifications.services.delivery import (
+    deliveries_send,
+    delivery_resend,
+)
+from notifications.services.events import event_emit
+from notifications.services.links import (
+    link_create,
+    link_delete,
+    link_send_test,
+    link_update,
+)
+
+__all__ = [
+    "deliveries_send",
+    "delivery_resend",
+    "event_emit",
+    "link_create",
+    "link_delete",
+    "link_send_test",
+    "link_update",
+]

@@ -1,0 +1,335 @@
+"""Sending deliveries: claim, send through one connection per tool, retry, resend.
+
+A delivery is claimed with one atomic UPDATE (`status` pending and due, or sending
+with an expired lease), so two workers never send the same row at the same time; a
+worker that dies leaves a lease that expires, and the row is claimed again. On
+PostgreSQL the candidates are picked with SELECT ... FOR UPDATE SKIP LOCKED first, so
+concurrent workers take different rows instead of waiting on each other.
+"""
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from integrations.exceptions import (
+    ConnectionFailed,
+    IntegrationError,
+    ServiceUnavailable,
+    Throttled,
+)
+from integrations.models import Integration, IntegrationState
+from integrations.services import integration_mark_needs_attention, provider_for
+from notifications.emails import email_for
+from notifications.models import Delivery, DeliveryStatus
+
+logger = logging.getLogger(__name__)
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before attempt `attempts + 1`.
+
+    The server's Retry-After when it sent one (never less); otherwise exponential
+    backoff from NOTIFICATIONS_RETRY_BASE_SECONDS, capped, with "full jitter" on the
+    upper half so that many deliveries failing together do not retry together.
+    """
+    base = float(_setting("NOTIFICATIONS_RETRY_BASE_SECONDS", 30.0))
+    cap = float(_setting("NOTIFICATIONS_RETRY_MAX_SECONDS", 3600.0))
+    backoff = min(cap, base * (2 ** max(0, attempts - 1)))
+    backoff = backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311
+    if retry_after is not None:
+        # A little jitter on top, so a throttled batch does not return as one burst.
+        return min(max(cap, retry_after), retry_after + random.uniform(0, base / 10))  # noqa: S311
+    return backoff
+
+
+def _due_q(now: datetime) -> Q:
+    return Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING, lease_expires_at__lt=now
+    )
+
+
+def deliveries_claim(
+    *,
+    worker: str,
+    delivery_ids: list[int] | None = None,
+    exclude_integrations=(),
+    limit: int | None = None,
+) -> list[Delivery]:
+    """Claim up to `limit` due deliveries (of `delivery_ids`, or any) for `worker`."""
+    limit = limit or int(_setting("NOTIFICATIONS_CLAIM_BATCH", 25))
+    lease = float(_setting("NOTIFICATIONS_LEASE_SECONDS", 300.0))
+    now = timezone.now()
+    with transaction.atomic():
+        candidates = Delivery.objects.filter(_due_q(now))
+        if delivery_ids is not None:
+            candidates = candidates.filter(pk__in=delivery_ids)
+        if exclude_integrations:
+            candidates = candidates.exclude(integration_id__in=exclude_integrations)
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        picked = list(
+            candidates.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[
+                :limit
+            ]
+        )
+        if not picked:
+            return []
+        # The WHERE repeats the due condition: on SQLite (no row locks) this UPDATE is
+        # the claim, and a row another worker took in between is simply not updated.
+        Delivery.objects.filter(_due_q(now), pk__in=picked).update(
+            status=DeliveryStatus.SENDING,
+            claimed_by=worker,
+            lease_expires_at=now + timedelta(seconds=lease),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+    return list(
+        Delivery.objects.filter(
+            pk__in=picked, claimed_by=worker, status=DeliveryStatus.SENDING
+        )
+        .select_related("project", "event", "event__scan", "link", "integration")
+        .order_by("integration_id", "pk")
+    )
+
+
+def _finish(delivery: Delivery, worker: str, **fields) -> bool:
+    """Write the outcome, only if `worker` still holds the claim."""
+    fields.setdefault("claimed_by", "")
+    fields.setdefault("lease_expires_at", None)
+    fields["updated_at"] = timezone.now()
+    updated = Delivery.objects.filter(
+        pk=delivery.pk, claimed_by=worker, status=DeliveryStatus.SENDING
+    ).update(**fields)
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+    return bool(updated)
+
+
+def _release(deliveries: list[Delivery], worker: str, *, at: datetime) -> None:
+    """Give claimed but unattempted deliveries back, due at `at`."""
+    Delivery.objects.filter(
+        pk__in=[d.pk for d in deliveries], claimed_by=worker, status=DeliveryStatus.SENDING
+    ).update(
+        status=DeliveryStatus.PENDING,
+        claimed_by="",
+        lease_expires_at=None,
+        next_attempt_at=at,
+        attempts=F("attempts") - 1,
+        updated_at=timezone.now(),
+    )
+
+
+@dataclass
+class SendSummary:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    #: When to look again for the deliveries this run scheduled for a retry.
+    retry_at: dict[int, datetime] = field(default_factory=dict)
+
+    @property
+    def processed(self) -> int:
+        return self.sent + self.failed + self.skipped + self.retrying
+
+
+class _Connections:
+    """One open provider connection per integration, for the whole run."""
+
+    def __init__(self):
+        self.open_ = {}
+
+    def get(self, integration: Integration):
+        conn = self.open_.get(integration.pk)
+        if conn is None:
+            conn = provider_for(integration).open()
+            self.open_[integration.pk] = conn
+        return conn
+
+    def drop(self, integration_id: int) -> None:
+        conn = self.open_.pop(integration_id, None)
+        if conn is not None:
+            try:
+                conn.close()
+            except IntegrationError:
+                pass
+
+    def close(self) -> None:
+        for integration_id in list(self.open_):
+            self.drop(integration_id)
+
+
+class _Run:
+    """One call of `deliveries_send`: its claim token, connections and outcomes."""
+
+    def __init__(self):
+        self.worker = uuid.uuid4().hex
+        self.summary = SendSummary()
+        self.connections = _Connections()
+        #: Integrations this run stops sending through, and until when.
+        self.paused: dict[int, datetime] = {}
+
+    def pause(self, integration_id: int, until: datetime) -> None:
+        self.paused[integration_id] = max(until, self.paused.get(integration_id, until))
+
+    def send(self, delivery: Delivery) -> None:
+        integration = delivery.integration
+        if delivery.integration_id in self.paused:
+            at = self.paused[delivery.integration_id]
+            _release([delivery], self.worker, at=at)
+            self.summary.retrying += 1
+            self.summary.retry_at[delivery.pk] = at
+            return
+        if integration.state == IntegrationState.INACTIVE:
+            self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_paused")
+            return
+        if delivery.link_id is None:
+            self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_unlinked")
+            return
+        if not delivery.recipients:
+            self.finish(delivery, DeliveryStatus.FAILED, error_code="no_recipients")
+            return
+        try:
+            email = email_for(delivery)
+            reply = self.connections.get(integration).send(email)
+        except IntegrationError as error:
+            self.failed(delivery, error)
+            return
+        except Exception:
+            # A bug (a template error, say) must not leave the row claimed forever:
+            # it is retried like a transient failure and fails after the last attempt.
+            logger.exception("Delivery %s could not be sent", delivery.uuid)
+            error = IntegrationError("unexpected error while sending", code="unexpected")
+            error.retryable = True
+            self.connections.drop(integration.pk)
+            self.failed(delivery, error)
+            return
+        self.finish(
+            delivery,
+            DeliveryStatus.SENT,
+            subject=email.subject[:300],
+            request_id=str(reply or "")[:500],
+            error_code="",
+            sent_at=timezone.now(),
+        )
+
+    def finish(self, delivery: Delivery, status: str, **fields) -> None:
+        if not _finish(delivery, self.worker, status=status, **fields):
+            # Our lease expired and another worker took the row over: its outcome wins.
+            logger.warning("Delivery %s was taken over by another worker", delivery.uuid)
+            return
+        if status == DeliveryStatus.SENT:
+            self.summary.sent += 1
+        elif status == DeliveryStatus.FAILED:
+            self.summary.failed += 1
+        elif status == DeliveryStatus.SKIPPED:
+            self.summary.skipped += 1
+        else:
+            self.summary.retrying += 1
+            self.summary.retry_at[delivery.pk] = fields["next_attempt_at"]
+
+    def failed(self, delivery: Delivery, error: IntegrationError) -> None:
+        integration = delivery.integration
+        max_attempts = int(_setting("NOTIFICATIONS_MAX_ATTEMPTS", 8))
+        common = {
+            "error_code": error.code[:64],
+            "request_id": (error.request_id or "")[:500],
+        }
+        logger.warning(
+            "Delivery %s attempt %s through %s failed: %s",
+            delivery.uuid,
+            delivery.attempts,
+            integration.provider,
+            error,
+        )
+        if isinstance(error, (ConnectionFailed, ServiceUnavailable)):
+            # The session may be broken (a dropped connection, an SMTP 421).
+            self.connections.drop(integration.pk)
+        if error.retryable and delivery.attempts < max_attempts:
+            delay = retry_delay(attempts=delivery.attempts, retry_after=error.retry_after)
+            at = timezone.now() + timedelta(seconds=delay)
+            self.finish(delivery, DeliveryStatus.PENDING, next_attempt_at=at, **common)
+            if isinstance(error, Throttled):
+                # The server asked this client to slow down: the tool's other
+                # deliveries wait too instead of being refused one by one.
+                self.pause(integration.pk, at)
+            return
+        self.finish(delivery, DeliveryStatus.FAILED, **common)
+        if error.needs_attention:
+            integration_mark_needs_attention(integration=integration, error=error)
+            # The rest would fail the same way; they wait for the next run.
+            base = float(_setting("NOTIFICATIONS_RETRY_BASE_SECONDS", 30.0))
+            self.pause(integration.pk, timezone.now() + timedelta(seconds=base))
+
+
+def deliveries_send(
+    *, delivery_ids: list[int] | None = None, max_deliveries: int | None = None
+) -> SendSummary:
+    """Send the due deliveries among `delivery_ids` (or every due one).
+
+    Claims them a few at a time and sends each tool's share over one connection
+    (one token, one keep-alive or SMTP session) for the whole run. Retryable
+    failures (throttling, 5xx, timeouts, dropped connections, SMTP 4xx) are
+    scheduled again with backoff, honouring Retry-After; permanent ones fail the
+    delivery at once, and those that concern the tool itself (authentication,
+    permission, sender) also mark it "Needs attention". Returns what happened; the
+    caller schedules the next look at `summary.retry_at`.
+    """
+    run = _Run()
+    try:
+        while max_deliveries is None or run.summary.processed < max_deliveries:
+            batch = deliveries_claim(
+                worker=run.worker,
+                delivery_ids=delivery_ids,
+                exclude_integrations=list(run.paused),
+            )
+            if not batch:
+                break
+            for delivery in batch:
+                run.send(delivery)
+    finally:
+        run.connections.close()
+    return run.summary
+
+
+@transaction.atomic
+def delivery_resend(*, delivery: Delivery, actor=None) -> Delivery:
+    """Send a failed (or not sent) delivery again, as the same message.
+
+    Same row, same Message-ID; recipients are looked up again only when there were
+    none.
+    """
+    if not delivery.recipients and delivery.link_id:
+        from notifications.services.events import link_recipients
+
+        Delivery.objects.filter(pk=delivery.pk).update(
+            recipients=link_recipients(delivery.link)
+        )
+    updated = Delivery.objects.filter(
+        pk=delivery.pk, status__in=[DeliveryStatus.FAILED, DeliveryStatus.SKIPPED]
+    ).update(
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=timezone.now(),
+        error_code="",
+        claimed_by="",
+        lease_expires_at=None,
+        updated_at=timezone.now(),
+    )
+    delivery.refresh_from_db()
+    if updated:
+        from notifications.services.events import enqueue_on_commit
+
+        enqueue_on_commit([delivery])
+    return delivery

@@ -1,0 +1,84 @@
+"""Project › Settings › Notification Tools: link, configure, unlink, test."""
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from integrations.models import Integration
+from integrations.selectors import active_integrations
+from notifications.exceptions import NotificationError
+from notifications.models import (
+    Delivery,
+    DeliveryMode,
+    Event,
+    EventKind,
+    MinimumSeverity,
+    ToolLink,
+)
+from notifications.services.events import delivery_create, enqueue_on_commit
+
+
+@transaction.atomic
+def link_create(*, project, integration: Integration, actor=None) -> ToolLink:
+    """Link a globally active tool to `project`, with the default events."""
+    if not active_integrations().filter(pk=integration.pk).exists():
+        raise NotificationError(
+            _("This notification tool is not active. Ask a security admin to activate it.")
+        )
+    link, _created = ToolLink.objects.get_or_create(
+        project=project, integration=integration, defaults={"created_by": actor}
+    )
+    return link
+
+
+@transaction.atomic
+def link_update(
+    *,
+    link: ToolLink,
+    enabled: bool,
+    notify_new_vulnerabilities: bool,
+    minimum_severity: str,
+    notify_scan_completed: bool,
+    notify_status_changed: bool,
+    status_transitions: list[str],
+    recipients: list[str],
+    delivery_mode: str,
+    actor=None,
+) -> ToolLink:
+    """Change which events reach whom through `link`."""
+    if minimum_severity not in MinimumSeverity.values:
+        raise NotificationError(_("Choose a minimum severity."))
+    if delivery_mode not in DeliveryMode.values:
+        raise NotificationError(_("Choose how to deliver."))
+    link.enabled = enabled
+    link.notify_new_vulnerabilities = notify_new_vulnerabilities
+    link.minimum_severity = minimum_severity
+    link.notify_scan_completed = notify_scan_completed
+    link.notify_status_changed = notify_status_changed
+    link.status_transitions = list(dict.fromkeys(status_transitions))
+    link.recipients = list(dict.fromkeys(recipients))
+    link.delivery_mode = delivery_mode
+    link.save()
+    return link
+
+
+@transaction.atomic
+def link_delete(*, link: ToolLink, actor=None) -> None:
+    """Unlink. Past deliveries stay in the log; pending ones will not be sent."""
+    link.delete()
+
+
+@transaction.atomic
+def link_send_test(*, link: ToolLink, actor=None) -> Delivery:
+    """Send a test notification through `link` to its recipients, in the background."""
+    if not active_integrations().filter(pk=link.integration_id).exists():
+        raise NotificationError(
+            _("This notification tool is deactivated, so it sends nothing.")
+        )
+    event = Event.objects.create(
+        project=link.project, kind=EventKind.TEST, payload={}, actor=actor
+    )
+    delivery = delivery_create(
+        event=event, link=link, dedupe_key=f"test:{event.pk}:link:{link.pk}"
+    )
+    enqueue_on_commit([delivery])
+    return delivery

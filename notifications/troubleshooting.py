@@ -1,0 +1,27 @@
+"""Words for a delivery's error code: the delivery's own codes, then the tools' codes."""
+
+from django.utils.translation import gettext_lazy as _
+
+from integrations.troubleshooting import Troubleshooting, troubleshooting_for
+
+DELIVERY_TROUBLESHOOTING = {
+    "no_recipients": Troubleshooting(
+        _("No recipients"),
+        _("Neither the project nor the tool has a To address. Add recipients in Project › Settings › Notification Tools, or a To in the tool's settings, then Resend."),
+    ),
+    "tool_paused": Troubleshooting(
+        _("The tool is deactivated"),
+        _("A security admin deactivated this notification tool, so nothing was sent. Once it is active again, Resend."),
+    ),
+    "tool_unlinked": Troubleshooting(
+        _("The tool was unlinked"),
+        _("The notification tool was unlinked from this project before the email went out. Link it again, then Resend."),
+    ),
+}
+
+
+def delivery_troubleshooting(code: str) -> Troubleshooting | None:
+    """The title and text for a delivery's `code`; None when there is no error."""
+    if not code:
+        return None
+    return DELIVERY_TROUBLESHOOTING.get(code) or troubleshooting_for(code)

@@ -1,0 +1,119 @@
+"""Fixtures for notification tests: people in every role, a project, an active
+Microsoft Azure Mail tool pointed at the sandbox, and a way to drain the outbox."""
+
+import time
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from integrations.permissions import SECURITY_ADMINS_GROUP
+from integrations.providers import identity
+from integrations.services import integration_save
+from notifications.models import Delivery, DeliveryStatus, ToolLink
+from projects.models import Membership, Project, Role
+
+GRAPH_PROVIDER = "microsoft_azure_mail"
+
+
+@pytest.fixture(autouse=True)
+def fresh_msal_apps():
+    """Each test starts with no cached msal application (and so no cached token)."""
+    identity.forget_apps()
+    yield
+    identity.forget_apps()
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(settings):
+    """Retries in tenths of a second, so fault drills finish quickly."""
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 0.05
+    settings.NOTIFICATIONS_RETRY_MAX_SECONDS = 2.0
+    settings.NOTIFICATIONS_MAX_ATTEMPTS = 6
+    settings.SITE_URL = "https://appsec.example.test"
+
+
+@pytest.fixture
+def security_admin(db):
+    user = User.objects.create_user("nadia-admin", password="pw-nadia-123456")
+    user.groups.add(Group.objects.get_or_create(name=SECURITY_ADMINS_GROUP)[0])
+    return user
+
+
+@pytest.fixture
+def owner(db):
+    return User.objects.create_user("nora-owner", password="pw-nora-123456")
+
+
+@pytest.fixture
+def member(db):
+    return User.objects.create_user("nick-member", password="pw-nick-123456")
+
+
+@pytest.fixture
+def outsider(db):
+    return User.objects.create_user("oscar-outsider", password="pw-oscar-123456")
+
+
+@pytest.fixture
+def project(db, owner, member):
+    project = Project.objects.create(name="Shop", slug="shop")
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    Membership.objects.create(project=project, user=member, role=Role.MEMBER)
+    return project
+
+
+@pytest.fixture
+def other_project(db, outsider):
+    project = Project.objects.create(name="Payroll", slug="payroll")
+    Membership.objects.create(project=project, user=outsider, role=Role.OWNER)
+    return project
+
+
+def graph_values(sandbox) -> dict:
+    seed = sandbox.seed
+    return {
+        "tenant_id": seed["tenant_id"],
+        "client_id": seed["client_id"],
+        "client_secret": seed["client_secret"],
+        "sender": seed["sender"],
+        "recipients": [seed["recipient"]],
+        "cloud": "global",
+        "secret_expires_on": None,
+    }
+
+
+@pytest.fixture
+def graph_tool(db, sandbox):
+    """Microsoft Azure Mail, activated with the sandbox tenant's values."""
+    return integration_save(
+        provider_key=GRAPH_PROVIDER, cleaned_data=graph_values(sandbox), actor=None
+    )
+
+
+@pytest.fixture
+def link(project, graph_tool):
+    """The tool linked to the project: every event, every severity, immediately."""
+    return ToolLink.objects.create(
+        project=project,
+        integration=graph_tool,
+        notify_new_vulnerabilities=True,
+        minimum_severity="info",
+        notify_scan_completed=True,
+        notify_status_changed=True,
+    )
+
+
+def settle(timeout: float = 20.0) -> list[Delivery]:
+    """Run the recovery path until no delivery is pending or sending (or timeout)."""
+    from notifications.services import deliveries_send
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deliveries_send()
+        open_ = Delivery.objects.filter(
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING]
+        )
+        if not open_.exists():
+            break
+        time.sleep(0.05)
+    return list(Delivery.objects.order_by("pk"))

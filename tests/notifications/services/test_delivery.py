@@ -1,0 +1,236 @@
+"""Sending deliveries against the sandbox with faults injected: every delivery ends
+sent or failed with a reason, none lost, none doubled (one Message-ID each)."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.models import IntegrationState
+from integrations.services import integration_deactivate
+from notifications.models import Delivery, DeliveryStatus, EventKind
+from notifications.services import deliveries_send, delivery_resend, event_emit
+from notifications.services.delivery import deliveries_claim, retry_delay
+from notifications.services.events import delivery_create
+from tests.notifications.conftest import settle
+
+pytestmark = pytest.mark.django_db
+
+
+def emit_scans_completed(project, count, capture):
+    """`count` SCAN_COMPLETED events, committed; the immediate task sends at once."""
+    with capture(execute=True):
+        for i in range(count):
+            event_emit(
+                project=project,
+                kind=EventKind.SCAN_COMPLETED,
+                payload={"scan_id": None, "new": i, "seen_again": 0, "resolved": 0,
+                         "reopened": 0, "counts": {"high": i}},
+            )
+    return list(Delivery.objects.order_by("pk"))
+
+
+def message_ids(deliveries):
+    return {f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries}
+
+
+def assert_each_sent_once_by_message_id(sandbox, deliveries):
+    messages = sandbox.messages()
+    assert {m["message_id"] for m in messages} == message_ids(deliveries)
+
+
+def test_throttled_delivery_waits_for_retry_after_then_sends(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    sandbox.add_fault(target="graph", status=429, retry_after="0.6", count=1)
+    started = timezone.now()
+    deliveries = emit_scans_completed(project, 5, django_capture_on_commit_callbacks)
+
+    first = Delivery.objects.get(pk=deliveries[0].pk)
+    assert first.status == DeliveryStatus.PENDING
+    assert first.error_code == "throttled"
+    assert first.next_attempt_at >= started + timedelta(seconds=0.6)
+    # The tool's other deliveries waited too instead of hammering a throttled API.
+    assert sandbox.messages() == []
+    assert deliveries_send().processed == 0  # nothing is due yet
+    assert sandbox.messages() == []
+
+    time.sleep(0.7)
+    final = settle()
+    assert [d.status for d in final] == [DeliveryStatus.SENT] * 5
+    assert_each_sent_once_by_message_id(sandbox, final)
+    assert len(sandbox.messages()) == 5
+
+
+def test_service_unavailable_is_retried_with_backoff(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    sandbox.add_fault(target="graph", status=503, count=2)
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    (delivery,) = settle()
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.attempts == 3
+    assert_each_sent_once_by_message_id(sandbox, [delivery])
+    assert len(sandbox.messages()) == 1
+
+
+def test_dropped_connection_is_retried_on_a_new_connection(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    sandbox.add_fault(target="graph", drop=True, count=1)
+    deliveries = emit_scans_completed(project, 3, django_capture_on_commit_callbacks)
+    final = settle()
+    assert [d.status for d in final] == [DeliveryStatus.SENT] * 3
+    assert Delivery.objects.get(pk=deliveries[0].pk).attempts == 2
+    assert_each_sent_once_by_message_id(sandbox, final)
+    assert len(sandbox.messages()) == 3
+
+
+def test_gateway_timeout_after_accept_resends_the_same_message_id(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    sandbox.add_fault(target="graph", accept_then_status=504, count=1)
+    emit_scans_completed(project, 2, django_capture_on_commit_callbacks)
+    final = settle()
+    assert [d.status for d in final] == [DeliveryStatus.SENT] * 2
+    messages = sandbox.messages()
+    # Graph stored the first attempt before answering 504: the retry is the same
+    # message (same Message-ID), which mail clients show once.
+    assert len(messages) == 3
+    assert_each_sent_once_by_message_id(sandbox, final)
+    first_id = f"<delivery-{final[0].uuid}@appsec.example.test>"
+    assert [m["message_id"] for m in messages].count(first_id) == 2
+
+
+def test_mixed_faults_lose_nothing_and_double_nothing(
+    sandbox, project, link, django_capture_on_commit_callbacks, settings
+):
+    settings.NOTIFICATIONS_MAX_ATTEMPTS = 12
+    sandbox.add_fault(target="graph", status=429, retry_after="0.2", count=2)
+    sandbox.add_fault(target="graph", status=503, probability=0.2, count=5)
+    sandbox.add_fault(target="graph", drop=True, probability=0.2, count=5)
+    emit_scans_completed(project, 20, django_capture_on_commit_callbacks)
+    final = settle(timeout=60)
+    assert len(final) == 20
+    assert {d.status for d in final} == {DeliveryStatus.SENT}
+    assert_each_sent_once_by_message_id(sandbox, final)
+    assert len(sandbox.messages()) == 20  # none of these faults stores a message
+
+
+def test_retries_stop_after_the_last_attempt_with_a_reason(
+    sandbox, project, link, django_capture_on_commit_callbacks, settings
+):
+    settings.NOTIFICATIONS_MAX_ATTEMPTS = 3
+    sandbox.add_fault(target="graph", status=503, count=10)
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    (delivery,) = settle()
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.attempts == 3
+    assert delivery.error_code == "service_unavailable"
+    assert delivery.request_id  # Graph's request-id, for support
+
+
+def test_permission_error_fails_at_once_and_marks_the_tool(
+    sandbox, project, link, graph_tool, django_capture_on_commit_callbacks
+):
+    sandbox.add_fault(target="graph", status=403, error_code="ErrorAccessDenied", count=1)
+    sandbox.add_fault(target="graph", status=403, error_code="ErrorAccessDenied", count=1)
+    deliveries = emit_scans_completed(project, 3, django_capture_on_commit_callbacks)
+    first = Delivery.objects.get(pk=deliveries[0].pk)
+    assert first.status == DeliveryStatus.FAILED
+    assert first.attempts == 1
+    assert first.error_code == "permission_missing"
+    graph_tool.refresh_from_db()
+    assert graph_tool.state == IntegrationState.NEEDS_ATTENTION
+    assert graph_tool.attention_code == "permission_missing"
+    # The others were not tried against a tool that just failed for good.
+    assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 2
+    assert Delivery.objects.get(pk=deliveries[1].pk).attempts == 0
+
+
+def test_resend_sends_a_failed_delivery_again_as_the_same_message(
+    sandbox, project, link, django_capture_on_commit_callbacks, settings
+):
+    settings.NOTIFICATIONS_MAX_ATTEMPTS = 1
+    sandbox.add_fault(target="graph", status=503, count=1)
+    (delivery,) = emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_resend(delivery=delivery)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT
+    assert_each_sent_once_by_message_id(sandbox, [delivery])
+
+
+def test_same_event_and_link_never_yield_two_deliveries(project, link):
+    with transaction.atomic():
+        event = event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+        assert Delivery.objects.count() == 1
+        again = delivery_create(
+            event=event, link=link, dedupe_key=f"event:{event.pk}:link:{link.pk}"
+        )
+    assert again is None
+    assert Delivery.objects.count() == 1
+    delivery = Delivery.objects.get()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Delivery.objects.create(
+            dedupe_key=delivery.dedupe_key,
+            project=project,
+            event=event,
+            link=link,
+            integration=link.integration,
+            recipients=["a@example.com"],
+            next_attempt_at=timezone.now(),
+        )
+
+
+def test_rolled_back_change_sends_nothing(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+            raise RuntimeError("the import failed")
+    assert callbacks == []
+    assert Delivery.objects.count() == 0
+    assert sandbox.messages() == []
+
+
+def test_deactivated_tool_pauses_links_and_sends_nothing(
+    sandbox, project, link, graph_tool, django_capture_on_commit_callbacks
+):
+    # a delivery written before the admin deactivated the tool
+    with transaction.atomic():
+        event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    integration_deactivate(provider_key=graph_tool.provider, actor=None)
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    (delivery,) = settle()
+    assert delivery.status == DeliveryStatus.SKIPPED
+    assert delivery.error_code == "tool_paused"
+    assert sandbox.messages() == []
+
+
+def test_expired_lease_is_claimed_again_and_live_one_is_not(project, link):
+    with transaction.atomic():
+        event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    (claimed,) = deliveries_claim(worker="dead-worker")
+    assert claimed.status == DeliveryStatus.SENDING
+    assert deliveries_claim(worker="other") == []  # the lease is still running
+    Delivery.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    (again,) = deliveries_claim(worker="other")
+    assert again.claimed_by == "other"
+    assert again.attempts == 2
+
+
+def test_retry_delay_honours_retry_after_and_backs_off_exponentially(settings):
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 10
+    settings.NOTIFICATIONS_RETRY_MAX_SECONDS = 3600
+    assert 30 <= retry_delay(attempts=1, retry_after=30) <= 31
+    delays = [retry_delay(attempts=n) for n in (1, 2, 3, 4)]
+    for n, delay in enumerate(delays, start=1):
+        ceiling = 10 * 2 ** (n - 1)
+        assert ceiling / 2 <= delay <= ceiling
+    assert retry_delay(attempts=30) <= 3600

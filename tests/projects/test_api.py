@@ -1,0 +1,309 @@
+"""The HTTP API: tokens, project scoping, hostile input, errors in JSON."""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from notifications.models import Event, EventKind
+from projects.models import ApiToken, Finding, Scan
+from projects.services import api_token_create, api_token_revoke, scan_import
+from tests.projects.factories import sarif_bytes, sarif_result
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def token(project, owner):
+    _token, raw = api_token_create(project=project, name="CI", actor=owner)
+    return raw
+
+
+@pytest.fixture
+def other_token(other_project, outsider):
+    _token, raw = api_token_create(project=other_project, name="CI", actor=outsider)
+    return raw
+
+
+def auth(raw):
+    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+def post_scan(client, slug, data, raw, content_type="application/json"):
+    return client.post(
+        f"/api/v1/projects/{slug}/scans", data, content_type=content_type, **auth(raw)
+    )
+
+
+def seed(project, results=None):
+    scan_import(
+        project=project,
+        sarif=sarif_bytes(
+            results
+            or [sarif_result("B602"), sarif_result("B105", level="note", line=3)]
+        ),
+        source="api",
+    )
+
+
+def error_of(response):
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    return body["error"]
+
+
+# -- authentication -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "token_missing"),
+        ({"HTTP_AUTHORIZATION": "Token abc"}, "token_missing"),
+        ({"HTTP_AUTHORIZATION": "Bearer m365as_wrong"}, "token_invalid"),
+    ],
+)
+def test_missing_or_wrong_token_is_401(client, project, headers, code):
+    response = client.get("/api/v1/projects/shop/findings", **headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert error_of(response)["code"] == code
+
+
+def test_revoked_token_is_401(client, project, owner):
+    token, raw = api_token_create(project=project, name="CI", actor=owner)
+    api_token_revoke(token=token, actor=owner)
+    response = client.get("/api/v1/projects/shop/findings", **auth(raw))
+    assert response.status_code == 401
+    assert "revoked" in error_of(response)["message"]
+
+
+def test_session_login_is_not_enough(client, project, owner):
+    client.force_login(owner)
+    assert client.get("/api/v1/projects/shop/findings").status_code == 401
+
+
+def test_last_used_at_is_recorded(client, project, token):
+    assert (
+        client.get("/api/v1/projects/shop/findings", **auth(token)).status_code == 200
+    )
+    assert ApiToken.objects.get().last_used_at is not None
+
+
+def test_another_projects_slug_is_404_like_an_unknown_one(
+    client, project, other_project, token
+):
+    seed(other_project)
+    for slug in ("payroll", "no-such-project"):
+        response = client.get(f"/api/v1/projects/{slug}/findings", **auth(token))
+        assert response.status_code == 404
+        assert error_of(response)["code"] == "not_found"
+        response = post_scan(client, slug, sarif_bytes([sarif_result()]), token)
+        assert response.status_code == 404
+    assert Scan.objects.filter(project=other_project).count() == 1  # only the seed
+    assert not Scan.objects.filter(project=project).exists()
+
+
+def test_another_projects_finding_is_404(client, project, other_project, token):
+    seed(other_project)
+    theirs = Finding.objects.filter(project=other_project).first()
+    url = f"/api/v1/projects/shop/findings/{theirs.pk}"
+    assert client.get(url, **auth(token)).status_code == 404
+    response = client.patch(
+        url, {"status": "confirmed"}, content_type="application/json", **auth(token)
+    )
+    assert response.status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == "open"
+    assert (
+        client.get("/api/v1/projects/shop/findings/abc", **auth(token)).status_code
+        == 404
+    )
+
+
+# -- scans ----------------------------------------------------------------------
+
+
+def test_post_sarif_body_imports_a_scan(client, project, owner, token):
+    response = post_scan(client, "shop", sarif_bytes([sarif_result()]), token)
+    assert response.status_code == 201
+    scan = response.json()["scan"]
+    assert (
+        scan["new"] == 1 and scan["source"] == "api" and scan["tool_name"] == "Bandit"
+    )
+    assert Scan.objects.get().created_by == owner
+    again = post_scan(client, "shop", sarif_bytes([sarif_result()]), token).json()[
+        "scan"
+    ]
+    assert (again["new"], again["seen_again"]) == (0, 1)
+
+
+def test_post_multipart_file_imports_a_scan(client, project, token):
+    upload = SimpleUploadedFile("bandit.sarif", sarif_bytes([sarif_result()]))
+    response = client.post(
+        "/api/v1/projects/shop/scans", {"file": upload}, **auth(token)
+    )
+    assert response.status_code == 201 and response.json()["scan"]["new"] == 1
+
+
+def test_multipart_without_file_field_says_how(client, project, token):
+    response = client.post("/api/v1/projects/shop/scans", {"other": "x"}, **auth(token))
+    assert response.status_code == 400
+    assert "multipart field named “file”" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"version": "2.0.0", "runs": []}', 'SARIF version "2.0.0" is not supported'),
+        (b'{"version": "2.1.0", "runs": "x"}', '"runs" must be a list'),
+        (b"", "empty"),
+        (b"\x00\xff", "not UTF-8"),
+    ],
+)
+def test_bad_sarif_is_400_with_what_to_fix(client, project, token, body, says):
+    response = post_scan(client, "shop", body, token)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_sarif" and says in error["message"]
+    assert not Scan.objects.exists() and not Event.objects.exists()
+
+
+def test_oversized_body_is_413(client, project, token, settings):
+    settings.SARIF_MAX_BYTES = 200
+    response = post_scan(client, "shop", b" " * 201, token)
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "sarif_too_large"
+    upload = SimpleUploadedFile("big.sarif", b" " * 300)
+    settings.SARIF_MAX_BYTES = 250
+    response = client.post(
+        "/api/v1/projects/shop/scans", {"file": upload}, **auth(token)
+    )
+    assert response.status_code == 413
+    assert not Scan.objects.exists()
+
+
+def test_body_over_djangos_form_limit_but_under_sarif_limit_is_accepted(
+    client, project, token, settings
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    response = post_scan(client, "shop", sarif_bytes([sarif_result()]), token)
+    assert response.status_code == 201
+
+
+def test_hostile_text_is_stored_as_data(client, project, token):
+    hostile = "<script>alert(1)</script>\r\nX-Injected: 1"
+    post_scan(client, "shop", sarif_bytes([sarif_result(message=hostile)]), token)
+    response = client.get("/api/v1/projects/shop/findings", **auth(token))
+    assert response["Content-Type"] == "application/json"
+    assert "X-Injected" not in response.headers
+    assert response.json()["results"][0]["message"] == hostile
+
+
+def test_wrong_method_is_405_json(client, project, token):
+    response = client.get("/api/v1/projects/shop/scans", **auth(token))
+    assert response.status_code == 405 and response["Allow"] == "POST"
+
+
+# -- findings -------------------------------------------------------------------
+
+
+def test_list_findings_with_filters_and_pagination(client, project, token):
+    seed(project)
+    url = "/api/v1/projects/shop/findings"
+    body = client.get(url, **auth(token)).json()
+    assert body["count"] == 2 and [f["rule_id"] for f in body["results"]] == [
+        "B602",
+        "B105",
+    ]
+    assert set(body["results"][0]) >= {
+        "id",
+        "severity",
+        "status",
+        "path",
+        "start_line",
+        "message",
+    }
+    assert client.get(url, {"severity": "low"}, **auth(token)).json()["count"] == 1
+    assert client.get(url, {"status": "resolved"}, **auth(token)).json()["count"] == 0
+    page = client.get(url, {"limit": 1, "offset": 1}, **auth(token)).json()
+    assert (page["count"], page["limit"], page["offset"]) == (2, 1, 1)
+    assert [f["rule_id"] for f in page["results"]] == ["B105"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"severity": "urgent"},
+        {"status": "done"},
+        {"limit": "-1"},
+        {"limit": "501"},
+        {"offset": "x"},
+    ],
+)
+def test_bad_filters_are_400(client, project, token, params):
+    response = client.get("/api/v1/projects/shop/findings", params, **auth(token))
+    assert response.status_code == 400 and error_of(response)["message"]
+
+
+def test_patch_changes_status_and_emits_event(client, project, owner, token):
+    seed(project)
+    finding = Finding.objects.get(rule_id="B602")
+    url = f"/api/v1/projects/shop/findings/{finding.pk}"
+    response = client.patch(
+        url, {"status": "confirmed"}, content_type="application/json", **auth(token)
+    )
+    assert (
+        response.status_code == 200
+        and response.json()["finding"]["status"] == "confirmed"
+    )
+    event = Event.objects.get(kind=EventKind.STATUS_CHANGED)
+    assert event.payload == {
+        "finding_id": finding.pk,
+        "from": "open",
+        "to": "confirmed",
+    }
+    assert event.actor == owner
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{oops", "invalid_json"),
+        (b"[]", "invalid_body"),
+        (b'{"status": 3}', "invalid_body"),
+        (b'{"status": "fixed"}', "invalid_status"),
+        (b'{"status": "reopened"}', "invalid_status"),
+    ],
+)
+def test_bad_patch_is_400(client, project, token, body, code):
+    seed(project)
+    finding = Finding.objects.get(rule_id="B602")
+    url = f"/api/v1/projects/shop/findings/{finding.pk}"
+    response = client.patch(url, body, content_type="application/json", **auth(token))
+    assert response.status_code == 400 and error_of(response)["code"] == code
+    finding.refresh_from_db()
+    assert finding.status == "open"
+
+
+def test_openapi_description_is_served(client, db):
+    body = client.get("/api/v1/openapi.json").json()
+    assert body["openapi"].startswith("3.1")
+    assert set(body["paths"]) >= {
+        "/projects/{slug}/scans",
+        "/projects/{slug}/findings",
+        "/projects/{slug}/findings/{id}",
+    }
+    json.dumps(body)
+
+
+def test_api_needs_no_csrf_token_but_pages_do(project, owner, token):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = post_scan(strict, "shop", sarif_bytes([sarif_result()]), token)
+    assert response.status_code == 201
+    strict.force_login(owner)
+    page = strict.post(f"/projects/{project.slug}/settings/tokens/", {"name": "x"})
+    assert page.status_code == 403
