@@ -156,7 +156,9 @@ class ProviderForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.saved_secrets = set(saved_secrets)
         for name, field in self.fields.items():
-            field.validators.append(reject_line_breaks)
+            # PEM text (certificates, keys) is the one kind of value with lines.
+            if not getattr(field, "multiline", False):
+                field.validators.append(reject_line_breaks)
             if isinstance(field, SecretField) and name in self.saved_secrets:
                 field.widget.attrs["placeholder"] = _("Saved (hidden). Leave blank to keep it.")
                 field.saved = True

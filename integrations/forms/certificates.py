@@ -102,6 +102,18 @@ def certificate_info(certificate_pem: str, private_key_pem: str = "") -> Certifi
     )
 
 
+class PemField(forms.CharField):
+    """PEM text: lines allowed (the only such field), size bounded."""
+
+    multiline = True
+
+
+class SecretPemField(SecretField):
+    """A write-only PEM private key."""
+
+    multiline = True
+
+
 class CertificateCredentialMixin(forms.Form):
     """Adds **Certificate** and **Private key** as an alternative to a client secret.
 
@@ -110,7 +122,7 @@ class CertificateCredentialMixin(forms.Form):
     `cleaned_data` so they are saved with the settings.
     """
 
-    certificate = forms.CharField(
+    certificate = PemField(
         label=_("Certificate (PEM)"),
         required=False,
         max_length=MAX_PEM_BYTES,
@@ -120,7 +132,7 @@ class CertificateCredentialMixin(forms.Form):
             "registration's Certificates & secrets."
         ),
     )
-    private_key = SecretField(
+    private_key = SecretPemField(
         label=_("Private key (PEM)"),
         max_length=MAX_PEM_BYTES,
         strip=True,

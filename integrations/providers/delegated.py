@@ -105,12 +105,16 @@ def start_flow(
     scopes = clean_scopes(scopes)
     if client.is_microsoft:
         return app.initiate_auth_code_flow(
-            scopes, redirect_uri=redirect_uri, login_hint=login_hint or None
+            scopes,
+            redirect_uri=redirect_uri,
+            login_hint=login_hint or None,
+            response_mode="query",
         )
     return app.initiate_auth_code_flow(
         scope=[*scopes, "offline_access"],
         redirect_uri=redirect_uri,
         login_hint=login_hint or None,
+        response_mode="query",
     )
 
 
@@ -152,9 +156,7 @@ def complete_flow(client: DelegatedClient, *, flow: dict, auth_response: dict) -
     app = _client(client)
     try:
         if client.is_microsoft:
-            result = app.acquire_token_by_auth_code_flow(
-                flow, auth_response, scopes=flow.get("scope")
-            )
+            result = app.acquire_token_by_auth_code_flow(flow, auth_response)
         else:
             result = app.obtain_token_by_auth_code_flow(flow, auth_response)
     except requests.RequestException as exc:

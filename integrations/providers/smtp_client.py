@@ -101,6 +101,12 @@ def error_from_smtp_exception(exc: BaseException, *, stage: str) -> IntegrationE
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return ConfigurationError(f"{stage}: {exc}", code="smtp_not_supported")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # smtplib turns a read timeout into "Connection unexpectedly closed: timed out"
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (socket.timeout, TimeoutError)) or "timed out" in str(exc):
+            return ConnectionFailed(f"{stage}: timed out", code="timeout")
+        if isinstance(cause, ssl.SSLError):
+            return error_from_exception(cause)
         return ConnectionFailed(f"{stage}: server disconnected")
     if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
         return error_from_exception(exc)
@@ -227,10 +233,26 @@ class SmtpSession:
         return self.tls_version
 
     def login(self, username: str, password: str) -> None:
-        """AUTH PLAIN or LOGIN, whichever the server offers (smtplib chooses)."""
+        """AUTH PLAIN, or LOGIN when PLAIN is not offered: one attempt only.
+
+        (smtplib's `login()` would try the next mechanism after a refusal, doubling
+        failed sign-ins against the account's lockout policy.)
+        """
         self._tick()
+        client = self.client
         try:
-            self.client.login(username, password)
+            if not client.has_extn("auth"):
+                raise AuthenticationFailed(
+                    "server does not offer AUTH", code="smtp_auth_unavailable"
+                )
+            offered = client.esmtp_features["auth"].upper().split()
+            mechanism = "PLAIN" if "PLAIN" in offered or "LOGIN" not in offered else "LOGIN"
+            client.user, client.password = username, password
+            try:
+                handler = client.auth_plain if mechanism == "PLAIN" else client.auth_login
+                client.auth(mechanism, handler, initial_response_ok=True)
+            finally:
+                client.user = client.password = None
         except Exception as exc:
             raise error_from_smtp_exception(exc, stage="auth")
 

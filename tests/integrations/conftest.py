@@ -12,6 +12,14 @@ SENTINEL_SECRET = "Zz9Q~SENTINEL-secret-value-do-not-leak-0123456789"
 
 
 @pytest.fixture(autouse=True)
+def empty_cache():
+    """Rate-limit counters live in the cache; each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def fresh_msal_apps():
     """Each test starts with no cached msal application (and so no cached token)."""
     identity.forget_apps()

@@ -133,5 +133,5 @@ def test_project_recipients_replace_the_tools_to(project, link):
 
 
 def test_one_line_strips_every_kind_of_line_break():
-    assert one_line("a\r\nb\nc\rd\u2028e\x00f\tg") == "a b c d ef\tg".replace("\t", "\t")
+    assert one_line("a\r\nb\nc\rd\u2028e\x00f") == "a b c d ef"
     assert len(one_line("x" * 1000)) == 250

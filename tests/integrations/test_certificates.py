@@ -1,0 +1,231 @@
+"""Certificate credentials instead of client secrets, for SMTP (application) and
+Microsoft Azure Mail: validation, thumbprint and expiry, and a signed client
+assertion accepted by the sandbox."""
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from django.test import Client
+from django.urls import reverse
+
+from integrations.forms.graph_mail import GraphMailForm
+from integrations.forms.smtp import SmtpForm
+from integrations.models import Integration
+from integrations.providers.graph_mail import GraphMailProvider
+from integrations.providers.smtp import SmtpProvider
+from integrations.services import provider_for
+from tests.integrations.smtp_support import drawer_data
+from tests.sandbox.m365 import Control, trusted_session
+
+
+def make_certificate(days=365, not_before_days=-1):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "appsec-mail")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=not_before_days))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()
+    return cert_pem, key_pem, thumbprint
+
+
+@pytest.fixture(scope="module")
+def certificate():
+    return make_certificate()
+
+
+@pytest.fixture
+def ctl(sandbox):
+    with trusted_session(sandbox.ca_path) as http:
+        yield Control(sandbox, http)
+
+
+def smtp_form(sb, **overrides):
+    data = drawer_data(sb, "oauth_app", client_secret="", **overrides)
+    return SmtpForm(data)
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_certificate_replaces_the_client_secret_and_shows_its_thumbprint(sandbox, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem)
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["certificate_thumbprint"] == thumbprint
+    assert form.cleaned_data["certificate_expires_on"][:4].isdigit()
+
+    shown = SmtpForm(initial=form.cleaned_data)
+    assert thumbprint in str(shown["certificate"].help_text)
+
+
+@pytest.mark.django_db
+def test_neither_secret_nor_certificate_is_refused(sandbox):
+    form = smtp_form(sandbox)
+
+    assert not form.is_valid()
+    assert "client_secret" in form.errors
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "case, field, words",
+    [
+        ("mismatch", "private_key", "does not belong to this certificate"),
+        ("expired", "certificate", "expired"),
+        ("garbage", "certificate", "not a PEM certificate"),
+        ("bad_key", "private_key", "not a PEM private key"),
+        ("too_large", "certificate", "at most"),
+        ("no_key", "private_key", "Paste the private key"),
+    ],
+)
+def test_certificate_problems_are_explained(sandbox, certificate, case, field, words):
+    cert_pem, key_pem, _ = certificate
+    other_cert, other_key, _ = make_certificate()
+    expired_cert, expired_key, _ = make_certificate(days=-1, not_before_days=-30)
+    values = {
+        "mismatch": (cert_pem, other_key),
+        "expired": (expired_cert, expired_key),
+        "garbage": ("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----", key_pem),
+        "bad_key": (cert_pem, "not a key"),
+        "too_large": (cert_pem + "A" * 17000, key_pem),
+        "no_key": (cert_pem, ""),
+    }[case]
+    form = smtp_form(sandbox, certificate=values[0], private_key=values[1])
+
+    assert not form.is_valid()
+    assert words in " ".join(form.errors.get(field, [])), form.errors
+
+
+@pytest.mark.django_db
+def test_private_key_is_never_rendered_back(sandbox, certificate):
+    cert_pem, key_pem, _ = certificate
+    form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem, sender="bad")
+
+    assert not form.is_valid()
+    html = form.as_div()
+    assert "PRIVATE KEY" not in html
+    assert "BEGIN CERTIFICATE" in html
+
+
+def test_graph_mail_form_accepts_a_certificate_instead_of_a_secret(certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    form = GraphMailForm(
+        {
+            "tenant_id": "b5a0c1e2-3f47-4d8a-9c6b-2e1f0a9d8c7b",
+            "client_id": "4e9d2a71-8c3b-4f05-a6d2-91b7e0c3f58a",
+            "client_secret": "",
+            "certificate": cert_pem,
+            "private_key": key_pem,
+            "sender": "notifications@contoso.onmicrosoft.com",
+            "recipients": "security-team@contoso.onmicrosoft.com",
+            "cloud": "global",
+        }
+    )
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["certificate_thumbprint"] == thumbprint
+    no_credential = GraphMailForm({**form.data, "certificate": "", "private_key": ""})
+    assert not no_credential.is_valid()
+    assert "client_secret" in no_credential.errors
+
+
+# --- a signed client assertion, accepted by the sandbox --------------------------------
+
+
+@pytest.mark.django_db
+def test_smtp_application_with_a_certificate_sends(sandbox, ctl, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    assert ctl.add_certificate(sandbox.seed["client_id"], cert_pem)["thumbprint"].upper() == thumbprint
+    form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem)
+    assert form.is_valid(), form.errors
+    config = {k: v for k, v in form.cleaned_data.items() if k not in SmtpProvider.secret_fields}
+    provider = SmtpProvider(config=config, secrets={"private_key": key_pem})
+
+    report = provider.test_connection()
+
+    assert report.ok, report.error
+    (message,) = sandbox.messages(to=sandbox.seed["recipient"])
+    assert message["authenticated_as"]["kind"] == "app"
+
+
+@pytest.mark.django_db
+def test_unregistered_certificate_is_refused_with_words(sandbox, certificate):
+    cert_pem, key_pem, _ = make_certificate()
+    form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem)
+    assert form.is_valid(), form.errors
+    config = {k: v for k, v in form.cleaned_data.items() if k not in SmtpProvider.secret_fields}
+
+    report = SmtpProvider(config=config, secrets={"private_key": key_pem}).test_connection()
+
+    assert report.failed_step.key == "authenticate"
+    assert report.error.code in ("certificate_invalid", "authentication_failed")
+
+
+@pytest.mark.django_db
+def test_azure_mail_with_a_certificate_sends_through_graph(sandbox, ctl, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
+    provider = GraphMailProvider(
+        config={
+            "tenant_id": sandbox.seed["tenant_id"],
+            "client_id": sandbox.seed["client_id"],
+            "sender": sandbox.seed["sender"],
+            "recipients": [sandbox.seed["recipient"]],
+            "cloud": "global",
+            "certificate": cert_pem,
+            "certificate_thumbprint": thumbprint,
+        },
+        secrets={"private_key": key_pem},
+    )
+
+    report = provider.test_connection()
+
+    assert report.ok, report.error
+    assert sandbox.messages(to=sandbox.seed["recipient"])
+
+
+@pytest.mark.django_db
+def test_saved_key_is_encrypted_and_certificate_is_in_config(sandbox, ctl, certificate, django_user_model):
+    cert_pem, key_pem, thumbprint = certificate
+    ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
+    admin = django_user_model.objects.create_superuser("a", "a@contoso.onmicrosoft.com", "x-pass-123")
+    client = Client()
+    client.force_login(admin)
+    data = drawer_data(sandbox, "oauth_app", client_secret="", certificate=cert_pem, private_key=key_pem)
+
+    response = client.post(reverse("integrations:validate", args=["smtp"]), data)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    row = Integration.objects.get(provider="smtp")
+    assert row.config["certificate_thumbprint"] == thumbprint
+    assert row.secrets["private_key"].startswith("-----BEGIN PRIVATE KEY")
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secrets FROM integrations_integration WHERE id = %s", [row.pk])
+        raw = cursor.fetchone()[0]
+    assert "PRIVATE KEY" not in raw
+    drawer = client.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    assert thumbprint in drawer
+    assert "PRIVATE KEY-----" not in drawer.replace("Private key (PEM)", "")
+    assert provider_for(row).test_connection().ok

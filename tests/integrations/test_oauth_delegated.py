@@ -1,0 +1,391 @@
+"""SMTP with delegated OAuth 2.0: Save & Authorize, the callback and its refusals,
+refresh under a lock, and re-authorization; against the sandbox over TLS."""
+
+import threading
+import time
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from integrations.exceptions import AuthorizationRequired
+from integrations.models import AuditAction, AuditEntry, Integration, IntegrationState
+from integrations.providers.base import OutgoingEmail
+from integrations.services import provider_for
+from tests.integrations.smtp_support import (
+    authorize,
+    drawer_data,
+    register_redirect_uri,
+    start_authorization,
+)
+from tests.sandbox.m365 import Control, sign_in, trusted_session
+
+CALLBACK = "http://testserver/integrations/oauth/callback/"
+
+
+@pytest.fixture
+def http(sandbox):
+    with trusted_session(sandbox.ca_path) as session:
+        yield session
+
+
+@pytest.fixture
+def ctl(sandbox, http):
+    return Control(sandbox, http)
+
+
+@pytest.fixture
+def admin(django_user_model):
+    return django_user_model.objects.create_superuser(
+        "secadmin", "secadmin@contoso.onmicrosoft.com", "irrelevant-pass-1"
+    )
+
+
+@pytest.fixture
+def client_admin(admin, sandbox, ctl, settings):
+    settings.SITE_URL = "http://testserver"
+    register_redirect_uri(ctl, CALLBACK)
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def smtp_row() -> Integration:
+    return Integration.objects.get(provider="smtp")
+
+
+def send_one(integration, to, subject="Delegated"):
+    with provider_for(integration).open() as connection:
+        return connection.send(OutgoingEmail(to=(to,), subject=subject, text="Body"))
+
+
+def expire_access_token(integration=None):
+    row = integration or smtp_row()
+    row.secrets = {**row.secrets, "token_expires_at": time.time() - 10}
+    row.save(update_fields=["secrets"])
+    return row
+
+
+# --- the happy paths ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_save_and_authorize_stores_the_grant_and_sends_over_smtp(sandbox, client_admin, http):
+    data = drawer_data(sandbox, "oauth_delegated")
+    auth_uri = start_authorization(client_admin, data)
+
+    assert smtp_row().state == IntegrationState.AUTHORIZATION_PENDING
+    assert "code_challenge=" in auth_uri and "state=" in auth_uri and "nonce=" in auth_uri
+    params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
+    response = client_admin.get(reverse("integrations:oauth_callback"), params)
+
+    assert response.status_code == 200
+    assert "SMTP Settings Authorized" in response.content.decode()
+    row = smtp_row()
+    assert row.state == IntegrationState.ACTIVE
+    assert row.config["authorized_account"] == sandbox.seed["user"]
+    assert row.secrets["access_token"] and row.secrets["refresh_token"]
+    assert row.secrets["token_expires_at"] > time.time() + 600
+    assert AuditEntry.objects.filter(provider="smtp", action=AuditAction.AUTHORIZED).exists()
+
+    send_one(row, sandbox.seed["recipient"])
+
+    (message,) = sandbox.messages(to=sandbox.seed["recipient"])
+    assert message["transport"] == "smtp"
+    assert message["authenticated_as"]["kind"] == "user"
+    assert message["authenticated_as"]["user"] == sandbox.seed["user"]
+
+
+@pytest.mark.django_db
+def test_drawer_shows_authorized_and_test_passes(sandbox, client_admin, http):
+    data = drawer_data(sandbox, "oauth_delegated", test_email=sandbox.seed["recipient"])
+    authorize(client_admin, http, sandbox, data)
+
+    drawer = client_admin.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    assert f"Authorized as {sandbox.seed['user']}" in drawer
+    assert "Save &amp; Authorize" in drawer
+    assert "http://testserver/integrations/oauth/callback/" in drawer  # Redirect URL
+
+    result = client_admin.post(
+        reverse("integrations:test", args=["smtp"]),
+        {**data, "client_secret": ""},
+        headers={"X-Requested-With": "fetch"},
+    )
+    assert "Connection successful" in result.content.decode(), result.content.decode()
+    assert sandbox.messages(to=sandbox.seed["recipient"])
+
+
+@pytest.mark.django_db
+def test_api_communication_type_sends_through_graph_me(sandbox, client_admin, http):
+    data = drawer_data(sandbox, "oauth_delegated", communication_type="api")
+    response, _ = authorize(client_admin, http, sandbox, data)
+    assert response.status_code == 200, response.content.decode()
+
+    send_one(smtp_row(), sandbox.seed["recipient"], subject="Via Graph")
+
+    (message,) = sandbox.messages(to=sandbox.seed["recipient"])
+    assert message["transport"] == "graph"
+    assert message["subject"] == "Via Graph"
+
+
+@pytest.mark.django_db
+def test_non_microsoft_server_with_explicit_endpoints(sandbox, client_admin, http):
+    tenant = sandbox.seed["tenant_id"]
+    data = drawer_data(
+        sandbox,
+        "oauth_delegated",
+        tenant_id="",
+        authorization_endpoint=f"{sandbox.base_url}/{tenant}/oauth2/v2.0/authorize",
+        token_endpoint=f"{sandbox.base_url}/{tenant}/oauth2/v2.0/token",
+    )
+    response, _ = authorize(client_admin, http, sandbox, data)
+
+    assert response.status_code == 200, response.content.decode()
+    send_one(smtp_row(), sandbox.seed["recipient"])
+    assert sandbox.messages(to=sandbox.seed["recipient"])
+
+
+# --- the callback's refusals ----------------------------------------------------------
+
+
+def assert_refused(response, words):
+    body = response.content.decode()
+    assert response.status_code == 400, body
+    assert words in body, body
+    assert "Nothing was changed" in body
+
+
+@pytest.mark.django_db
+def test_grant_for_another_mailbox_is_refused(sandbox, client_admin, http, ctl):
+    ctl.add_user("bob@contoso.onmicrosoft.com", password="Bob-Passw0rd!")
+    data = drawer_data(sandbox, "oauth_delegated")
+
+    response, _ = authorize(
+        client_admin,
+        http,
+        sandbox,
+        data,
+        username="bob@contoso.onmicrosoft.com",
+        password="Bob-Passw0rd!",
+    )
+
+    assert_refused(response, "Signed in as another mailbox")
+    assert "bob@contoso.onmicrosoft.com" in response.content.decode()
+    row = smtp_row()
+    assert row.state == IntegrationState.AUTHORIZATION_PENDING
+    assert "refresh_token" not in row.secrets
+
+
+@pytest.mark.django_db
+def test_cancelled_sign_in_is_refused(sandbox, client_admin, http):
+    response, params = authorize(
+        client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"), button="Cancel"
+    )
+
+    assert params["error"] == "access_denied"
+    assert_refused(response, "Sign-in was cancelled or denied")
+    assert "access_token" not in smtp_row().secrets
+
+
+@pytest.mark.django_db
+def test_consent_missing_is_refused(sandbox, client_admin, http, ctl):
+    ctl.patch_app(sandbox.seed["client_id"], admin_consent=False)
+
+    auth_uri = start_authorization(client_admin, drawer_data(sandbox, "oauth_delegated"))
+    response = http.get(auth_uri, allow_redirects=False)
+    if response.status_code == 200:  # the page asks first, then redirects
+        params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
+    else:
+        from tests.sandbox.m365 import redirect_params
+
+        params = redirect_params(response)[1]
+    callback = client_admin.get(reverse("integrations:oauth_callback"), params)
+
+    if "error" in params:
+        assert_refused(callback, "Permission not granted")
+        assert "access_token" not in smtp_row().secrets
+
+
+@pytest.mark.django_db
+def test_wrong_state_is_refused(sandbox, client_admin, http):
+    auth_uri = start_authorization(client_admin, drawer_data(sandbox, "oauth_delegated"))
+    params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
+
+    response = client_admin.get(
+        reverse("integrations:oauth_callback"), {**params, "state": "forged-state"}
+    )
+
+    assert_refused(response, "No authorization is waiting for this sign-in")
+    assert "access_token" not in smtp_row().secrets
+
+
+@pytest.mark.django_db
+def test_callback_without_a_pending_flow_is_refused(client_admin):
+    response = client_admin.get(
+        reverse("integrations:oauth_callback"), {"code": "abc", "state": "xyz"}
+    )
+
+    assert_refused(response, "No authorization is waiting for this sign-in")
+    assert not Integration.objects.filter(provider="smtp").exists()
+
+
+@pytest.mark.django_db
+def test_replayed_callback_is_refused_and_changes_nothing(sandbox, client_admin, http):
+    first, params = authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    assert first.status_code == 200
+    secrets_before = dict(smtp_row().secrets)
+
+    replay = client_admin.get(reverse("integrations:oauth_callback"), params)
+
+    assert_refused(replay, "This sign-in response was already used")
+    assert smtp_row().secrets == secrets_before
+    assert smtp_row().state == IntegrationState.ACTIVE
+
+
+@pytest.mark.django_db
+def test_callback_in_another_session_is_refused(sandbox, client_admin, http, admin):
+    auth_uri = start_authorization(client_admin, drawer_data(sandbox, "oauth_delegated"))
+    params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
+    other = Client()
+    other.force_login(admin)  # the same admin, another browser
+
+    response = other.get(reverse("integrations:oauth_callback"), params)
+
+    assert_refused(response, "The sign-in was started in another session")
+    # The flow is still usable from the session that started it.
+    assert client_admin.get(reverse("integrations:oauth_callback"), params).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_newer_save_and_authorize_supersedes_the_older_flow(sandbox, client_admin, http):
+    data = drawer_data(sandbox, "oauth_delegated")
+    older = start_authorization(client_admin, data)
+    start_authorization(client_admin, data)
+    params = sign_in(http, older, sandbox.seed["user"], sandbox.seed["password"])
+
+    response = client_admin.get(reverse("integrations:oauth_callback"), params)
+
+    assert_refused(response, "already used")
+
+
+@pytest.mark.django_db
+def test_username_must_be_the_from_address(sandbox, client_admin):
+    data = drawer_data(sandbox, "oauth_delegated", username="someone@contoso.onmicrosoft.com")
+
+    response = client_admin.post(reverse("integrations:authorize", args=["smtp"]), data)
+
+    assert response.status_code == 400
+    assert "must be the From address" in response.content.decode()
+
+
+# --- refresh and re-authorization ------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_expired_access_token_is_refreshed_and_the_rotated_token_saved(
+    sandbox, client_admin, http
+):
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    old_refresh = smtp_row().secrets["refresh_token"]
+    expire_access_token()
+    before = sandbox.counters()["refresh_redemptions"]
+
+    send_one(smtp_row(), sandbox.seed["recipient"])
+
+    assert sandbox.counters()["refresh_redemptions"] == before + 1
+    row = smtp_row()
+    assert row.secrets["refresh_token"] != old_refresh
+    assert row.secrets["token_expires_at"] > time.time() + 600
+    # The fresh token is reused: no second redemption.
+    send_one(row, sandbox.seed["recipient"])
+    assert sandbox.counters()["refresh_redemptions"] == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_refreshes_redeem_the_refresh_token_once(sandbox, client_admin, http):
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    expire_access_token()
+    before = sandbox.counters()["refresh_redemptions"]
+    barrier = threading.Barrier(2)
+    tokens, errors = [], []
+
+    def worker():
+        from django.db import connection
+
+        try:
+            provider = provider_for(smtp_row())  # both read the expired token
+            barrier.wait()
+            tokens.append(provider.delegated_token())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert not errors, errors
+    assert sandbox.counters()["refresh_redemptions"] == before + 1
+    assert len(set(tokens)) == 1
+    assert smtp_row().state == IntegrationState.ACTIVE
+
+
+@pytest.mark.django_db
+def test_revoked_grant_needs_reauthorization_and_card_offers_it(
+    sandbox, client_admin, http, ctl
+):
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    ctl.revoke_user(sandbox.seed["user"])
+    expire_access_token()
+
+    with pytest.raises(AuthorizationRequired) as raised:
+        provider_for(smtp_row()).delegated_token()
+
+    assert raised.value.code == "reauthorization_required"
+    assert smtp_row().state == IntegrationState.NEEDS_REAUTHORIZATION
+    page = client_admin.get(reverse("integrations:notification_tools")).content.decode()
+    assert "Needs re-authorization" in page
+    assert "Re-authorize" in page
+    drawer = client_admin.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    assert "Needs re-authorization" in drawer
+    assert "Re-authorize" in drawer
+
+    # Re-authorizing brings it back.
+    response, _ = authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    assert response.status_code == 200
+    assert smtp_row().state == IntegrationState.ACTIVE
+    send_one(smtp_row(), sandbox.seed["recipient"])
+
+
+@pytest.mark.django_db
+def test_refresh_token_expired_from_inactivity_needs_reauthorization(
+    sandbox, client_admin, http, ctl
+):
+    ctl.patch_tenant(refresh_token_inactivity=60)
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    ctl.advance_clock(3600 * 3)
+    expire_access_token()
+
+    with pytest.raises(AuthorizationRequired):
+        send_one(smtp_row(), sandbox.seed["recipient"])
+
+    assert smtp_row().state == IntegrationState.NEEDS_REAUTHORIZATION
+
+
+@pytest.mark.django_db
+def test_test_before_authorizing_says_to_authorize(sandbox, client_admin):
+    data = drawer_data(sandbox, "oauth_delegated")
+
+    result = client_admin.post(
+        reverse("integrations:test", args=["smtp"]), data, headers={"X-Requested-With": "fetch"}
+    )
+
+    assert "Not authorized yet" in result.content.decode()
+
+
+def test_user_model_has_email():
+    assert "email" in [f.name for f in get_user_model()._meta.fields]

@@ -1,0 +1,86 @@
+"""Run in a subprocess by the worker tests, against a file or PostgreSQL database.
+
+    python -m tests.notifications.worker_script setup COUNT [TRANSACTIONS]
+    python -m tests.notifications.worker_script status
+
+The environment carries DATABASE_URL, the sandbox's hosts and the encryption keys.
+`setup` migrates, activates Microsoft Azure Mail with the sandbox's seed values, links
+it to a project and emits COUNT events in TRANSACTIONS transactions (each enqueues one
+`deliver` task with the database backend). `status` prints the deliveries as JSON.
+"""
+
+import json
+import os
+import sys
+
+
+def main(argv):
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from integrations.services import integration_save
+    from notifications.models import Delivery, EventKind, ToolLink
+    from notifications.services import event_emit
+    from projects.models import Project
+
+    command = argv[0]
+    if command == "setup":
+        count = int(argv[1])
+        transactions = int(argv[2]) if len(argv) > 2 else 1
+        call_command("migrate", verbosity=0)
+        seed = json.loads(os.environ["SANDBOX_SEED"])
+        tool = integration_save(
+            provider_key="microsoft_azure_mail",
+            cleaned_data={
+                "tenant_id": seed["tenant_id"],
+                "client_id": seed["client_id"],
+                "client_secret": seed["client_secret"],
+                "sender": seed["sender"],
+                "recipients": [seed["recipient"]],
+                "cloud": "global",
+                "secret_expires_on": None,
+            },
+            actor=None,
+        )
+        project = Project.objects.create(name="Worker drill", slug="worker-drill")
+        ToolLink.objects.create(
+            project=project,
+            integration=tool,
+            notify_new_vulnerabilities=False,
+            notify_scan_completed=True,
+        )
+        per = -(-count // transactions)
+        emitted = 0
+        while emitted < count:
+            with transaction.atomic():
+                for _ in range(min(per, count - emitted)):
+                    event_emit(
+                        project=project,
+                        kind=EventKind.SCAN_COMPLETED,
+                        payload={"new": emitted, "counts": {}},
+                    )
+                    emitted += 1
+    elif command == "status":
+        rows = [
+            {
+                "uuid": str(d.uuid),
+                "status": d.status,
+                "attempts": d.attempts,
+                "error_code": d.error_code,
+            }
+            for d in Delivery.objects.order_by("pk")
+        ]
+        from django_tasks_db.models import DBTaskResult
+
+        tasks = list(DBTaskResult.objects.values_list("status", flat=True))
+        print(json.dumps({"deliveries": rows, "tasks": tasks}))
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
