@@ -192,7 +192,7 @@ def _status_changed(event: Event, link, project) -> Section:
             "to": status_label(change.get("to", "")),
         }
         lines.append(line)
-    top = next((s for s in SEVERITIES if any(l.severity == s for l in lines)), "")
+    top = next((s for s in SEVERITIES if any(x.severity == s for x in lines)), "")
     return Section(
         kind=EventKind.STATUS_CHANGED,
         title=ngettext(

@@ -102,6 +102,12 @@ class EmailListField(forms.CharField):
         )
         super().__init__(**kwargs)
 
+    def prepare_value(self, value):
+        # Saved settings hold a list; the text box shows it comma-separated.
+        if isinstance(value, (list, tuple)):
+            return ", ".join(value)
+        return value
+
     def clean(self, value):
         value = super().clean(value)
         if not value:

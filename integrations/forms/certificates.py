@@ -173,7 +173,9 @@ class CertificateCredentialMixin(forms.Form):
         try:
             info = certificate_info(certificate, key)
         except ValidationError as error:
-            self.add_error("private_key" if error.code == "key_mismatch" else "certificate", error)
+            key_codes = ("key_mismatch", "private_key", "encrypted_key")
+            field = "private_key" if error.code in key_codes else "certificate"
+            self.add_error(field, error)
             return
         cleaned["certificate"] = info.certificate_pem
         cleaned["certificate_thumbprint"] = info.thumbprint

@@ -12,6 +12,7 @@ https://learn.microsoft.com/entra/identity-platform/refresh-tokens
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import msal
@@ -103,6 +104,9 @@ def start_flow(
     """A new auth code flow (state, PKCE verifier, nonce, auth_uri), to keep server-side."""
     app = _client(client)
     scopes = clean_scopes(scopes)
+    # The callback is a GET (response_mode=query): msal advises form_post, which
+    # would need a cross-site POST into the admin's session (SameSite cookies).
+    warnings.filterwarnings("ignore", message="response_mode='form_post'")
     if client.is_microsoft:
         return app.initiate_auth_code_flow(
             scopes,

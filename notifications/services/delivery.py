@@ -48,8 +48,9 @@ def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
     backoff = min(cap, base * (2 ** max(0, attempts - 1)))
     backoff = backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311
     if retry_after is not None:
-        # A little jitter on top, so a throttled batch does not return as one burst.
-        return min(max(cap, retry_after), retry_after + random.uniform(0, base / 10))  # noqa: S311
+        # Never sooner than asked; a little jitter on top, so a throttled batch does
+        # not come back as one burst.
+        return retry_after + random.uniform(0, min(1.0, base / 10))  # noqa: S311
     return backoff
 
 
@@ -183,6 +184,27 @@ class _Run:
     def pause(self, integration_id: int, until: datetime) -> None:
         self.paused[integration_id] = max(until, self.paused.get(integration_id, until))
 
+    def defer_paused(self, delivery_ids: list[int] | None) -> None:
+        """Push the due, unclaimed deliveries of paused tools to the pause's end.
+
+        Of `delivery_ids` only (a task's own rows), so they get a follow-up task;
+        a sweep over every row leaves the rest to its next pass.
+        """
+        if delivery_ids is None:
+            return
+        for integration_id, until in self.paused.items():
+            rows = Delivery.objects.filter(
+                pk__in=delivery_ids,
+                integration_id=integration_id,
+                status=DeliveryStatus.PENDING,
+                next_attempt_at__lt=until,
+            )
+            ids = list(rows.values_list("pk", flat=True))
+            if ids:
+                rows.filter(pk__in=ids).update(next_attempt_at=until)
+                for pk in ids:
+                    self.summary.retry_at[pk] = until
+
     def send(self, delivery: Delivery) -> None:
         integration = delivery.integration
         if delivery.integration_id in self.paused:
@@ -298,6 +320,7 @@ def deliveries_send(
                 break
             for delivery in batch:
                 run.send(delivery)
+        run.defer_paused(delivery_ids)
     finally:
         run.connections.close()
     return run.summary

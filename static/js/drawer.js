@@ -32,6 +32,7 @@
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
     pendingSteps(result);
+    result.scrollIntoView({ block: "nearest" });
     fetch(button.formAction, {
       method: "POST",
       body: new FormData(form),
@@ -40,7 +41,10 @@
       signal: controller.signal,
     })
       .then(function (response) { return response.text(); })
-      .then(function (html) { result.innerHTML = html; })
+      .then(function (html) {
+        result.innerHTML = html;
+        result.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      })
       .catch(function () {
         result.innerHTML = "";
         var p = document.createElement("p");

@@ -109,7 +109,7 @@ def test_cancel_redirects_with_access_denied_and_state(sb, http, seed):
 
     assert location.startswith(seed["redirect_uris"][0])
     assert params["error"] == "access_denied"
-    assert params["error_description"]
+    assert "AADSTS65004" in params["error_description"]
     assert params["state"] == flow["state"]
     assert "code" not in params
 
@@ -132,6 +132,29 @@ def test_form_post_response_mode_answers_with_an_auto_submitting_form(sb, http, 
     assert "submit()" in response.text
     result = app.acquire_token_by_auth_code_flow(flow, fields)
     assert "access_token" in result, result
+
+
+def test_prompt_none_answers_login_required_at_once(sb, http, seed):
+    _, flow = initiate(sb, http, prompt="none")
+
+    location, params = redirect_params(
+        http.get(flow["auth_uri"], allow_redirects=False)
+    )
+
+    assert location.startswith(seed["redirect_uris"][0])
+    assert params["error"] == "login_required"
+    assert "AADSTS50058" in params["error_description"]
+    assert params["state"] == flow["state"]
+
+
+def test_invalid_scope_is_redirected_as_invalid_scope(sb, http):
+    _, flow = initiate(sb, http, scopes=["https://graph.microsoft.com/No.Such.Scope"])
+
+    _, params = redirect_params(http.get(flow["auth_uri"], allow_redirects=False))
+
+    assert params["error"] == "invalid_scope"
+    assert "AADSTS70011" in params["error_description"]
+    assert params["state"] == flow["state"]
 
 
 def test_unregistered_redirect_uri_is_an_error_page_never_a_redirect(sb, http):
@@ -240,6 +263,24 @@ def test_refresh_token_for_smtp_can_be_redeemed_for_graph_mail_send(sb, http):
     assert jwt_claims(graph["access_token"])["aud"] == GRAPH_AUDIENCE
 
 
+def test_msal_silent_refresh_keeps_up_with_rotation(sb, http, seed):
+    app, _, first = delegated_flow(sb, http, [SMTP_SEND])
+    (account,) = app.get_accounts(username=seed["user"])
+
+    cached = app.acquire_token_silent([SMTP_SEND], account=account)
+    refreshed = [
+        app.acquire_token_silent_with_error(
+            [SMTP_SEND], account=account, force_refresh=True
+        )
+        for _ in range(2)
+    ]
+
+    assert cached["access_token"] == first["access_token"]
+    for result in refreshed:
+        assert "access_token" in result, result
+    assert sb.counters()["refresh_redemptions"] == 2
+
+
 def test_redirect_uri_other_than_the_codes_is_aadsts50011(sb, http, seed):
     app, flow = initiate(sb, http, redirect_uri=seed["redirect_uris"][0])
     params = sign_in(http, flow["auth_uri"], seed["user"], seed["password"])
@@ -344,6 +385,33 @@ def test_refresh_after_permission_removed_is_aadsts65001(sb, http, ctl, seed):
     result = app.acquire_token_by_refresh_token(first["refresh_token"], [SMTP_SEND])
 
     assert_aad_error(result, 65001, "invalid_grant")
+
+
+def other_app(sb, http, ctl):
+    client_id, secret = ctl.add_app(
+        delegated_permissions=["SMTP.Send", "openid", "profile", "offline_access"],
+        redirect_uris=sb.seed["redirect_uris"],
+    )
+    return confidential_app(sb, http, client_id=client_id, credential=secret)
+
+
+def test_code_issued_to_another_client_is_aadsts70000(sb, http, ctl, seed):
+    app, flow = initiate(sb, http)
+    params = sign_in(http, flow["auth_uri"], seed["user"], seed["password"])
+
+    result = other_app(sb, http, ctl).acquire_token_by_auth_code_flow(flow, params)
+
+    assert_aad_error(result, 70000, "invalid_grant")
+
+
+def test_refresh_token_issued_to_another_client_is_aadsts70000(sb, http, ctl):
+    _, _, first = delegated_flow(sb, http, [SMTP_SEND])
+
+    result = other_app(sb, http, ctl).acquire_token_by_refresh_token(
+        first["refresh_token"], [SMTP_SEND]
+    )
+
+    assert_aad_error(result, 70000, "invalid_grant")
 
 
 def test_authorization_code_grant_by_raw_post_needs_a_credential(sb, http, seed):

@@ -154,7 +154,7 @@ def test_serve_no_control_refuses_the_control_api_but_serves_the_ca(tmp_path, po
         code = server.stop()
 
     assert code == 0, server.output
-    assert seed.status_code in (403, 404)
+    assert seed.status_code == 404
     assert ca.status_code == 200
 
 

@@ -2,12 +2,14 @@
 
 import concurrent.futures
 import time
+from uuid import uuid4
 
 import msal
 import pytest
 import requests
 
 from sandbox import Sandbox
+from sandbox.server import ControlAPIError
 from tests.sandbox.m365 import (
     GRAPH_DEFAULT,
     app_token,
@@ -77,6 +79,62 @@ def test_python_handle_exposes_hosts_and_authority(sb):
     assert sb.ca_path.is_file()
 
 
+def test_creating_answers_201_with_the_object(sb, http, seed):
+    response = http.post(
+        f"{sb.base_url}/_sandbox/tenants/{seed['tenant_id']}/users",
+        json={"user_principal_name": "new@contoso.onmicrosoft.com"},
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["user_principal_name"] == "new@contoso.onmicrosoft.com"
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("POST", "tenants/{tenant}/users", {"user_principal_name": "{user}"}, 400),
+        ("POST", "tenants/{tenant}/users", {"display_name": "no upn"}, 400),
+        ("POST", "faults", {"target": "nowhere"}, 400),
+        ("PATCH", "tenants/nobody.onmicrosoft.com", {"smtp_auth_disabled": True}, 404),
+        ("PATCH", "tenants/{tenant}/apps/{random}", {"admin_consent": False}, 404),
+        ("PATCH", "tenants/{tenant}/users/ghost@contoso.onmicrosoft.com", {}, 404),
+    ],
+    ids=["duplicate", "bad-body", "bad-fault", "no-tenant", "no-app", "no-user"],
+)
+def test_control_errors_have_a_code_and_message(
+    sb, http, seed, method, path, body, status
+):
+    values = {"tenant": seed["tenant_id"], "user": seed["user"], "random": uuid4()}
+    path = path.format(**values)
+    body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
+
+    response = http.request(method, f"{sb.base_url}/_sandbox/{path}", json=body)
+
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] and error["message"]
+
+
+def test_python_control_raises_on_error_status(sb):
+    with pytest.raises(ControlAPIError) as refused:
+        sb.control("PATCH", "tenants/nobody.onmicrosoft.com", json={})
+
+    assert refused.value.status == 404
+    assert refused.value.body["error"]["code"]
+
+
+def test_current_faults_and_throttling_can_be_read(sb, ctl):
+    ctl.add_fault(target="graph", status=500, count=3)
+    ctl.throttle(graph_requests_per_window=7)
+
+    faults = ctl("GET", "faults")
+    throttling = ctl("GET", "throttling")
+
+    assert "500" in str(faults)
+    assert throttling["enabled"] is True
+    assert throttling["graph_requests_per_window"] == 7
+
+
 # --- messages and inbox ---------------------------------------------------------
 
 
@@ -123,6 +181,7 @@ def test_inbox_page_shows_messages_to_people(sb, http, token):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
     assert "Visible in the inbox" in response.text
+    assert sb.inbox_url == f"{sb.base_url}/_sandbox/inbox"
 
 
 # --- reset ----------------------------------------------------------------------
@@ -280,6 +339,28 @@ def test_token_fault_with_aadsts_code_has_the_error_shape(sb, http, ctl):
     assert result["error_description"].startswith("AADSTS7000222: ")
 
 
+@pytest.mark.parametrize(
+    "status, code", [(503, 90033), (429, 50196)], ids=["503", "429"]
+)
+def test_token_fault_without_error_code_has_a_matching_aadsts_body(
+    sb, http, ctl, status, code
+):
+    ctl.add_fault(target="token", status=status)
+
+    response = http.post(
+        token_endpoint(sb),
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sb.seed["client_id"],
+            "client_secret": sb.seed["client_secret"],
+            "scope": GRAPH_DEFAULT,
+        },
+    )
+
+    assert response.status_code == status
+    assert_aad_error(response.json(), code, "temporarily_unavailable")
+
+
 def test_python_add_fault_is_the_same_as_the_endpoint(sb, http, token):
     assert sb.add_fault(target="graph", status=500)["id"]
 
@@ -421,6 +502,8 @@ def test_control_api_is_refused_when_off_but_ca_is_served(tmp_path):
                 f"{sb.base_url}/_sandbox/faults", json={"target": "graph"}
             )
             reset_response = http.post(f"{sb.base_url}/_sandbox/reset")
+            messages_response = http.get(f"{sb.base_url}/_sandbox/messages")
+            inbox_response = http.get(f"{sb.base_url}/_sandbox/inbox")
             ca = http.get(f"{sb.base_url}/_sandbox/ca.pem")
             app = msal.ConfidentialClientApplication(
                 SEEDED["client_id"],
@@ -434,9 +517,11 @@ def test_control_api_is_refused_when_off_but_ca_is_served(tmp_path):
                 sb, http, token, SEEDED["sender"], mail(to=[SEEDED["recipient"]])
             )
 
-    assert seed_response.status_code in (403, 404)
-    assert fault_response.status_code in (403, 404)
-    assert reset_response.status_code in (403, 404)
+    assert seed_response.status_code == 404
+    assert fault_response.status_code == 404
+    assert reset_response.status_code == 404
+    assert messages_response.status_code == 404
+    assert inbox_response.status_code == 404
     assert ca.status_code == 200
     assert ca.text.strip() == sb.ca_path.read_text().strip()
     assert sent.status_code == 202

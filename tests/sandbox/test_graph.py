@@ -194,6 +194,7 @@ def test_missing_token_is_401_invalid_authentication_token(sb, http, seed):
     response = send_mail(sb, http, None, seed["sender"], mail(to=[seed["recipient"]]))
 
     assert_graph_error(response, 401, "InvalidAuthenticationToken")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_malformed_token_is_401(sb, http, seed):
@@ -287,6 +288,18 @@ def test_sender_not_in_the_tenant_is_404_invalid_user(sb, http, seed, token):
     assert_graph_error(response, 404, "ErrorInvalidUser")
 
 
+def test_app_of_another_tenant_cannot_send_as_this_tenants_mailbox(sb, http, ctl, seed):
+    other = ctl.add_tenant(domains=["fabrikam.onmicrosoft.com"])
+    client_id, secret = ctl.add_app(tenant=other, application_permissions=["Mail.Send"])
+    token = app_token(
+        sb, http, GRAPH_DEFAULT, client_id=client_id, credential=secret, tenant=other
+    )
+
+    response = send_mail(sb, http, token, seed["sender"], mail(to=[seed["recipient"]]))
+
+    assert_graph_error(response, 404, "ErrorInvalidUser")
+
+
 def test_user_without_mailbox_is_404_mailbox_not_enabled(sb, http, ctl, seed, token):
     ctl.add_user("nomail@contoso.onmicrosoft.com", has_mailbox=False)
 
@@ -364,6 +377,45 @@ def test_malformed_send_mail_body_is_400(sb, http, seed, token, body):
         "ErrorInvalidParameter",
     }
     assert sb.messages() == []
+
+
+def test_internet_message_header_not_starting_x_is_400(sb, http, seed, token):
+    body = mail(
+        to=[seed["recipient"]],
+        internetMessageHeaders=[{"name": "Priority", "value": "urgent"}],
+    )
+
+    response = send_mail(sb, http, token, seed["sender"], body)
+
+    assert_graph_error(response, 400, "InvalidInternetMessageHeader")
+
+
+def test_more_than_five_internet_message_headers_is_400(sb, http, seed, token):
+    headers = [{"name": f"X-Header-{i}", "value": str(i)} for i in range(6)]
+    body = mail(to=[seed["recipient"]], internetMessageHeaders=headers)
+
+    response = send_mail(sb, http, token, seed["sender"], body)
+
+    assert_graph_error(response, 400, "InvalidInternetMessageHeaderCollection")
+
+
+def test_five_internet_message_headers_are_accepted(sb, http, seed, token):
+    headers = [{"name": f"x-header-{i}", "value": str(i)} for i in range(5)]
+    body = mail(subject="five", to=[seed["recipient"]], internetMessageHeaders=headers)
+
+    response = send_mail(sb, http, token, seed["sender"], body)
+
+    assert response.status_code == 202, response.text
+    (message,) = sb.messages(subject="five")
+    assert message["headers"]["x-header-4"] == "4"
+
+
+def test_me_with_an_app_only_token_is_400_bad_request(sb, http, token):
+    response = http.get(
+        f"{sb.graph_host}/v1.0/me", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert_graph_error(response, 400, "BadRequest")
 
 
 def test_refused_requests_store_nothing(sb, http, seed):

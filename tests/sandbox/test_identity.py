@@ -227,50 +227,125 @@ def test_certificate_by_sha256_thumbprint_as_msal_defaults_to(sb, http, ctl, see
     assert "access_token" in result, result
 
 
-def test_client_assertion_for_another_audience_is_refused(sb, http, ctl, seed):
-    key_pem, cert_pem, sha1 = self_signed_certificate()
-    ctl.add_certificate(seed["client_id"], cert_pem)
-    now = int(time.time())
-    assertion = jwt.encode(
-        {
-            "aud": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
-            "iss": seed["client_id"],
-            "sub": seed["client_id"],
-            "jti": str(uuid.uuid4()),
-            "nbf": now,
-            "exp": now + 600,
-        },
-        key_pem,
-        algorithm="RS256",
-        headers={"x5t": base64.urlsafe_b64encode(bytes.fromhex(sha1)).decode()},
-    )
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-    response = http.post(
+
+def client_assertion(sb, key_pem, sha1, **claims):
+    """A client assertion built by hand, for what msal would never send."""
+    now = int(time.time())
+    client_id = sb.seed["client_id"]
+    payload = {
+        "aud": token_endpoint(sb),
+        "iss": client_id,
+        "sub": client_id,
+        "jti": str(uuid.uuid4()),
+        "nbf": now,
+        "exp": now + 600,
+    }
+    payload.update(claims)
+    x5t = base64.urlsafe_b64encode(bytes.fromhex(sha1)).decode().rstrip("=")
+    return jwt.encode(payload, key_pem, algorithm="RS256", headers={"x5t": x5t})
+
+
+def post_assertion(sb, http, assertion):
+    return http.post(
         token_endpoint(sb),
         data={
             "grant_type": "client_credentials",
-            "client_id": seed["client_id"],
-            "client_assertion_type": (
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-            ),
+            "client_id": sb.seed["client_id"],
+            "client_assertion_type": JWT_BEARER,
             "client_assertion": assertion,
             "scope": GRAPH_DEFAULT,
         },
     )
 
-    assert response.status_code in (400, 401)
-    assert response.json()["error"] == "invalid_client"
+
+@pytest.fixture
+def registered_key(sb, ctl, seed):
+    key_pem, cert_pem, sha1 = self_signed_certificate()
+    ctl.add_certificate(seed["client_id"], cert_pem)
+    return key_pem, sha1
 
 
-def test_unregistered_certificate_is_refused_as_invalid_client(sb, http, seed):
+def test_hand_built_client_assertion_is_accepted(sb, http, registered_key):
+    response = post_assertion(sb, http, client_assertion(sb, *registered_key))
+
+    assert response.status_code == 200, response.text
+
+
+def test_certificate_registration_reports_both_thumbprints(sb, ctl, seed):
+    _, cert_pem, sha1 = self_signed_certificate()
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+
+    registered = ctl.add_certificate(seed["client_id"], cert_pem)
+
+    assert registered["thumbprint"].lower() == sha1
+    assert registered["thumbprint_sha256"].lower() == (
+        cert.fingerprint(hashes.SHA256()).hex()
+    )
+
+
+def test_client_assertion_for_another_audience_is_aadsts700027(
+    sb, http, registered_key
+):
+    assertion = client_assertion(
+        sb,
+        *registered_key,
+        aud="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+    )
+
+    response = post_assertion(sb, http, assertion)
+
+    assert_aad_error(response.json(), 700027, "invalid_client")
+
+
+def test_client_assertion_with_a_bad_signature_is_aadsts700027(
+    sb, http, registered_key
+):
+    head, body, signature = client_assertion(sb, *registered_key).split(".")
+    tampered = f"{head}.{body}.{signature[:-4]}AAAA"
+
+    response = post_assertion(sb, http, tampered)
+
+    assert_aad_error(response.json(), 700027, "invalid_client")
+
+
+def test_unregistered_certificate_is_aadsts700027(sb, http, seed):
     key_pem, _, sha1 = self_signed_certificate()
 
     result = confidential_app(
         sb, http, credential={"private_key": key_pem, "thumbprint": sha1}
     ).acquire_token_for_client([GRAPH_DEFAULT])
 
-    assert result["error"] == "invalid_client", result
-    assert result["error_description"].startswith("AADSTS")
+    assert_aad_error(result, 700027, "invalid_client")
+
+
+def test_client_assertion_issued_by_another_client_is_aadsts700021(
+    sb, http, registered_key
+):
+    other = str(uuid.uuid4())
+    assertion = client_assertion(sb, *registered_key, iss=other, sub=other)
+
+    response = post_assertion(sb, http, assertion)
+
+    assert_aad_error(response.json(), 700021, "invalid_client")
+
+
+def test_expired_client_assertion_is_aadsts700024(sb, http, registered_key):
+    now = int(time.time())
+    assertion = client_assertion(
+        sb, *registered_key, nbf=now - 3600, exp=now - 1800, iat=now - 3600
+    )
+
+    response = post_assertion(sb, http, assertion)
+
+    assert_aad_error(response.json(), 700024, "invalid_client")
+
+
+def test_client_assertion_that_is_not_a_jwt_is_aadsts50027(sb, http):
+    response = post_assertion(sb, http, "not-a-jwt")
+
+    assert_aad_error(response.json(), 50027, "invalid_request")
 
 
 # --- errors, each by its code ---------------------------------------------------
@@ -353,6 +428,49 @@ def test_unknown_scope_is_aadsts70011(sb, http):
     result = confidential_app(sb, http).acquire_token_for_client(["not-a-scope"])
 
     assert_aad_error(result, 70011, "invalid_scope")
+
+
+def test_client_credentials_with_a_non_default_scope_is_aadsts1002012(sb, http):
+    result = confidential_app(sb, http).acquire_token_for_client(
+        ["https://graph.microsoft.com/Mail.Send"]
+    )
+
+    assert_aad_error(result, 1002012, "invalid_scope")
+
+
+def test_unsupported_grant_type_is_aadsts70003(sb, http, seed):
+    response = http.post(
+        token_endpoint(sb),
+        data={
+            "grant_type": "password",
+            "client_id": seed["client_id"],
+            "client_secret": seed["client_secret"],
+            "username": seed["user"],
+            "password": seed["password"],
+            "scope": GRAPH_DEFAULT,
+        },
+    )
+
+    assert response.status_code == 400
+    assert_aad_error(response.json(), 70003, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize("missing", ["grant_type", "client_id"])
+def test_token_request_missing_a_required_parameter_is_aadsts900144(
+    sb, http, seed, missing
+):
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": seed["client_id"],
+        "client_secret": seed["client_secret"],
+        "scope": GRAPH_DEFAULT,
+    }
+    del data[missing]
+
+    response = http.post(token_endpoint(sb), data=data)
+
+    assert response.status_code == 400
+    assert_aad_error(response.json(), 900144, "invalid_request")
 
 
 def test_app_without_admin_consent_gets_a_token_without_roles(sb, http, ctl):

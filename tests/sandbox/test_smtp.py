@@ -65,6 +65,16 @@ def test_starttls_certificate_is_verified_against_the_sandbox_ca(sb):
             client.starttls(context=ssl.create_default_context())
 
 
+def test_auth_without_ehlo_after_starttls_is_503_5_5_2(sb, seed, outlook_token):
+    with smtplib.SMTP(sb.smtp_host, sb.smtp_port, timeout=10) as client:
+        client.ehlo()
+        client.starttls(context=ssl.create_default_context(cafile=str(sb.ca_path)))
+        code, text = client.docmd("AUTH", "PLAIN AGFsZXgAcGFzc3dvcmQ=")
+
+    assert code == 503
+    assert b"5.5.2" in text
+
+
 def test_mail_without_auth_is_refused_with_5_7_57(sb, seed):
     with smtp_session(sb) as client:
         with pytest.raises(smtplib.SMTPException) as refused:
@@ -106,6 +116,39 @@ def test_app_token_with_mailbox_permission_sends_as_that_mailbox(
     assert message["transport"] == "smtp"
     assert message["authenticated_as"]["kind"] == "app"
     assert message["authenticated_as"]["client_id"] == seed["client_id"]
+
+
+def test_accepted_data_answers_250_with_the_message_id(sb, seed, outlook_token):
+    message = mime_message(seed["sender"], [seed["recipient"]])
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        client.mail(seed["sender"])
+        client.rcpt(seed["recipient"])
+        code, text = client.data(message.as_bytes())
+
+    assert code == 250
+    assert text.startswith(b"2.0.0 OK")
+    assert message["Message-ID"].encode() in text
+    assert b"Hostname=" in text
+
+
+def test_non_ascii_subject_and_bodies_are_stored_decoded(sb, seed, outlook_token):
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        send(
+            client,
+            seed["sender"],
+            [seed["recipient"]],
+            subject="Überprüfung ✓ réussie",
+            text="Grüße ✓",
+            html="<p>Grüße ✓</p>",
+        )
+
+    (message,) = sb.messages()
+    assert message["subject"] == "Überprüfung ✓ réussie"
+    assert message["text"].strip() == "Grüße ✓"
+    assert message["html"].strip() == "<p>Grüße ✓</p>"
 
 
 def test_smtp_message_is_stored_once_per_envelope_recipient(sb, seed, outlook_token):
@@ -172,6 +215,32 @@ def test_expired_token_is_535_5_7_3(sb, ctl, seed, outlook_token):
     with smtp_session(sb) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             smtp_login_xoauth2(client, seed["sender"], outlook_token)
+
+    assert refused.value.smtp_code == 535
+
+
+def test_app_token_of_another_tenant_is_535(sb, http, ctl, seed):
+    other = ctl.add_tenant(domains=["fabrikam.onmicrosoft.com"])
+    client_id, secret = ctl.add_app(
+        tenant=other,
+        application_permissions=["SMTP.SendAsApp"],
+        mailbox_permissions=[seed["sender"]],
+    )
+    token = app_token(
+        sb, http, OUTLOOK_DEFAULT, client_id=client_id, credential=secret, tenant=other
+    )
+
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp_login_xoauth2(client, seed["sender"], token)
+
+    assert refused.value.smtp_code == 535
+
+
+def test_shared_mailbox_has_no_password_to_log_in_with(sb, seed):
+    with smtp_session(sb) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login(seed["recipient"], seed["password"])
 
     assert refused.value.smtp_code == 535
 
@@ -376,6 +445,28 @@ def test_fault_at_auth_answers_its_reply(sb, ctl, seed, outlook_token):
             smtp_login_xoauth2(client, seed["sender"], outlook_token)
 
     assert refused.value.smtp_code == 454
+
+
+def test_fault_without_reply_answers_451_4_3_0(sb, ctl, seed, outlook_token):
+    ctl.add_fault(target="smtp", smtp_stage="mail")
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            send(client, seed["sender"], [seed["recipient"]])
+
+    assert refused.value.smtp_code == 451
+    assert b"4.3.0" in refused.value.smtp_error
+
+
+def test_connect_fault_without_reply_answers_421_4_3_2(sb, ctl):
+    ctl.add_fault(target="smtp", smtp_stage="connect")
+
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP(sb.smtp_host, sb.smtp_port, timeout=10)
+
+    assert refused.value.smtp_code == 421
+    assert b"4.3.2" in refused.value.smtp_error
 
 
 def test_drop_fault_closes_the_connection(sb, ctl, seed, outlook_token):

@@ -3,9 +3,11 @@
 Run it from cron every minute, or keep it running with --loop next to db_worker.
 """
 
+import logging
 import time
 
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
 
 from notifications.services import deliveries_send
 
@@ -38,7 +40,17 @@ class Command(BaseCommand):
 
     def handle(self, *, loop, interval, max_deliveries, verbosity, **options):
         while True:
-            summary = deliveries_send(max_deliveries=max_deliveries)
+            if not loop:
+                summary = deliveries_send(max_deliveries=max_deliveries)
+            else:
+                close_old_connections()
+                try:
+                    summary = deliveries_send(max_deliveries=max_deliveries)
+                except DatabaseError:
+                    # A locked SQLite file or a restarting database: try next time.
+                    logging.getLogger(__name__).exception("deliver_pending pass failed")
+                    time.sleep(interval)
+                    continue
             if verbosity and (summary.processed or not loop):
                 self.stdout.write(
                     f"sent {summary.sent}, failed {summary.failed}, "

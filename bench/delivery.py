@@ -1,0 +1,148 @@
+"""Delivery of 1,000 notifications through the Microsoft 365 sandbox.
+
+Starts a sandbox on free ports and a throwaway SQLite database in a temporary
+directory, activates Microsoft Azure Mail (Graph, client credentials) or the SMTP tool
+(OAuth 2.0 application), links it to a project, emits N events in one transaction (the
+outbox: N Delivery rows), then runs the delivery task's code and prints:
+
+- messages per second (claiming, rendering, sending and recording each delivery);
+- token requests the sandbox answered (must be 1: one token for the whole batch);
+- TCP connections the sandbox accepted.
+
+Usage: .venv/bin/python bench/delivery.py [--count 1000] [--tool graph|smtp]
+Exits 1 if a delivery was not sent or more than one token was requested.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--tool", choices=["graph", "smtp"], default="graph")
+    args = parser.parse_args()
+
+    from cryptography.fernet import Fernet
+
+    from sandbox import Sandbox
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    with Sandbox(state_dir=workdir / "sandbox") as sb:
+        os.environ.update(
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DEBUG="True",
+            VAR_DIR=str(workdir / "var"),
+            DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
+            SECRET_KEY="bench-" + "x" * 50,
+            FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+            # Enqueueing is not measured: the task's body runs below, in this process.
+            TASKS_BACKEND="django_tasks.backends.dummy.DummyBackend",
+            M365_AUTHORITY_HOST=sb.authority_host,
+            M365_GRAPH_HOST=sb.graph_host,
+            M365_SMTP_HOST=sb.smtp_host,
+            M365_SMTP_PORT=str(sb.smtp_port),
+            M365_CA_BUNDLE=str(sb.ca_path),
+            LOG_LEVEL="WARNING",
+        )
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import transaction
+
+        from integrations.services import integration_save
+        from notifications import tasks
+        from notifications.models import Delivery, DeliveryStatus, EventKind, ToolLink
+        from notifications.services import event_emit
+        from projects.models import Project
+
+        call_command("migrate", verbosity=0)
+        seed = sb.seed
+        if args.tool == "graph":
+            tool = integration_save(
+                provider_key="microsoft_azure_mail",
+                cleaned_data={
+                    "tenant_id": seed["tenant_id"],
+                    "client_id": seed["client_id"],
+                    "client_secret": seed["client_secret"],
+                    "sender": seed["sender"],
+                    "recipients": [seed["recipient"]],
+                    "cloud": "global",
+                    "secret_expires_on": None,
+                },
+                actor=None,
+            )
+        else:
+            from integrations.forms.smtp import SmtpForm
+
+            form = SmtpForm(
+                {
+                    "cloud": "global", "smtp_host": "smtp.office365.com",
+                    "smtp_port": "587", "security": "starttls", "minimum_tls": "1.2",
+                    "sender": seed["sender"], "sender_name": "AppSec Alerts",
+                    "recipients": seed["recipient"], "auth_type": "oauth_app",
+                    "communication_type": "smtp", "tenant_id": seed["tenant_id"],
+                    "client_id": seed["client_id"], "client_secret": seed["client_secret"],
+                    "scope": "https://outlook.office.com/SMTP.Send",
+                }
+            )
+            if not form.is_valid():
+                raise SystemExit(f"SMTP settings invalid: {form.errors.as_json()}")
+            tool = integration_save(
+                provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
+            )
+        project = Project.objects.create(name="Benchmark", slug="benchmark")
+        ToolLink.objects.create(
+            project=project,
+            integration=tool,
+            notify_new_vulnerabilities=False,
+            notify_scan_completed=True,
+        )
+
+        started = time.perf_counter()
+        with transaction.atomic():
+            for i in range(args.count):
+                event_emit(
+                    project=project,
+                    kind=EventKind.SCAN_COMPLETED,
+                    payload={"scan_id": None, "new": i % 7, "seen_again": i % 3,
+                             "resolved": i % 2, "reopened": 0,
+                             "counts": {"high": i % 7, "low": i % 3}},
+                )
+        outbox_seconds = time.perf_counter() - started
+        ids = list(Delivery.objects.values_list("pk", flat=True))
+
+        sb.control("DELETE", "/_sandbox/counters")
+        sb.clear_messages()
+        started = time.perf_counter()
+        result = tasks.deliver.call(ids)
+        seconds = time.perf_counter() - started
+
+        counters = sb.counters()
+        sent = Delivery.objects.filter(status=DeliveryStatus.SENT).count()
+        tokens = sum(counters["token_requests"].values())
+        print(f"tool:               {args.tool}")
+        print(f"deliveries:         {len(ids)} written in {outbox_seconds:.2f}s (outbox)")
+        print(f"sent:               {sent} in {seconds:.2f}s -> {sent / seconds:.0f} messages/s")
+        print(f"task result:        {json.dumps(result)}")
+        print(f"token requests:     {tokens} {json.dumps(counters['token_requests'])}")
+        print(f"TCP connections:    {json.dumps(counters['tcp_connections'])}")
+        print(f"sandbox received:   {len(sb.messages())} messages, "
+              f"{counters.get('smtp_sessions', 0)} SMTP sessions")
+        ok = sent == len(ids) == args.count and tokens == 1
+        if not ok:
+            print("FAILED: not every delivery was sent, or more than one token was requested")
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

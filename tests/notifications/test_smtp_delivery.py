@@ -1,0 +1,76 @@
+"""Delivery through the SMTP tool (Exchange Online SMTP, OAuth 2.0 application)."""
+
+import pytest
+
+from integrations.forms.smtp import SmtpForm
+from integrations.services import integration_save
+from notifications.models import Delivery, DeliveryStatus, EventKind, ToolLink
+from notifications.services import event_emit
+from projects.models import ScanSource
+from projects.services import scan_import
+from tests.integrations.smtp_support import drawer_data
+from tests.notifications.conftest import settle
+from tests.projects.factories import sarif_bytes, sarif_result
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def smtp_link(sandbox, project):
+    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
+    assert form.is_valid(), form.errors
+    tool = integration_save(provider_key="smtp", cleaned_data=form.cleaned_data, actor=None)
+    return ToolLink.objects.create(
+        project=project, integration=tool, minimum_severity="info",
+        notify_scan_completed=True,
+    )
+
+
+def test_smtp_email_has_text_and_html_parts_and_our_message_id(
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        scan_import(
+            project=project,
+            sarif=sarif_bytes([sarif_result("B602", uri="<b>app</b>.py", line=7)]),
+            source=ScanSource.API,
+        )
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * 2
+    assert all(d.request_id for d in deliveries)  # the server's reply to DATA
+    messages = sandbox.messages()
+    assert {m["message_id"] for m in messages} == {
+        f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries
+    }
+    new = next(m for m in messages if "new vulnerabilit" in m["subject"])
+    assert new["subject"] == "[High] 1 new vulnerability in Shop"
+    assert "<b>app</b>.py:7" in new["text"]
+    assert "&lt;b&gt;app&lt;/b&gt;.py:7" in new["html"]
+    # one SMTP session, one token, for both messages of the scan
+    counters = sandbox.counters()
+    assert counters["smtp_sessions"] == 1
+    assert counters["token_requests"]["client_credentials"] == 1
+
+
+def test_smtp_451_4_3_2_is_retried(
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
+):
+    sandbox.add_fault(
+        target="smtp",
+        smtp_reply="451 4.3.2 Message submission rate for this client has exceeded the configured limit",
+        smtp_stage="data",
+        count=1,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    first = Delivery.objects.order_by("pk").first()
+    assert first.status == DeliveryStatus.PENDING
+    assert "4.3.2" in first.request_id or first.error_code
+    final = settle()
+    assert [d.status for d in final] == [DeliveryStatus.SENT] * 3
+    messages = sandbox.messages()
+    assert len(messages) == 3
+    assert {m["message_id"] for m in messages} == {
+        f"<delivery-{d.uuid}@appsec.example.test>" for d in final
+    }
