@@ -141,8 +141,7 @@ def _changed_fields(provider_cls, before: Integration, config: dict, secrets: di
     for name in dict.fromkeys([*before.secrets, *secrets]):
         if before.secrets.get(name) != secrets.get(name):
             names.append(name)
-    labels = provider_cls.field_labels
-    return [str(labels.get(name, name)) for name in names]
+    return [provider_cls.field_label(name) for name in names]
 
 
 def audit_record(

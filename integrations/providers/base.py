@@ -121,8 +121,12 @@ class NotificationToolProvider:
     secret_fields: ClassVar[tuple[str, ...]] = ()
     #: Test Connection's steps, in order: (key, label). Each has a `step_<key>` hook.
     test_steps: ClassVar[tuple[tuple[str, str], ...]] = ()
-    #: Labels of the fields, for the audit log.
-    field_labels: ClassVar[dict] = {}
+    #: Labels for stored values that are not form fields (the audit log names them);
+    #: form fields use their form label.
+    field_labels: ClassVar[dict] = {
+        "certificate_thumbprint": _("Certificate thumbprint"),
+        "certificate_expires_on": _("Certificate expires"),
+    }
     #: Form fields used by Test only, never saved (e.g. a test address).
     transient_fields: ClassVar[tuple[str, ...]] = ()
     #: A template with the drawer's buttons, instead of Test Connection and Save.
@@ -142,6 +146,14 @@ class NotificationToolProvider:
         self.secrets = secrets
         self.token_store = token_store
         self.grant_store = grant_store
+
+    @classmethod
+    def field_label(cls, name: str) -> str:
+        """What a person calls a stored value: its form label, or `field_labels`."""
+        if name in cls.field_labels:
+            return str(cls.field_labels[name])
+        field = cls.form_class.base_fields.get(name)
+        return str(field.label) if field and field.label else name
 
     # --- declarations the rest of the product reads --------------------------------
 

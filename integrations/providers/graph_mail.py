@@ -65,19 +65,6 @@ class GraphMailProvider(NotificationToolProvider):
     description = _("Email through Microsoft Graph with an Entra ID app (client credentials).")
     form_class = GraphMailForm
     secret_fields = ("client_secret", "private_key")
-    field_labels = {
-        "tenant_id": _("Tenant ID"),
-        "client_id": _("Client ID"),
-        "client_secret": _("Client Secret"),
-        "sender": _("From"),
-        "recipients": _("To"),
-        "cloud": _("Cloud"),
-        "secret_expires_on": _("Client secret expires"),
-        "certificate": _("Certificate (PEM)"),
-        "private_key": _("Private key (PEM)"),
-        "certificate_thumbprint": _("Certificate thumbprint"),
-        "certificate_expires_on": _("Certificate expires"),
-    }
     test_steps = (
         ("tenant", _("Tenant found")),
         ("token", _("Token acquired for Microsoft Graph")),
