@@ -172,7 +172,7 @@ def jwt_claims(token):
 # --- sign-in page ---------------------------------------------------------------
 
 
-class _FormParser(HTMLParser):
+class FormParser(HTMLParser):
     """Collects forms, their inputs and buttons, and the labels of inputs."""
 
     def __init__(self):
@@ -238,7 +238,7 @@ class SignInPage:
     def __init__(self, response):
         self.response = response
         self.url = response.url
-        parser = _FormParser()
+        parser = FormParser()
         parser.feed(response.text)
         self.text = " ".join("".join(parser.text).split())
         forms = [f for f in parser.forms if f["buttons"]]

@@ -9,8 +9,8 @@ from tests.sandbox.m365 import (
     GRAPH_MAIL_SEND,
     OUTLOOK_AUDIENCE,
     SMTP_SEND,
+    FormParser,
     SignInPage,
-    _FormParser,
     assert_aad_error,
     confidential_app,
     delegated_flow,
@@ -122,7 +122,7 @@ def test_form_post_response_mode_answers_with_an_auto_submitting_form(sb, http, 
     )
 
     assert response.status_code == 200
-    parser = _FormParser()
+    parser = FormParser()
     parser.feed(response.text)
     (form,) = parser.forms
     assert form["action"] == seed["redirect_uris"][0]

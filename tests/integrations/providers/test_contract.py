@@ -1,0 +1,349 @@
+"""The provider contract: every notification tool's Test Connection, against the same
+failure set, maps each failure to the same error `code` (and `retryable`).
+
+Modelled on django-allauth's `OAuth2TestsMixin`: each tool below says how to build its
+drawer values and how to break its own transport; the tests are written once. Faults
+are injected into the real sandbox (identity platform, Graph, SMTP) over TLS. Where a
+tool's transport signals a failure its own way (Exchange SMTP throttles with a 4.3.2
+reply, not HTTP 429), the tool injects that fault, and the code must still match.
+"""
+
+import time
+import uuid
+
+import pytest
+
+from integrations.forms.graph_mail import GraphMailForm
+from integrations.forms.smtp import SmtpForm
+from integrations.models import Integration, IntegrationState
+from integrations.providers.base import StepStatus
+from integrations.services import integration_test_connection
+from tests.integrations.smtp_support import SMTP_SCOPE, drawer_data
+from tests.sandbox.m365 import delegated_flow, trusted_session
+
+pytestmark = pytest.mark.django_db
+
+UNKNOWN_GUID = "00000000-0000-4000-8000-000000000000"
+
+
+class Tool:
+    """How the contract drives one tool (subclasses fill in the transport)."""
+
+    id: str
+    key: str
+    form_class: type
+    #: The application permission the tool's app needs ("" when it has none).
+    application_permission = ""
+
+    def __init__(self, sandbox, ctl):
+        self.sb = sandbox
+        self.ctl = ctl
+        self.values = self.drawer_values()
+
+    def drawer_values(self) -> dict:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Anything the tool needs saved before its Test runs."""
+
+    def use_app(self, client_id: str, secret: str) -> None:
+        self.values.update(client_id=client_id, client_secret=secret)
+
+    def app_fields(self) -> dict:
+        """Registration for an app with every permission the tool needs."""
+        raise NotImplementedError
+
+    def test(self):
+        """Test Connection, as the drawer runs it."""
+        self.prepare()
+        form = self.form_class(self.values, saved_secrets=self.saved_secrets())
+        assert form.is_valid(), form.errors
+        return integration_test_connection(
+            provider_key=self.key, cleaned_data=form.cleaned_data, actor=None
+        )
+
+    def saved_secrets(self):
+        row = Integration.objects.filter(provider=self.key).first()
+        return set(row.secrets) if row else set()
+
+    # Faults on the tool's own transport (the token endpoint is the same for all).
+    def throttle_transport(self) -> float | None:
+        """Make the send throttled; returns the Retry-After the server will give."""
+        raise NotImplementedError
+
+    def fail_transport(self) -> None:
+        """Make the send fail with a transient server error."""
+        raise NotImplementedError
+
+    def slow_transport(self, seconds: float) -> None:
+        """Make the send hang for `seconds`."""
+        raise NotImplementedError
+
+
+class AzureMail(Tool):
+    id = "microsoft_azure_mail"
+    key = "microsoft_azure_mail"
+    form_class = GraphMailForm
+    application_permission = "Mail.Send"
+
+    def drawer_values(self):
+        seed = self.sb.seed
+        return {
+            "tenant_id": seed["tenant_id"],
+            "client_id": seed["client_id"],
+            "client_secret": seed["client_secret"],
+            "sender": seed["sender"],
+            "recipients": seed["recipient"],
+            "cloud": "global",
+            "secret_expires_on": "",
+        }
+
+    def app_fields(self):
+        return {"application_permissions": ["Mail.Send"]}
+
+    def throttle_transport(self):
+        self.ctl("POST", "faults", {"target": "graph", "status": 429, "retry_after": "2.5"})
+        return 2.5
+
+    def fail_transport(self):
+        self.ctl("POST", "faults", {"target": "graph", "status": 503})
+
+    def slow_transport(self, seconds):
+        self.ctl("POST", "faults", {"target": "graph", "delay": seconds})
+
+
+class SmtpTool(Tool):
+    key = "smtp"
+    form_class = SmtpForm
+
+    def throttle_transport(self):
+        self.ctl(
+            "POST",
+            "faults",
+            {
+                "target": "smtp",
+                "smtp_stage": "data",
+                "smtp_reply": "451 4.3.2 Message submission rate for this client has "
+                "exceeded the configured limit",
+            },
+        )
+        return None  # SMTP has no Retry-After
+
+    def fail_transport(self):
+        # The sandbox's default: 451 4.3.0 Temporary server error.
+        self.ctl("POST", "faults", {"target": "smtp", "smtp_stage": "data"})
+
+    def slow_transport(self, seconds):
+        self.ctl(
+            "POST", "faults", {"target": "smtp", "smtp_stage": "mail", "delay": seconds}
+        )
+
+
+class SmtpApplication(SmtpTool):
+    id = "smtp_oauth_app"
+    application_permission = "SMTP.SendAsApp"
+
+    def drawer_values(self):
+        return drawer_data(self.sb, "oauth_app")
+
+    def app_fields(self):
+        return {
+            "application_permissions": ["SMTP.SendAsApp"],
+            "mailbox_permissions": [self.sb.seed["sender"]],
+        }
+
+
+class SmtpDelegated(SmtpTool):
+    """Delegated: a person signed in before (the grant is saved); Test refreshes it."""
+
+    id = "smtp_oauth_delegated"
+
+    def drawer_values(self):
+        return drawer_data(self.sb, "oauth_delegated", client_secret="")
+
+    def app_fields(self):
+        return {"delegated_permissions": ["SMTP.Send", "openid", "profile", "offline_access"]}
+
+    def use_app(self, client_id, secret):
+        super().use_app(client_id, secret)
+
+    def prepare(self):
+        config = {
+            k: v for k, v in self.drawer_values().items() if k not in ("client_secret",)
+        }
+        with trusted_session(self.sb.ca_path) as http:
+            _, _, result = delegated_flow(self.sb, http, [SMTP_SCOPE])
+        assert "refresh_token" in result, result
+        Integration.objects.update_or_create(
+            provider=self.key,
+            defaults={
+                "state": IntegrationState.ACTIVE,
+                "config": {**config, "recipients": [self.sb.seed["recipient"]]},
+                "secrets": {
+                    "client_secret": self.sb.seed["client_secret"],
+                    "access_token": result["access_token"],
+                    "refresh_token": result["refresh_token"],
+                    # Expired, so Test redeems the refresh token at the token endpoint.
+                    "token_expires_at": 0,
+                },
+            },
+        )
+
+
+TOOLS = [AzureMail, SmtpApplication, SmtpDelegated]
+
+
+@pytest.fixture(params=TOOLS, ids=[tool.id for tool in TOOLS])
+def tool(request, sandbox, ctl):
+    return request.param(sandbox, ctl)
+
+
+def failure(report, code, *, retryable):
+    """The report failed with `code`; the steps after the failed one were skipped."""
+    error = report.error
+    assert error is not None, [(s.key, s.status) for s in report.steps]
+    assert (error.code, error.retryable) == (code, retryable), (
+        report.failed_step.key,
+        error.detail,
+    )
+    after = report.steps[report.steps.index(report.failed_step) + 1 :]
+    assert all(step.status == StepStatus.SKIPPED for step in after)
+    assert error.troubleshooting.title != "Unexpected answer"
+    return error
+
+
+# --- the tool works ---------------------------------------------------------------------
+
+
+def test_valid_values_pass_every_step(tool, sandbox):
+    report = tool.test()
+
+    assert report.ok, (report.failed_step and report.failed_step.key, report.error)
+    assert sandbox.messages(to=sandbox.seed["recipient"])
+
+
+# --- credentials --------------------------------------------------------------------------
+
+
+def test_bad_secret_is_secret_invalid(tool):
+    tool.values["client_secret"] = "Sbx8Q~not.the.secret.value_0000000000"
+
+    failure(tool.test(), "secret_invalid", retryable=False)
+
+
+def test_expired_secret_is_secret_expired(tool, sandbox, ctl):
+    seed = sandbox.seed
+    expired = ctl(
+        "POST",
+        f"tenants/{seed['tenant_id']}/apps/{seed['client_id']}/secrets",
+        {"expires_at": "2020-01-01T00:00:00Z"},
+    )
+    tool.values["client_secret"] = expired["value"]
+
+    error = failure(tool.test(), "secret_expired", retryable=False)
+    assert "Certificates & secrets" in str(error.troubleshooting.text)
+
+
+def test_secret_id_pasted_as_value_is_secret_invalid(tool, sandbox):
+    tool.values["client_secret"] = sandbox.seed["client_secret_id"]
+
+    error = failure(tool.test(), "secret_invalid", retryable=False)
+    assert "secret's ID instead of its value" in str(error.troubleshooting.text)
+
+
+def test_unknown_tenant_is_tenant_not_found(tool):
+    tool.values["tenant_id"] = UNKNOWN_GUID
+
+    failure(tool.test(), "tenant_not_found", retryable=False)
+
+
+def test_unknown_client_is_client_not_found(tool):
+    tool.values["client_id"] = str(uuid.uuid4())
+
+    failure(tool.test(), "client_not_found", retryable=False)
+
+
+def test_app_without_the_application_permission_is_permission_missing(tool, add_app):
+    if not tool.application_permission:
+        pytest.skip("a delegated grant has no application permission")
+    fields = tool.app_fields()
+    fields["application_permissions"] = [
+        p
+        for p in ("Mail.Send", "SMTP.SendAsApp", "IMAP.AccessAsApp")
+        if p != tool.application_permission
+    ]
+    tool.use_app(*add_app(**fields))
+
+    error = failure(tool.test(), "permission_missing", retryable=False)
+    assert error.troubleshooting.steps
+
+
+# --- the identity platform's own failures -------------------------------------------------
+
+
+def test_token_endpoint_429_is_throttled_with_retry_after(tool, ctl):
+    ctl("POST", "faults", {"target": "token", "status": 429, "retry_after": "3"})
+
+    error = failure(tool.test(), "throttled", retryable=True)
+    assert error.retry_after == 3
+    assert error.status == 429
+
+
+def test_token_endpoint_5xx_is_service_unavailable(tool, ctl):
+    ctl("POST", "faults", {"target": "token", "status": 503})
+
+    error = failure(tool.test(), "service_unavailable", retryable=True)
+    assert error.status == 503
+    assert error.request_id  # the AADSTS correlation id, for support
+
+
+def test_token_endpoint_timeout_is_timeout(tool, ctl, settings):
+    settings.M365_HTTP_TIMEOUT = 0.5
+    ctl("POST", "faults", {"target": "token", "delay": 3})
+    started = time.monotonic()
+
+    failure(tool.test(), "timeout", retryable=True)
+    assert time.monotonic() - started < 2.5
+
+
+def test_token_endpoint_dropping_the_connection_is_connection_failed(tool, ctl):
+    ctl("POST", "faults", {"target": "token", "drop": True})
+
+    failure(tool.test(), "connection_failed", retryable=True)
+
+
+# --- the send transport's failures (each tool injects its own) ----------------------------
+
+
+def test_throttled_send_is_throttled(tool):
+    retry_after = tool.throttle_transport()
+
+    error = failure(tool.test(), "throttled", retryable=True)
+    assert error.retry_after == retry_after
+
+
+def test_transient_send_failure_is_service_unavailable(tool):
+    tool.fail_transport()
+
+    failure(tool.test(), "service_unavailable", retryable=True)
+
+
+def test_slow_send_times_out_within_the_test_limit(tool, settings):
+    settings.TEST_CONNECTION_TIMEOUT = 1.5
+    tool.slow_transport(5)
+    started = time.monotonic()
+
+    failure(tool.test(), "timeout", retryable=True)
+    assert time.monotonic() - started < 3.5
+
+
+# --- TLS ------------------------------------------------------------------------------
+
+
+def test_untrusted_certificate_is_a_tls_error(tool, settings):
+    # REQUESTS_CA_BUNDLE (tests/conftest.py) and the system store lack the sandbox CA.
+    tool.prepare()  # signs in first, while the CA is still trusted
+    tool.prepare = lambda: None
+    settings.M365_CA_BUNDLE = ""
+
+    failure(tool.test(), "tls_error", retryable=False)
