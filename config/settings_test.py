@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+os.environ["DJANGO_READ_DOT_ENV_FILE"] = "False"
 os.environ.setdefault("DEBUG", "True")
 os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="m365-tests-var-"))
 
