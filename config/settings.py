@@ -245,8 +245,19 @@ NOTIFICATIONS_RETRY_MAX_SECONDS = env.float(
     "NOTIFICATIONS_RETRY_MAX_SECONDS", default=3600.0
 )
 NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
-# How long a worker may hold a claimed delivery before another one takes it over.
+# How long a worker may hold a claimed delivery before another one takes it over;
+# also when a dead worker's batch is recovered (each delivery task books a `recover`
+# task for the end of its lease).
 NOTIFICATIONS_LEASE_SECONDS = env.float("NOTIFICATIONS_LEASE_SECONDS", default=300.0)
+# Per-mailbox pacing: messages one sender mailbox may submit through one tool per
+# window. Unset: the tool's own figure (Exchange Online SMTP 30 a minute, Graph none);
+# a number overrides it for every tool; 0 turns pacing off.
+NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = env.int(
+    "NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE", default=None
+)
+NOTIFICATIONS_PACING_WINDOW_SECONDS = env.float(
+    "NOTIFICATIONS_PACING_WINDOW_SECONDS", default=60.0
+)
 # Deliveries claimed at a time by one worker (one connection serves them all).
 NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=25)
 # The django-tasks queue the delivery tasks go to (db_worker --queue-name).

@@ -133,6 +133,18 @@ def _split(
     return config, secrets
 
 
+def _drop_unbound_secrets(
+    provider_cls, saved_config: dict, config: dict, secrets: dict
+) -> dict:
+    """`secrets` without those bound to settings that now have other values (the
+    provider's `bound_secrets`): a delegated grant for another client, tenant or
+    account, say, must not be kept or used."""
+    for keys, names in provider_cls.bound_secrets.items():
+        if any(saved_config.get(name) != config.get(name) for name in names):
+            secrets = {k: v for k, v in secrets.items() if k not in keys}
+    return secrets
+
+
 def _changed_fields(provider_cls, before: Integration, config: dict, secrets: dict):
     names = []
     for name in dict.fromkeys([*before.config, *config]):
@@ -178,6 +190,7 @@ def integration_save(
         provider=provider_key
     )
     config, secrets = _split(provider_cls, cleaned_data, integration.secrets)
+    secrets = _drop_unbound_secrets(provider_cls, integration.config, config, secrets)
     changed = _changed_fields(provider_cls, integration, config, secrets)
     was_active = integration.is_active
     credentials_changed = any(
@@ -273,6 +286,7 @@ def integration_test_connection(
     config, secrets = _split(
         provider_cls, cleaned_data, saved.secrets, keep_transient=True
     )
+    secrets = _drop_unbound_secrets(provider_cls, saved.config, config, secrets)
     # A delegated grant belongs to the saved integration: refreshing it must update
     # the saved row (the old refresh token stops working once redeemed).
     provider = provider_cls(

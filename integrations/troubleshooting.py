@@ -109,8 +109,8 @@ TROUBLESHOOTING = {
         _("Microsoft Graph refused the access token. Ensure the Client ID and Client Secret match the registered application and that admin consent has been granted for the Mail.Send permission."),
     ),
     "permission_missing": Troubleshooting(
-        _("403 Forbidden: Mail.Send not granted"),
-        _("The app does not have the Mail.Send application permission, or admin consent has not been given."),
+        _("Application permission not granted"),
+        _("The app does not have the application permission it needs (Mail.Send for Microsoft Graph, SMTP.SendAsApp for SMTP), or admin consent has not been given."),
         _CONSENT_STEPS,
     ),
     "mailbox_access_denied": Troubleshooting(
@@ -134,8 +134,8 @@ TROUBLESHOOTING = {
         _("The recipient addresses were refused. Check the To addresses."),
     ),
     "throttled": Troubleshooting(
-        _("Too many requests (429)"),
-        _("Microsoft 365 is throttling this app or mailbox. Sending will be retried automatically after the delay the service asked for; if it persists, reduce how many notifications are sent at once (use digests)."),
+        _("Too many requests"),
+        _("Microsoft 365 is throttling this app or mailbox (HTTP 429, or an SMTP 4.3.2 / 421 reply: Exchange Online accepts 30 messages a minute and 10,000 recipients a day per mailbox). Sending will be retried automatically after the delay the service asked for; if it persists, reduce how many notifications are sent at once (use digests)."),
     ),
     "service_unavailable": Troubleshooting(
         _("Microsoft 365 is temporarily unavailable"),
@@ -157,10 +157,6 @@ TROUBLESHOOTING = {
     "relay_denied": Troubleshooting(
         _("Sending refused without authentication"),
         _("The server requires authentication before it accepts mail (530 5.7.57). Choose an Authentication type."),
-    ),
-    "smtp_throttled": Troubleshooting(
-        _("The mail server is limiting this sender (4.3.2 / 421)"),
-        _("The server asked to slow down (for Exchange Online, more than 30 messages a minute or 10,000 recipients a day per mailbox). Sending will be retried automatically; send digests rather than one email per event."),
     ),
     "sender_rejected": Troubleshooting(
         _("Sender address refused"),

@@ -22,10 +22,10 @@ def _provider_or_404(key):
         raise Http404("No such notification tool.")
 
 
-def _drawer_form(provider_cls, integration, data=None):
+def _drawer_form(provider_cls, integration, data=None, files=None):
     initial = dict(integration.config) if integration.pk else {}
     return provider_cls.form_class(
-        data, initial=initial, saved_secrets=set(integration.secrets or ())
+        data, files, initial=initial, saved_secrets=set(integration.secrets or ())
     )
 
 
@@ -58,7 +58,7 @@ def tool_settings(request, key):
     if request.method == "GET":
         form = _drawer_form(provider_cls, integration)
         return _page(request, open_tool=provider_cls, form=form, integration=integration)
-    form = _drawer_form(provider_cls, integration, request.POST)
+    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     if not form.is_valid():
         return _page(
             request, open_tool=provider_cls, form=form, integration=integration, status=400
@@ -78,7 +78,7 @@ def tool_test(request, key):
     """Test Connection on the drawer's current values, saved or not."""
     provider_cls = _provider_or_404(key)
     integration = selectors.integration_for(key)
-    form = _drawer_form(provider_cls, integration, request.POST)
+    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     partial = request.headers.get("X-Requested-With") == "fetch"
     template = (
         "integrations/notification_tools.html#test-result"
@@ -178,7 +178,7 @@ def tool_validate(request, key):
     """Validate and Save: a validation email to the acting admin, then save."""
     provider_cls = _provider_or_404(key)
     integration = selectors.integration_for(key)
-    form = _drawer_form(provider_cls, integration, request.POST)
+    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     if not form.is_valid():
         return _page(
             request, open_tool=provider_cls, form=form, integration=integration, status=400
@@ -192,7 +192,7 @@ def tool_authorize(request, key):
     """Save & Authorize: save as "authorization pending", then go to the sign-in."""
     provider_cls = _provider_or_404(key)
     integration = selectors.integration_for(key)
-    form = _drawer_form(provider_cls, integration, request.POST)
+    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     if not form.is_valid():
         return _page(
             request, open_tool=provider_cls, form=form, integration=integration, status=400

@@ -180,3 +180,44 @@ class Delivery(models.Model):
     @property
     def is_digest(self) -> bool:
         return self.dedupe_key.startswith("digest:")
+
+
+class SendWindow(models.Model):
+    """Recent submissions through one tool from one sender mailbox, for pacing.
+
+    Microsoft limits what one mailbox may send per minute; the deliveries of every
+    worker share this row, so together they stay under the limit.
+    """
+
+    integration = models.ForeignKey(
+        "integrations.Integration", on_delete=models.CASCADE, related_name="+"
+    )
+    mailbox = models.CharField(max_length=254)
+    #: Submission times (seconds since the epoch) within the current window, oldest
+    #: first; never more than the budget.
+    sent = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "mailbox"],
+                name="notifications_sendwindow_unique",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.mailbox} through {self.integration_id}"
+
+
+class RecoverySchedule(models.Model):
+    """When the next `recover` task is booked to run (one row).
+
+    Every delivery task books a recovery for when its lease would expire, so a worker
+    that dies mid-batch leaves a task behind that finishes its batch; the row keeps
+    those bookings to one at a time.
+    """
+
+    next_run_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"Next delivery recovery at {self.next_run_at}"

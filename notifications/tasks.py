@@ -13,33 +13,68 @@ from django_tasks import task, task_backends
 logger = logging.getLogger(__name__)
 
 
-@task()
-def deliver(delivery_ids: list[int]) -> dict:
-    """Send these deliveries (those still due), then schedule their retries."""
-    from notifications.services import deliveries_send
-
-    summary = deliveries_send(delivery_ids=delivery_ids)
-    schedule_retries(summary.retry_at)
+def _result(summary) -> dict:
     return {
         "sent": summary.sent,
         "failed": summary.failed,
         "skipped": summary.skipped,
         "retrying": summary.retrying,
+        "deferred": summary.deferred,
     }
 
 
-def _deliver_task():
-    return deliver.using(
+@task()
+def deliver(delivery_ids: list[int]) -> dict:
+    """Send these deliveries (those still due), then schedule their retries.
+
+    First books a `recover` task for when this task's leases would run out: if the
+    worker dies mid-batch, that task (run by any worker, or by this one restarted)
+    sends the rest.
+    """
+    from notifications.services import deliveries_send
+    from notifications.services.recovery import recovery_watchdog_at
+
+    recovery_schedule(at=recovery_watchdog_at())
+    summary = deliveries_send(delivery_ids=delivery_ids)
+    schedule_retries(summary.retry_at)
+    return _result(summary)
+
+
+@task()
+def recover() -> dict:
+    """Send what no live task is sending: due deliveries, and those whose worker's
+    lease expired. Then book the next look while deliveries are still open."""
+    from notifications.services import deliveries_send
+    from notifications.services.recovery import deliveries_recovery_at
+
+    summary = deliveries_send()
+    schedule_retries(summary.retry_at)
+    recovery_schedule(at=deliveries_recovery_at())
+    return _result(summary)
+
+
+def _on_queue(task_):
+    return task_.using(
         queue_name=getattr(settings, "NOTIFICATIONS_QUEUE_NAME", "default")
     )
+
+
+def _deliver_task():
+    return _on_queue(deliver)
+
+
+def _round_up(at: datetime) -> datetime:
+    """To the next whole second: a task that ran before its deliveries were due
+    would find nothing to do."""
+    return at.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def deliveries_enqueue(*, delivery_ids: list[int], run_after: datetime | None = None):
     """Enqueue one `deliver` task for `delivery_ids` (call it in on_commit).
 
-    A lost enqueue loses nothing: `manage.py deliver_pending` finds due rows. With a
-    backend that cannot delay tasks (the immediate one, in tests) a delayed retry is
-    left to that command.
+    A lost enqueue loses nothing: the next `recover` task, or `manage.py
+    deliver_pending`, finds due rows. With a backend that cannot delay tasks (the
+    immediate one, in tests) a delayed retry is left to that command.
     """
     if not delivery_ids:
         return None
@@ -64,7 +99,30 @@ def schedule_retries(retry_at: dict[int, datetime]) -> None:
     """
     groups: dict[datetime, list[int]] = {}
     for delivery_id, at in retry_at.items():
-        at = at.replace(microsecond=0) + timedelta(seconds=1)
-        groups.setdefault(at, []).append(delivery_id)
+        groups.setdefault(_round_up(at), []).append(delivery_id)
     for at, ids in sorted(groups.items()):
         deliveries_enqueue(delivery_ids=ids, run_after=at)
+
+
+def recovery_schedule(*, at: datetime | None):
+    """Enqueue a `recover` task for `at` unless one is booked at or before it.
+
+    Nothing with a backend that cannot delay tasks (recovery is then left to
+    `manage.py deliver_pending`), or when `at` is None (nothing is open).
+    """
+    if at is None:
+        return None
+    job = _on_queue(recover)
+    if not task_backends[job.backend].supports_defer:
+        return None
+    from notifications.services.recovery import recovery_book
+
+    at = _round_up(at)
+    try:
+        if not recovery_book(at=at):
+            return None
+        return job.using(run_after=at).enqueue()
+    except Exception:
+        # A booking without its task lapses at `at`; the next caller books again.
+        logger.exception("Could not schedule delivery recovery at %s", at)
+        return None

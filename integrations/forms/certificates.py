@@ -1,6 +1,6 @@
 """
 Certificate credentials for app registrations: a PEM certificate and its private key,
-pasted in place of a client secret.
+pasted or uploaded in place of a client secret.
 
 The key is stored encrypted (`Integration.secrets["private_key"]`); the certificate,
 its thumbprint (SHA-1 hex, as the Entra admin center shows it) and its expiry are
@@ -114,13 +114,63 @@ class SecretPemField(SecretField):
     multiline = True
 
 
+class PemFileField(forms.FileField):
+    """An uploaded PEM file, cleaned to its text ("" when nothing was uploaded).
+
+    Bounded like the pasted text; what the text holds is checked by the form, with the
+    same checks as a pasted value.
+    """
+
+    multiline = True
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault(
+            "widget", forms.FileInput(attrs={"accept": ".pem,.crt,.cer,.key,.txt"})
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if not upload:
+            return ""
+        too_large = ValidationError(
+            _("The file is too large (at most %(size)d KB)."),
+            params={"size": MAX_PEM_BYTES // 1024},
+            code="too_large",
+        )
+        if upload.size is not None and upload.size > MAX_PEM_BYTES:
+            raise too_large
+        upload.seek(0)
+        raw = upload.read(MAX_PEM_BYTES + 1)
+        if len(raw) > MAX_PEM_BYTES:
+            raise too_large
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = ""
+        if not text.isascii() or "-----BEGIN " not in text:
+            raise ValidationError(
+                _(
+                    "This file is not in PEM format (text starting with -----BEGIN). "
+                    "Convert a binary .cer or .pfx file to PEM first."
+                ),
+                code="not_pem",
+            )
+        return text.strip()
+
+
 class CertificateCredentialMixin(forms.Form):
-    """Adds **Certificate** and **Private key** as an alternative to a client secret.
+    """Adds **Certificate** and **Private key** as an alternative to a client secret,
+    each pasted or uploaded as a file (an uploaded file wins over pasted text).
 
     The form must also declare `client_secret`; one of the two credentials is then
     required. Adds `certificate_thumbprint` and `certificate_expires_on` to
-    `cleaned_data` so they are saved with the settings.
+    `cleaned_data` so they are saved with the settings; the uploads end up in
+    `certificate` and `private_key`, never saved as files.
     """
+
+    FILE_FIELDS = {"certificate": "certificate_file", "private_key": "private_key_file"}
 
     certificate = PemField(
         label=_("Certificate (PEM)"),
@@ -141,6 +191,14 @@ class CertificateCredentialMixin(forms.Form):
         ),
         help_text=_("The certificate's private key, unencrypted. Stored encrypted."),
     )
+    certificate_file = PemFileField(
+        label=_("Certificate file"),
+        help_text=_("Or upload the certificate as a PEM file (.pem, .crt)."),
+    )
+    private_key_file = PemFileField(
+        label=_("Private key file"),
+        help_text=_("Or upload the private key as a PEM file (.pem, .key)."),
+    )
 
     def certificate_applies(self, cleaned) -> bool:
         return True
@@ -155,12 +213,22 @@ class CertificateCredentialMixin(forms.Form):
             ) % {"thumbprint": thumbprint, "expires": expires}
 
     def _clean_certificate_credential(self, cleaned):
+        # An upload replaces the pasted text; errors go to the field that was used.
+        uploads = {name: cleaned.pop(f, "") for name, f in self.FILE_FIELDS.items()}
+        if not self.certificate_applies(cleaned) or self.has_certificate_errors():
+            return
+        fields = {}
+        for name, uploaded in uploads.items():
+            fields[name] = self.FILE_FIELDS[name] if uploaded else name
+            if uploaded:
+                cleaned[name] = uploaded
         certificate = (cleaned.get("certificate") or "").strip()
         key = cleaned.get("private_key") or ""
-        if not self.certificate_applies(cleaned):
-            return
         if key and not certificate:
-            self.add_error("certificate", _("Paste the certificate that goes with the private key."))
+            self.add_error(
+                "certificate",
+                _("Paste the certificate that goes with the private key, or upload it."),
+            )
             return
         if not certificate:
             cleaned["certificate_thumbprint"] = ""
@@ -168,18 +236,27 @@ class CertificateCredentialMixin(forms.Form):
             return
         changed = certificate != (self.initial.get("certificate") or "").strip()
         if not key and (changed or "private_key" not in self.saved_secrets):
-            self.add_error("private_key", _("Paste the private key of this certificate."))
+            self.add_error(
+                "private_key",
+                _("Paste the private key of this certificate, or upload its file."),
+            )
             return
         try:
             info = certificate_info(certificate, key)
         except ValidationError as error:
             key_codes = ("key_mismatch", "private_key", "encrypted_key")
             field = "private_key" if error.code in key_codes else "certificate"
-            self.add_error(field, error)
+            self.add_error(fields[field], error)
             return
         cleaned["certificate"] = info.certificate_pem
         cleaned["certificate_thumbprint"] = info.thumbprint
         cleaned["certificate_expires_on"] = info.expires_on.isoformat()
+
+    def has_certificate_errors(self) -> bool:
+        """Whether a certificate or key field, pasted or uploaded, has an error."""
+        return any(
+            self.has_error(name) for pair in self.FILE_FIELDS.items() for name in pair
+        )
 
     def has_certificate(self, cleaned) -> bool:
         return bool(cleaned.get("certificate_thumbprint"))

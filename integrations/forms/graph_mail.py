@@ -40,8 +40,9 @@ class GraphMailForm(CertificateCredentialMixin, ProviderForm):
     )
 
     field_order = [
-        "tenant_id", "client_id", "client_secret", "certificate", "private_key",
-        "sender", "recipients", "cloud", "secret_expires_on",
+        "tenant_id", "client_id", "client_secret", "certificate", "certificate_file",
+        "private_key", "private_key_file", "sender", "recipients", "cloud",
+        "secret_expires_on",
     ]
 
     def clean(self):
@@ -49,10 +50,6 @@ class GraphMailForm(CertificateCredentialMixin, ProviderForm):
         return super().clean()
 
     def required_secrets_now(self, cleaned):
-        if (
-            self.has_certificate(cleaned)
-            or self.has_error("certificate")
-            or self.has_error("private_key")
-        ):
+        if self.has_certificate(cleaned) or self.has_certificate_errors():
             return ()
         return self.required_secrets

@@ -176,8 +176,8 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         "cloud", "smtp_host", "smtp_port", "security", "minimum_tls", "sender",
         "sender_name", "recipients", "auth_type", "communication_type", "username",
         "password", "tenant_id", "client_id", "client_secret", "certificate",
-        "private_key", "authorization_endpoint", "token_endpoint", "scope",
-        "redirect_url", "test_email",
+        "certificate_file", "private_key", "private_key_file", "authorization_endpoint",
+        "token_endpoint", "scope", "redirect_url", "test_email",
     ]
 
     def __init__(self, *args, **kwargs):
@@ -188,7 +188,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         self.fields["security"].choices = choices
         self.fields["redirect_url"].initial = redirect_url()
         self.fields["cloud"].widget.attrs["data-presets"] = _cloud_presets()
-        for name in ("certificate", "private_key"):
+        for name in ("certificate", "private_key", *self.FILE_FIELDS.values()):
             self.fields[name].widget.attrs["data_show_when"] = "auth_type=oauth_app"
 
     def certificate_applies(self, cleaned) -> bool:
@@ -251,7 +251,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         if auth == AuthType.OAUTH_DELEGATED:
             return ("client_secret",)
         if auth == AuthType.OAUTH_APP:
-            if self.has_certificate(cleaned) or self.has_error("certificate") or self.has_error("private_key"):
+            if self.has_certificate(cleaned) or self.has_certificate_errors():
                 return ()
             return ("client_secret",)
         return ()

@@ -129,6 +129,10 @@ class NotificationToolProvider:
     }
     #: Form fields used by Test only, never saved (e.g. a test address).
     transient_fields: ClassVar[tuple[str, ...]] = ()
+    #: Stored secrets that hold only for some settings' values, as {secret keys:
+    #: settings}: a delegated grant belongs to one client, tenant and account. When
+    #: one of the settings changes, the secrets are dropped rather than reused.
+    bound_secrets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
     #: A template with the drawer's buttons, instead of Test Connection and Save.
     actions_template: ClassVar[str] = ""
     #: Save sends a validation email first and saves only if it was accepted.
@@ -176,6 +180,13 @@ class NotificationToolProvider:
     def authorization_account(self) -> str:
         """The account that must sign in, when `needs_authorization`."""
         return ""
+
+    @property
+    def messages_per_minute(self) -> int | None:
+        """How many messages one sender mailbox may submit per minute through this
+        tool, where the service refuses more (deliveries are paced under it); None
+        when it answers overload with a Retry-After that retries honour instead."""
+        return None
 
     # --- hooks ---------------------------------------------------------------------
 

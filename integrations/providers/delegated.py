@@ -26,7 +26,7 @@ from integrations.exceptions import (
     PermissionMissing,
 )
 from integrations.providers.http import error_from_exception
-from integrations.providers.identity import error_from_aad, shared_session
+from integrations.providers.identity import error_from_aad, msal_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _client(client: DelegatedClient):
                 client.client_id,
                 client_credential=client.client_secret,
                 authority=f"{client.authority_host}/{client.tenant}",
-                http_client=shared_session(),
+                http_client=msal_http_client(),
                 instance_discovery=False,
             )
         return oidc.Client(
@@ -90,7 +90,7 @@ def _client(client: DelegatedClient):
             },
             client.client_id,
             client_secret=client.client_secret,
-            http_client=shared_session(),
+            http_client=msal_http_client(),
         )
     except ValueError as exc:
         raise AuthenticationFailed(str(exc).split(". ")[0], code="tenant_not_found")

@@ -74,8 +74,11 @@ def error_from_response(response: requests.Response) -> IntegrationError:
     return UnexpectedResponse(detail, **kwargs)
 
 
-def message_payload(email, *, save_to_sent_items: bool = False) -> dict:
-    """The sendMail body for an `OutgoingEmail`."""
+def message_payload(
+    email, *, save_to_sent_items: bool = False, sender: str = "", sender_name: str = ""
+) -> dict:
+    """The sendMail body for an `OutgoingEmail`; with `sender_name`, a From of that
+    name and `sender`'s address (Graph otherwise shows the mailbox's own name)."""
     message = {
         "subject": email.subject,
         "body": (
@@ -85,6 +88,8 @@ def message_payload(email, *, save_to_sent_items: bool = False) -> dict:
         ),
         "toRecipients": [{"emailAddress": {"address": a}} for a in email.to],
     }
+    if sender and sender_name:
+        message["from"] = {"emailAddress": {"name": sender_name, "address": sender}}
     if email.message_id:
         message["internetMessageId"] = email.message_id
     if email.headers:

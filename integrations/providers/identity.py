@@ -31,7 +31,11 @@ from integrations.exceptions import (
     Throttled,
     UnexpectedResponse,
 )
-from integrations.providers.http import M365Session, error_from_exception
+from integrations.providers.http import (
+    M365Session,
+    error_from_exception,
+    retry_after_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,61 @@ def error_from_aad(result: dict) -> IntegrationError:
     if error == "invalid_scope":
         return ConfigurationError(detail, code="invalid_scope", request_id=request_id)
     return UnexpectedResponse(detail, request_id=request_id)
+
+
+def error_from_status(response: requests.Response) -> IntegrationError | None:
+    """A 429 or 5xx from the identity platform, with the Retry-After it sent; None for
+    any other answer (an OAuth error body, which `error_from_aad` translates)."""
+    status = response.status_code
+    if status != 429 and status < 500:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    description = (body.get("error_description") or "").split("\r\n")[0]
+    detail = f"HTTP {status} {body.get('error') or ''}: {description}".strip(" :")
+    request_id = (
+        body.get("correlation_id")
+        or body.get("trace_id")
+        or response.headers.get("x-ms-request-id", "")
+    )
+    cls = Throttled if status == 429 else ServiceUnavailable
+    return cls(
+        detail,
+        retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+        request_id=request_id,
+        status=status,
+    )
+
+
+class IdentityHttpClient:
+    """The http client msal is given: the shared session, with 429 and 5xx answers
+    raised as our errors.
+
+    msal would keep only the body of such an answer (losing Retry-After and the
+    status), and turns a 5xx from the token endpoint into its own MsalServiceError.
+    """
+
+    def __init__(self, session: M365Session):
+        self.session = session
+
+    def _checked(self, response: requests.Response) -> requests.Response:
+        error = error_from_status(response)
+        if error is not None:
+            logger.warning("Identity platform answered %s", error.detail)
+            raise error
+        return response
+
+    def get(self, url, **kwargs):
+        return self._checked(self.session.get(url, **kwargs))
+
+    def post(self, url, **kwargs):
+        return self._checked(self.session.post(url, **kwargs))
+
+    def close(self):
+        """The session is shared: it outlives any one msal application."""
 
 
 class TokenStore(Protocol):
@@ -133,6 +192,11 @@ def shared_session() -> M365Session:
     return _session
 
 
+def msal_http_client() -> IdentityHttpClient:
+    """What to pass to msal as `http_client`."""
+    return IdentityHttpClient(shared_session())
+
+
 def _app(creds: AppCredentials) -> msal.ConfidentialClientApplication:
     key = creds.cache_key()
     with _apps_lock:
@@ -144,7 +208,7 @@ def _app(creds: AppCredentials) -> msal.ConfidentialClientApplication:
             creds.client_id,
             client_credential=creds.msal_credential(),
             authority=creds.authority,
-            http_client=shared_session(),
+            http_client=msal_http_client(),
             token_cache=msal.SerializableTokenCache(),
             # Known authorities only: no call to Microsoft's instance discovery, so
             # sovereign clouds and the sandbox work the same way.
@@ -155,6 +219,8 @@ def _app(creds: AppCredentials) -> msal.ConfidentialClientApplication:
         raise AuthenticationFailed(str(exc).split(". ")[0], code="tenant_not_found")
     except requests.RequestException as exc:
         raise error_from_exception(exc)
+    except IntegrationError:
+        raise
     except Exception as exc:  # a malformed private key, for instance
         if "key" in str(exc).lower() or "certificate" in str(exc).lower():
             raise ConfigurationError(
@@ -222,10 +288,9 @@ def discover_tenant(authority_host: str, tenant: str) -> dict:
             return response.json()
         except ValueError:
             raise UnexpectedResponse("discovery document is not JSON")
-    if response.status_code == 429:
-        raise Throttled("discovery throttled", status=429)
-    if response.status_code >= 500:
-        raise ServiceUnavailable(f"discovery answered {response.status_code}")
+    error = error_from_status(response)
+    if error is not None:
+        raise error
     try:
         body = response.json()
     except ValueError:

@@ -17,7 +17,12 @@ import time
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from integrations.exceptions import AuthorizationRequired, ConnectionFailed
+from integrations.exceptions import (
+    AuthorizationRequired,
+    ConnectionFailed,
+    PermissionMissing,
+    UnexpectedResponse,
+)
 from integrations.forms.smtp import (
     DEFAULT_SMTP_SCOPE,
     OTHER_SERVER,
@@ -78,7 +83,11 @@ class GraphMeConnection(Connection):
         return self.client.send_mail(
             access_token=self.provider.delegated_token(),
             sender=None,
-            payload=message_payload(email),
+            payload=message_payload(
+                email,
+                sender=self.provider.sender,
+                sender_name=self.provider.config.get("sender_name", ""),
+            ),
         )
 
 
@@ -94,6 +103,17 @@ class SmtpProvider(NotificationToolProvider):
     transient_fields = ("test_email", "redirect_url")
     actions_template = "integrations/includes/smtp_actions.html"
     save_requires_validation = True
+    bound_secrets = {
+        delegated.GRANT_KEYS: (
+            "auth_type",
+            "cloud",
+            "tenant_id",
+            "client_id",
+            "username",
+            "authorization_endpoint",
+            "token_endpoint",
+        ),
+    }
     field_labels = {
         **NotificationToolProvider.field_labels,
         "access_token": _("Access token"),
@@ -144,6 +164,14 @@ class SmtpProvider(NotificationToolProvider):
     @property
     def sender(self) -> str:
         return self.config["sender"]
+
+    @property
+    def messages_per_minute(self) -> int | None:
+        # Exchange Online: 30 messages a minute per mailbox, SMTP client submission
+        # only ("451 4.3.2" beyond it); Graph (communication type API) answers 429
+        # with Retry-After instead.
+        # https://learn.microsoft.com/office365/servicedescriptions/exchange-online-service-description/exchange-online-limits#sending-limits-1
+        return None if self.uses_graph else 30
 
     @property
     def default_recipients(self) -> list[str]:
@@ -293,7 +321,20 @@ class SmtpProvider(NotificationToolProvider):
         return version or str(_("not used (Security: none)"))
 
     def step_authenticate(self, context):
+        if self.auth_type == AuthType.OAUTH_APP:
+            self.check_app_permission(self.app_token())
         return self.authenticate(self._test_session)
+
+    @staticmethod
+    def check_app_permission(token: str) -> None:
+        """Exchange answers 535 5.7.3 to any token it refuses; a token without the
+        SMTP.SendAsApp role says why, as Microsoft Azure Mail's permission step does."""
+        try:
+            roles = identity.token_claims(token).get("roles") or []
+        except UnexpectedResponse:
+            return  # not a JWT we can read: let the server decide
+        if "SMTP.SendAsApp" not in roles:
+            raise PermissionMissing(f"token roles: {', '.join(roles) or 'none'}")
 
     def step_sender(self, context):
         reply = self._test_session.mail_from(self.sender)

@@ -58,7 +58,9 @@ _REPLIES = (
     ("5.7.60", SenderRejected, "send_as_denied"),
     ("5.2.252", SenderRejected, "send_as_denied"),
     ("5.7.3", AuthenticationFailed, "smtp_auth_failed"),
-    ("4.3.2", Throttled, "smtp_throttled"),
+    # Exchange Online's submission limit (30 messages a minute per mailbox): the
+    # same failure as Graph's 429, so the same code.
+    ("4.3.2", Throttled, "throttled"),
 )
 
 
@@ -73,7 +75,7 @@ def error_from_reply(code: int, text: bytes | str, *, stage: str) -> Integration
         if needle in text:
             return cls(detail, code=our_code, request_id=reply, status=code)
     if code == 421:
-        return Throttled(detail, code="smtp_throttled", request_id=reply, status=code)
+        return Throttled(detail, request_id=reply, status=code)
     if code == 535:
         return AuthenticationFailed(
             detail, code="smtp_auth_failed", request_id=reply, status=code

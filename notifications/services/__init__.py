@@ -3,7 +3,9 @@
 - `events`: `event_emit`, the transactional outbox (an event and its deliveries in
   the caller's transaction);
 - `links`: Project › Settings › Notification Tools;
-- `delivery`: claiming, sending, retrying and resending deliveries.
+- `delivery`: claiming, sending, retrying and resending deliveries;
+- `pacing`: each sender mailbox's budget under Microsoft's limits;
+- `recovery`: when the worker's `recover` task looks for what a dead worker left.
 """
 
 from notifications.services.delivery import (

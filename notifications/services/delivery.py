@@ -5,6 +5,9 @@ with an expired lease), so two workers never send the same row at the same time;
 worker that dies leaves a lease that expires, and the row is claimed again. On
 PostgreSQL the candidates are picked with SELECT ... FOR UPDATE SKIP LOCKED first, so
 concurrent workers take different rows instead of waiting on each other.
+
+Before each message the sender mailbox's budget is checked (`pacing`): over it, the
+tool's deliveries wait for a free slot instead of running into Microsoft's limit.
 """
 
 import logging
@@ -28,6 +31,11 @@ from integrations.models import Integration, IntegrationState
 from integrations.services import integration_mark_needs_attention, provider_for
 from notifications.emails import email_for
 from notifications.models import Delivery, DeliveryStatus
+from notifications.services.pacing import (
+    mailbox_budget,
+    mailbox_slot_settle,
+    mailbox_slot_take,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +145,14 @@ class SendSummary:
     failed: int = 0
     skipped: int = 0
     retrying: int = 0
+    #: Not attempted: the sender mailbox's budget was spent (pacing).
+    deferred: int = 0
     #: When to look again for the deliveries this run scheduled for a retry.
     retry_at: dict[int, datetime] = field(default_factory=dict)
 
     @property
     def processed(self) -> int:
-        return self.sent + self.failed + self.skipped + self.retrying
+        return self.sent + self.failed + self.skipped + self.retrying + self.deferred
 
 
 class _Connections:
@@ -180,6 +190,10 @@ class _Run:
         self.connections = _Connections()
         #: Integrations this run stops sending through, and until when.
         self.paused: dict[int, datetime] = {}
+        #: Of those, the ones paused because their mailbox's budget is spent.
+        self.paced: set[int] = set()
+        #: Per integration: (sender mailbox, budget), or None when not paced.
+        self.budgets: dict[int, tuple[str, int] | None] = {}
 
     def pause(self, integration_id: int, until: datetime) -> None:
         self.paused[integration_id] = max(until, self.paused.get(integration_id, until))
@@ -187,18 +201,17 @@ class _Run:
     def defer_paused(self, delivery_ids: list[int] | None) -> None:
         """Push the due, unclaimed deliveries of paused tools to the pause's end.
 
-        Of `delivery_ids` only (a task's own rows), so they get a follow-up task;
-        a sweep over every row leaves the rest to its next pass.
+        Of `delivery_ids` (a task's own rows), or of every row for a sweep, so that
+        the caller schedules one follow-up task for them at the pause's end.
         """
-        if delivery_ids is None:
-            return
         for integration_id, until in self.paused.items():
             rows = Delivery.objects.filter(
-                pk__in=delivery_ids,
                 integration_id=integration_id,
                 status=DeliveryStatus.PENDING,
                 next_attempt_at__lt=until,
             )
+            if delivery_ids is not None:
+                rows = rows.filter(pk__in=delivery_ids)
             ids = list(rows.values_list("pk", flat=True))
             if ids:
                 rows.filter(pk__in=ids).update(next_attempt_at=until)
@@ -210,7 +223,10 @@ class _Run:
         if delivery.integration_id in self.paused:
             at = self.paused[delivery.integration_id]
             _release([delivery], self.worker, at=at)
-            self.summary.retrying += 1
+            if delivery.integration_id in self.paced:
+                self.summary.deferred += 1
+            else:
+                self.summary.retrying += 1
             self.summary.retry_at[delivery.pk] = at
             return
         if integration.state == IntegrationState.INACTIVE:
@@ -222,8 +238,13 @@ class _Run:
         if not delivery.recipients:
             self.finish(delivery, DeliveryStatus.FAILED, error_code="no_recipients")
             return
+        slot = None
         try:
             email = email_for(delivery)
+            slot = self.slot(integration)
+            if slot is not None and not slot.taken:
+                self.defer(delivery, slot.free_at)
+                return
             reply = self.connections.get(integration).send(email)
         except IntegrationError as error:
             self.failed(delivery, error)
@@ -237,6 +258,9 @@ class _Run:
             self.connections.drop(integration.pk)
             self.failed(delivery, error)
             return
+        finally:
+            if slot is not None:
+                mailbox_slot_settle(slot=slot)
         self.finish(
             delivery,
             DeliveryStatus.SENT,
@@ -245,6 +269,29 @@ class _Run:
             error_code="",
             sent_at=timezone.now(),
         )
+
+    def slot(self, integration: Integration):
+        """One submission from the tool's sender mailbox, when the tool is paced."""
+        if integration.pk not in self.budgets:
+            provider = provider_for(integration)
+            budget = mailbox_budget(provider)
+            self.budgets[integration.pk] = (provider.sender, budget) if budget else None
+        paced = self.budgets[integration.pk]
+        if paced is None:
+            return None
+        mailbox, budget = paced
+        return mailbox_slot_take(
+            integration_id=integration.pk, mailbox=mailbox, budget=budget
+        )
+
+    def defer(self, delivery: Delivery, until: datetime) -> None:
+        """The mailbox's budget is spent: the delivery (not attempted) and the tool's
+        others wait until a slot frees."""
+        _release([delivery], self.worker, at=until)
+        self.pause(delivery.integration_id, until)
+        self.paced.add(delivery.integration_id)
+        self.summary.deferred += 1
+        self.summary.retry_at[delivery.pk] = until
 
     def finish(self, delivery: Delivery, status: str, **fields) -> None:
         if not _finish(delivery, self.worker, status=status, **fields):
@@ -305,8 +352,9 @@ def deliveries_send(
     failures (throttling, 5xx, timeouts, dropped connections, SMTP 4xx) are
     scheduled again with backoff, honouring Retry-After; permanent ones fail the
     delivery at once, and those that concern the tool itself (authentication,
-    permission, sender) also mark it "Needs attention". Returns what happened; the
-    caller schedules the next look at `summary.retry_at`.
+    permission, sender) also mark it "Needs attention". A paced tool's deliveries
+    beyond its mailbox's budget are not attempted but wait for a free slot. Returns
+    what happened; the caller schedules the next look at `summary.retry_at`.
     """
     run = _Run()
     try:

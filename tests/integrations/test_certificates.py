@@ -229,3 +229,207 @@ def test_saved_key_is_encrypted_and_certificate_is_in_config(sandbox, ctl, certi
     assert thumbprint in drawer
     assert "PRIVATE KEY-----" not in drawer.replace("Private key (PEM)", "")
     assert provider_for(row).test_connection().ok
+
+
+# --- uploaded instead of pasted ----------------------------------------------------------
+
+
+def pem_file(name, content):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = content.encode() if isinstance(content, str) else content
+    return SimpleUploadedFile(name, data, content_type="application/x-pem-file")
+
+
+def graph_data(**overrides):
+    data = {
+        "tenant_id": "b5a0c1e2-3f47-4d8a-9c6b-2e1f0a9d8c7b",
+        "client_id": "4e9d2a71-8c3b-4f05-a6d2-91b7e0c3f58a",
+        "client_secret": "",
+        "sender": "notifications@contoso.onmicrosoft.com",
+        "recipients": "security-team@contoso.onmicrosoft.com",
+        "cloud": "global",
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("form_for", ["smtp", "graph"])
+def test_uploaded_certificate_and_key_replace_the_client_secret(sandbox, certificate, form_for):
+    cert_pem, key_pem, thumbprint = certificate
+    files = {
+        "certificate_file": pem_file("appsec.crt", cert_pem),
+        "private_key_file": pem_file("appsec.key", key_pem),
+    }
+    form = (
+        SmtpForm(drawer_data(sandbox, "oauth_app", client_secret=""), files)
+        if form_for == "smtp"
+        else GraphMailForm(graph_data(), files)
+    )
+
+    assert form.is_multipart()
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["certificate_thumbprint"] == thumbprint
+    assert form.cleaned_data["private_key"] == key_pem.strip()
+    # The uploads become the certificate and the key: nothing else is kept of them.
+    assert "certificate_file" not in form.cleaned_data
+    assert "private_key_file" not in form.cleaned_data
+
+
+@pytest.mark.django_db
+def test_pasted_certificate_with_an_uploaded_key_works(sandbox, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    form = SmtpForm(
+        drawer_data(sandbox, "oauth_app", client_secret="", certificate=cert_pem),
+        {"private_key_file": pem_file("appsec.key", key_pem)},
+    )
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["certificate_thumbprint"] == thumbprint
+
+
+@pytest.mark.django_db
+def test_an_uploaded_certificate_wins_over_the_pasted_one(sandbox, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    old_cert, _, _ = make_certificate()
+    form = SmtpForm(
+        drawer_data(sandbox, "oauth_app", client_secret="", certificate=old_cert),
+        {
+            "certificate_file": pem_file("new.crt", cert_pem),
+            "private_key_file": pem_file("new.key", key_pem),
+        },
+    )
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["certificate_thumbprint"] == thumbprint
+
+
+def der_certificate(cert_pem):
+    return x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("form_for", ["smtp", "graph"])
+@pytest.mark.parametrize(
+    "case, field, words",
+    [
+        ("binary_der", "certificate_file", "not in PEM format"),
+        ("text_not_pem", "certificate_file", "not in PEM format"),
+        ("broken_pem", "certificate_file", "not a PEM certificate"),
+        ("oversized", "certificate_file", "too large"),
+        ("oversized_key", "private_key_file", "too large"),
+        ("key_not_pem", "private_key_file", "not in PEM format"),
+        ("key_is_a_certificate", "private_key_file", "not a PEM private key"),
+        ("mismatch", "private_key_file", "does not belong to this certificate"),
+        ("expired", "certificate_file", "expired"),
+    ],
+)
+def test_hostile_uploads_are_refused_at_the_file_field(
+    sandbox, certificate, form_for, case, field, words
+):
+    cert_pem, key_pem, _ = certificate
+    _, other_key, _ = make_certificate()
+    expired_cert, expired_key, _ = make_certificate(days=-1, not_before_days=-30)
+    cert, key = {
+        "binary_der": (der_certificate(cert_pem), key_pem),
+        "text_not_pem": (b"just some text, no certificate here\n", key_pem),
+        "broken_pem": (
+            "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
+            key_pem,
+        ),
+        "oversized": (cert_pem + "A" * 17000, key_pem),
+        "oversized_key": (cert_pem, key_pem + "\n" * 17000),
+        "key_not_pem": (cert_pem, b"\x30\x82\x04\xa4\x02\x01\x00" + b"\x00" * 64),
+        "key_is_a_certificate": (cert_pem, cert_pem),
+        "mismatch": (cert_pem, other_key),
+        "expired": (expired_cert, expired_key),
+    }[case]
+    files = {
+        "certificate_file": pem_file("upload.crt", cert),
+        "private_key_file": pem_file("upload.key", key),
+    }
+    form = (
+        SmtpForm(drawer_data(sandbox, "oauth_app", client_secret=""), files)
+        if form_for == "smtp"
+        else GraphMailForm(graph_data(), files)
+    )
+
+    assert not form.is_valid()
+    assert words in " ".join(form.errors.get(field, [])), form.errors
+    # The admin chose a certificate: the error is about it, not a missing secret.
+    assert "client_secret" not in form.errors
+    assert key_pem.splitlines()[1] not in form.as_div()  # the key is never shown back
+
+
+@pytest.mark.django_db
+def test_drawers_upload_as_multipart(admin_client, sandbox):
+    for key in ("microsoft_azure_mail", "smtp"):
+        drawer = admin_client.get(reverse("integrations:tool", args=[key])).content.decode()
+        assert 'enctype="multipart/form-data"' in drawer
+        assert 'type="file" name="certificate_file"' in drawer
+        assert 'type="file" name="private_key_file"' in drawer
+
+
+@pytest.mark.django_db
+def test_azure_mail_saves_an_uploaded_certificate(admin_client, sandbox, ctl, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
+    data = graph_data(
+        certificate_file=pem_file("appsec.pem", cert_pem),
+        private_key_file=pem_file("appsec-key.pem", key_pem),
+    )
+
+    response = admin_client.post(
+        reverse("integrations:tool", args=["microsoft_azure_mail"]), data
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    row = Integration.objects.get(provider="microsoft_azure_mail")
+    assert row.config["certificate_thumbprint"] == thumbprint
+    assert row.config["certificate"].startswith("-----BEGIN CERTIFICATE")
+    assert "PRIVATE KEY" not in str(row.config)
+    assert not {"certificate_file", "private_key_file"} & set(row.config)
+    assert row.secrets["private_key"] == key_pem.strip()
+    assert provider_for(row).test_connection().ok
+
+
+@pytest.mark.django_db
+def test_smtp_validates_and_saves_an_uploaded_certificate(admin_client, sandbox, ctl, certificate):
+    cert_pem, key_pem, thumbprint = certificate
+    ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
+    data = drawer_data(
+        sandbox,
+        "oauth_app",
+        client_secret="",
+        certificate_file=pem_file("appsec.pem", cert_pem),
+        private_key_file=pem_file("appsec-key.pem", key_pem),
+    )
+
+    response = admin_client.post(reverse("integrations:validate", args=["smtp"]), data)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    row = Integration.objects.get(provider="smtp")
+    assert row.config["certificate_thumbprint"] == thumbprint
+    assert row.secrets["private_key"] == key_pem.strip()
+    assert sandbox.messages(to="sec-admin@example.com")
+
+
+@pytest.mark.django_db
+def test_test_connection_uses_an_uploaded_certificate(admin_client, sandbox, ctl, certificate):
+    cert_pem, key_pem, _ = certificate
+    ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
+    data = graph_data(
+        certificate_file=pem_file("appsec.pem", cert_pem),
+        private_key_file=pem_file("appsec-key.pem", key_pem),
+    )
+
+    response = admin_client.post(
+        reverse("integrations:test", args=["microsoft_azure_mail"]),
+        data,
+        headers={"X-Requested-With": "fetch"},
+    )
+
+    assert "Connection successful" in response.content.decode(), response.content.decode()

@@ -129,6 +129,45 @@ def test_api_communication_type_sends_through_graph_me(sandbox, client_admin, ht
 
 
 @pytest.mark.django_db
+def test_api_communication_type_sends_with_the_sender_name(
+    sandbox, client_admin, http, monkeypatch
+):
+    from integrations.providers.graph_mail import graph_client
+
+    data = drawer_data(
+        sandbox, "oauth_delegated", communication_type="api", sender_name="AppSec Alerts"
+    )
+    authorize(client_admin, http, sandbox, data)
+    # A spy: the request still goes to the sandbox, which keeps only the address.
+    session = graph_client(sandbox.graph_host).session
+    bodies, post = [], session.post
+    monkeypatch.setattr(
+        session, "post", lambda url, **kw: bodies.append(kw.get("json")) or post(url, **kw)
+    )
+
+    send_one(smtp_row(), sandbox.seed["recipient"], subject="Named")
+
+    (body,) = bodies
+    assert body["message"]["from"] == {
+        "emailAddress": {"name": "AppSec Alerts", "address": sandbox.seed["user"]}
+    }
+    (message,) = sandbox.messages(to=sandbox.seed["recipient"])
+    assert message["transport"] == "graph"
+    assert message["from"] == sandbox.seed["user"]
+
+
+def test_graph_payload_has_a_from_only_with_a_sender_name():
+    from integrations.providers.graph import message_payload
+
+    email = OutgoingEmail(to=("a@example.com",), subject="s", text="t")
+
+    assert "from" not in message_payload(email, sender="n@example.com")["message"]
+    assert message_payload(email, sender="n@example.com", sender_name="Alerts")[
+        "message"
+    ]["from"] == {"emailAddress": {"name": "Alerts", "address": "n@example.com"}}
+
+
+@pytest.mark.django_db
 def test_non_microsoft_server_with_explicit_endpoints(sandbox, client_admin, http):
     tenant = sandbox.seed["tenant_id"]
     data = drawer_data(
@@ -384,3 +423,112 @@ def test_test_before_authorizing_says_to_authorize(sandbox, client_admin):
     )
 
     assert "Not authorized yet" in result.content.decode()
+
+
+# --- a grant belongs to the settings it was given for -------------------------------------
+
+
+def authorized_row(sandbox, client_admin, http) -> Integration:
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    row = smtp_row()
+    assert row.secrets["refresh_token"] and row.secrets["access_token"]
+    return row
+
+
+def cleaned(sandbox, auth_type, **overrides) -> dict:
+    from integrations.forms.smtp import SmtpForm
+
+    form = SmtpForm(
+        drawer_data(sandbox, auth_type, **overrides),
+        saved_secrets=set(smtp_row().secrets),
+    )
+    assert form.is_valid(), form.errors
+    return form.cleaned_data
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "auth_type, change",
+    [
+        ("oauth_app", {}),
+        ("basic", {}),
+        ("oauth_delegated", {"client_id": "11111111-2222-4333-8444-555555555555"}),
+        ("oauth_delegated", {"tenant_id": "contoso.onmicrosoft.com"}),
+        (
+            "oauth_delegated",
+            {"username": "bob@contoso.onmicrosoft.com", "sender": "bob@contoso.onmicrosoft.com"},
+        ),
+    ],
+    ids=["to_application", "to_basic", "client", "tenant", "username"],
+)
+def test_saving_other_grant_settings_drops_the_stored_tokens(
+    sandbox, client_admin, http, admin, auth_type, change
+):
+    from integrations.services import integration_save
+
+    authorized_row(sandbox, client_admin, http)
+
+    row = integration_save(
+        provider_key="smtp", cleaned_data=cleaned(sandbox, auth_type, **change), actor=admin
+    )
+
+    row.refresh_from_db()
+    assert not {"access_token", "refresh_token", "token_expires_at"} & set(row.secrets)
+    assert row.secrets["client_secret"] == sandbox.seed["client_secret"]
+    entry = AuditEntry.objects.filter(provider="smtp").latest("pk")
+    assert {"Access token", "Refresh token"} <= set(entry.changed_fields)
+
+
+@pytest.mark.django_db
+def test_saving_unrelated_settings_keeps_the_grant(sandbox, client_admin, http, admin):
+    from integrations.services import integration_save
+
+    grant = dict(authorized_row(sandbox, client_admin, http).secrets)
+
+    integration_save(
+        provider_key="smtp",
+        cleaned_data=cleaned(sandbox, "oauth_delegated", sender_name="Security bot"),
+        actor=admin,
+    )
+
+    row = smtp_row()
+    assert row.config["sender_name"] == "Security bot"
+    assert row.secrets["refresh_token"] == grant["refresh_token"]
+    send_one(row, sandbox.seed["recipient"])
+
+
+@pytest.mark.django_db
+def test_switching_to_basic_through_validate_and_save_clears_the_grant(
+    sandbox, client_admin, http
+):
+    authorized_row(sandbox, client_admin, http)
+
+    response = client_admin.post(
+        reverse("integrations:validate", args=["smtp"]), drawer_data(sandbox, "basic")
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    row = smtp_row()
+    assert row.config["auth_type"] == "basic"
+    assert not {"access_token", "refresh_token", "token_expires_at"} & set(row.secrets)
+
+
+@pytest.mark.django_db
+def test_testing_another_client_does_not_use_or_spoil_the_saved_grant(
+    sandbox, client_admin, http
+):
+    authorized_row(sandbox, client_admin, http)
+    expire_access_token()
+    before = sandbox.counters()["token_requests"]["refresh_token"]
+    data = drawer_data(
+        sandbox, "oauth_delegated", client_id="11111111-2222-4333-8444-555555555555"
+    )
+
+    result = client_admin.post(
+        reverse("integrations:test", args=["smtp"]), data, headers={"X-Requested-With": "fetch"}
+    )
+
+    assert "Not authorized yet" in result.content.decode()
+    assert sandbox.counters()["token_requests"]["refresh_token"] == before
+    assert smtp_row().state == IntegrationState.ACTIVE
+    send_one(smtp_row(), sandbox.seed["recipient"])  # the saved grant still works

@@ -1,5 +1,6 @@
 """Fixtures for notification tests: people in every role, a project, an active
-Microsoft Azure Mail tool pointed at the sandbox, and a way to drain the outbox."""
+Microsoft Azure Mail tool (and an SMTP one) pointed at the sandbox, and a way to drain
+the outbox."""
 
 import time
 
@@ -100,6 +101,26 @@ def link(project, graph_tool):
         minimum_severity="info",
         notify_scan_completed=True,
         notify_status_changed=True,
+    )
+
+
+@pytest.fixture
+def smtp_link(sandbox, project):
+    """The SMTP tool (Exchange Online SMTP, OAuth 2.0 application) linked to the
+    project: every severity, scan completed, immediately."""
+    from integrations.forms.smtp import SmtpForm
+    from tests.integrations.smtp_support import drawer_data
+
+    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
+    assert form.is_valid(), form.errors
+    tool = integration_save(
+        provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
+    )
+    return ToolLink.objects.create(
+        project=project,
+        integration=tool,
+        minimum_severity="info",
+        notify_scan_completed=True,
     )
 
 

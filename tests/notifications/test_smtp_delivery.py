@@ -2,28 +2,14 @@
 
 import pytest
 
-from integrations.forms.smtp import SmtpForm
-from integrations.services import integration_save
-from notifications.models import Delivery, DeliveryStatus, EventKind, ToolLink
+from notifications.models import Delivery, DeliveryStatus, EventKind
 from notifications.services import event_emit
 from projects.models import ScanSource
 from projects.services import scan_import
-from tests.integrations.smtp_support import drawer_data
 from tests.notifications.conftest import settle
 from tests.projects.factories import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def smtp_link(sandbox, project):
-    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
-    assert form.is_valid(), form.errors
-    tool = integration_save(provider_key="smtp", cleaned_data=form.cleaned_data, actor=None)
-    return ToolLink.objects.create(
-        project=project, integration=tool, minimum_severity="info",
-        notify_scan_completed=True,
-    )
 
 
 def test_smtp_email_has_text_and_html_parts_and_our_message_id(

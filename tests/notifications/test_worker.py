@@ -98,17 +98,24 @@ def test_worker_killed_mid_batch_and_restarted_finishes_the_rest(sandbox, tmp_pa
     assert "pending" in statuses  # work left behind by the dead worker
 
     sandbox.control("DELETE", "/_sandbox/faults")
-    # Restarted: the worker, and the recovery path that picks up what the dead
-    # worker's task held (its claimed rows once their lease has expired).
+    # Restarted, the worker alone finishes the batch (no `deliver_pending`): the dead
+    # task booked a `recover` task for when its leases run out, which sends the
+    # rows it had claimed and those it had not reached.
     worker = start_worker(env)
     try:
-        time.sleep(2.2)  # NOTIFICATIONS_LEASE_SECONDS
-        out = run(env, "manage.py", "deliver_pending")
-        assert "sent" in out
+        assert wait_for(
+            lambda: {d["status"] for d in status(env)["deliveries"]} == {"sent"},
+            timeout=30,
+            interval=0.3,
+        ), status(env)
         state = status(env)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
+    runs = state["task_runs"]
+    assert ["deliver", "RUNNING"] in runs  # the killed one, left as it was
+    assert ["recover", "SUCCESSFUL"] in runs
+    assert "FAILED" not in state["tasks"]
     assert [d["status"] for d in state["deliveries"]] == ["sent"] * count, state
     messages = sandbox.messages()
     assert {m["message_id"] for m in messages} == expected_ids(state)

@@ -6,7 +6,8 @@
 The environment carries DATABASE_URL, the sandbox's hosts and the encryption keys.
 `setup` migrates, activates Microsoft Azure Mail with the sandbox's seed values, links
 it to a project and emits COUNT events in TRANSACTIONS transactions (each enqueues one
-`deliver` task with the database backend). `status` prints the deliveries as JSON.
+`deliver` task with the database backend). `status` prints the deliveries and the
+tasks (their status, and their name with it) as JSON.
 """
 
 import json
@@ -76,8 +77,22 @@ def main(argv):
         ]
         from django_tasks_db.models import DBTaskResult
 
-        tasks = list(DBTaskResult.objects.values_list("status", flat=True))
-        print(json.dumps({"deliveries": rows, "tasks": tasks}))
+        results = list(
+            DBTaskResult.objects.order_by("enqueued_at").values_list(
+                "task_path", "status"
+            )
+        )
+        print(
+            json.dumps(
+                {
+                    "deliveries": rows,
+                    "tasks": [status for _, status in results],
+                    "task_runs": [
+                        [path.rpartition(".")[2], status] for path, status in results
+                    ],
+                }
+            )
+        )
     else:
         raise SystemExit(f"unknown command {command!r}")
 

@@ -1,6 +1,10 @@
-"""Send every due delivery: the recovery path when a worker died or an enqueue was lost.
+"""Send every due delivery now: the manual (or cron) recovery tool.
 
-Run it from cron every minute, or keep it running with --loop next to db_worker.
+db_worker recovers by itself: every delivery task books a `recover` task for when its
+lease runs out, so a worker killed mid-batch, once restarted (or any other worker),
+finishes the batch. This command covers what no task does: an enqueue lost after
+commit with no delivery task since, or a backend that cannot delay tasks. Run it by
+hand, from cron every few minutes, or with --loop.
 """
 
 import logging
@@ -54,7 +58,8 @@ class Command(BaseCommand):
             if verbosity and (summary.processed or not loop):
                 self.stdout.write(
                     f"sent {summary.sent}, failed {summary.failed}, "
-                    f"not sent {summary.skipped}, retrying {summary.retrying}"
+                    f"not sent {summary.skipped}, retrying {summary.retrying}, "
+                    f"waiting for the mailbox's budget {summary.deferred}"
                 )
             if not loop:
                 return

@@ -1,8 +1,9 @@
 """The provider contract: every notification tool's Test Connection, against the same
 failure set, maps each failure to the same error `code` (and `retryable`).
 
-Modelled on django-allauth's `OAuth2TestsMixin`: each tool below says how to build its
-drawer values and how to break its own transport; the tests are written once. Faults
+Modelled on django-allauth's `OAuth2TestsMixin`: each tool below (Microsoft Azure Mail,
+SMTP with OAuth 2.0 application, SMTP with a saved delegated grant) says how to build
+its drawer values and how to break its own transport; the tests are written once. Faults
 are injected into the real sandbox (identity platform, Graph, SMTP) over TLS. Where a
 tool's transport signals a failure its own way (Exchange SMTP throttles with a 4.3.2
 reply, not HTTP 429), the tool injects that fault, and the code must still match.
@@ -16,10 +17,12 @@ import pytest
 from integrations.forms.graph_mail import GraphMailForm
 from integrations.forms.smtp import SmtpForm
 from integrations.models import Integration, IntegrationState
+from integrations.providers import delegated
 from integrations.providers.base import StepStatus
+from integrations.providers.smtp import SmtpProvider
 from integrations.services import integration_test_connection
 from tests.integrations.smtp_support import SMTP_SCOPE, drawer_data
-from tests.sandbox.m365 import delegated_flow, trusted_session
+from tests.sandbox.m365 import sign_in, trusted_session
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +58,6 @@ class Tool:
 
     def test(self):
         """Test Connection, as the drawer runs it."""
-        self.prepare()
         form = self.form_class(self.values, saved_secrets=self.saved_secrets())
         assert form.is_valid(), form.errors
         return integration_test_connection(
@@ -161,41 +163,64 @@ class SmtpDelegated(SmtpTool):
     def drawer_values(self):
         return drawer_data(self.sb, "oauth_delegated", client_secret="")
 
-    def app_fields(self):
-        return {"delegated_permissions": ["SMTP.Send", "openid", "profile", "offline_access"]}
-
-    def use_app(self, client_id, secret):
-        super().use_app(client_id, secret)
-
     def prepare(self):
-        config = {
-            k: v for k, v in self.drawer_values().items() if k not in ("client_secret",)
-        }
+        seed = self.sb.seed
+        client = delegated.DelegatedClient(
+            client_id=seed["client_id"],
+            client_secret=seed["client_secret"],
+            authority_host=self.sb.authority_host,
+            tenant=seed["tenant_id"],
+        )
+        flow = delegated.start_flow(
+            client,
+            scopes=[SMTP_SCOPE],
+            redirect_uri=seed["redirect_uris"][0],
+            login_hint=seed["user"],
+        )
         with trusted_session(self.sb.ca_path) as http:
-            _, _, result = delegated_flow(self.sb, http, [SMTP_SCOPE])
-        assert "refresh_token" in result, result
-        Integration.objects.update_or_create(
+            response = sign_in(http, flow["auth_uri"], seed["user"], seed["password"])
+        grant = delegated.complete_flow(client, flow=flow, auth_response=response)
+        Integration.objects.create(
             provider=self.key,
-            defaults={
-                "state": IntegrationState.ACTIVE,
-                "config": {**config, "recipients": [self.sb.seed["recipient"]]},
-                "secrets": {
-                    "client_secret": self.sb.seed["client_secret"],
-                    "access_token": result["access_token"],
-                    "refresh_token": result["refresh_token"],
-                    # Expired, so Test redeems the refresh token at the token endpoint.
-                    "token_expires_at": 0,
-                },
+            state=IntegrationState.ACTIVE,
+            secrets={
+                "client_secret": seed["client_secret"],
+                **grant.as_secrets(),
+                # Expired, so Test redeems the refresh token at the token endpoint.
+                "token_expires_at": 0,
             },
         )
 
+    def test(self):
+        # A grant is only used for the settings it was saved with (another tenant or
+        # client would drop it): these are the saved settings, whose tenant or app
+        # may since have gone.
+        form = self.form_class(self.values, saved_secrets=self.saved_secrets())
+        assert form.is_valid(), form.errors
+        secret = SmtpProvider.secret_fields
+        config = {k: v for k, v in form.cleaned_data.items() if k not in secret}
+        Integration.objects.filter(provider=self.key).update(config=config)
+        return super().test()
 
-TOOLS = [AzureMail, SmtpApplication, SmtpDelegated]
+
+TOOLS = [
+    pytest.param(AzureMail, id=AzureMail.id),
+    pytest.param(SmtpApplication, id=SmtpApplication.id),
+    # Test refreshes the saved grant under a row lock, from its own thread: the
+    # test's transaction must not hold the row.
+    pytest.param(
+        SmtpDelegated,
+        id=SmtpDelegated.id,
+        marks=pytest.mark.django_db(transaction=True),
+    ),
+]
 
 
-@pytest.fixture(params=TOOLS, ids=[tool.id for tool in TOOLS])
+@pytest.fixture(params=TOOLS)
 def tool(request, sandbox, ctl):
-    return request.param(sandbox, ctl)
+    tool = request.param(sandbox, ctl)
+    tool.prepare()  # before the test injects its faults
+    return tool
 
 
 def failure(report, code, *, retryable):
@@ -342,8 +367,6 @@ def test_slow_send_times_out_within_the_test_limit(tool, settings):
 
 def test_untrusted_certificate_is_a_tls_error(tool, settings):
     # REQUESTS_CA_BUNDLE (tests/conftest.py) and the system store lack the sandbox CA.
-    tool.prepare()  # signs in first, while the CA is still trusted
-    tool.prepare = lambda: None
     settings.M365_CA_BUNDLE = ""
 
     failure(tool.test(), "tls_error", retryable=False)

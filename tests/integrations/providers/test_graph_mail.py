@@ -153,6 +153,27 @@ def test_throttling_is_reported_with_retry_after(sandbox, graph_values, ctl):
     assert report.error.retry_after == 2.5
 
 
+@pytest.mark.parametrize(
+    "status, error_code, code, retryable",
+    [
+        (401, "InvalidAuthenticationToken", "unauthorized", False),
+        (403, "ErrorSendAsDenied", "send_as_denied", False),
+        (503, "ServiceUnavailable", "service_unavailable", True),
+    ],
+)
+def test_graph_errors_map_to_one_code(
+    sandbox, graph_values, ctl, status, error_code, code, retryable
+):
+    ctl("POST", "faults", {"target": "graph", "status": status, "error_code": error_code})
+    report = run_test(graph_values)
+
+    assert report.failed_step.key == "send"
+    assert (report.error.code, report.error.retryable) == (code, retryable)
+    assert report.error.status == status
+    assert report.error.request_id  # Graph's request-id, for support
+    assert report.error.troubleshooting.title != "Unexpected answer"
+
+
 def test_slow_graph_times_out_within_the_limit(sandbox, graph_values, ctl, settings):
     settings.TEST_CONNECTION_TIMEOUT = 1.5
     ctl("POST", "faults", {"target": "graph", "delay": 5})

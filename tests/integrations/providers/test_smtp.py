@@ -225,7 +225,8 @@ def test_app_without_smtp_permission_is_refused_at_auth(sandbox, ctl):
         app_provider(sandbox, {"client_secret": secret}, client_id=client_id).test_connection()
     )
 
-    assert (key, error.code) == ("authenticate", "smtp_auth_failed")
+    assert (key, error.code) == ("authenticate", "permission_missing")
+    assert "SMTP.SendAsApp" in str(error.troubleshooting.text)
 
 
 def test_app_without_mailbox_permission_is_refused(sandbox, ctl):
@@ -273,7 +274,7 @@ def test_submission_rate_limit_4_3_2_is_throttled_and_retryable(sandbox, ctl):
     assert key == "message"
     assert isinstance(error, Throttled)
     assert error.retryable
-    assert error.code == "smtp_throttled"
+    assert error.code == "throttled"
 
 
 def test_421_at_connect_is_throttled_and_retryable(sandbox, ctl):
@@ -295,8 +296,8 @@ def test_421_at_connect_is_throttled_and_retryable(sandbox, ctl):
         (550, "5.7.30 Basic authentication is not supported", "basic_auth_unsupported"),
         (550, "5.7.60 SMTP; Client does not have permissions to send as this sender", "send_as_denied"),
         (554, "5.2.252 SendAsDenied; alex not allowed to send as notifications", "send_as_denied"),
-        (451, "4.3.2 Message submission rate exceeded", "smtp_throttled"),
-        (421, "Service not available, closing transmission channel", "smtp_throttled"),
+        (451, "4.3.2 Message submission rate exceeded", "throttled"),
+        (421, "Service not available, closing transmission channel", "throttled"),
         (530, "5.7.57 Client not authenticated to send mail", "relay_denied"),
     ],
 )
