@@ -96,12 +96,19 @@ def main() -> int:
 
             form = SmtpForm(
                 {
-                    "cloud": "global", "smtp_host": "smtp.office365.com",
-                    "smtp_port": "587", "security": "starttls", "minimum_tls": "1.2",
-                    "sender": seed["sender"], "sender_name": "AppSec Alerts",
-                    "recipients": seed["recipient"], "auth_type": "oauth_app",
-                    "communication_type": "smtp", "tenant_id": seed["tenant_id"],
-                    "client_id": seed["client_id"], "client_secret": seed["client_secret"],
+                    "cloud": "global",
+                    "smtp_host": "smtp.office365.com",
+                    "smtp_port": "587",
+                    "security": "starttls",
+                    "minimum_tls": "1.2",
+                    "sender": seed["sender"],
+                    "sender_name": "AppSec Alerts",
+                    "recipients": seed["recipient"],
+                    "auth_type": "oauth_app",
+                    "communication_type": "smtp",
+                    "tenant_id": seed["tenant_id"],
+                    "client_id": seed["client_id"],
+                    "client_secret": seed["client_secret"],
                     "scope": "https://outlook.office.com/SMTP.Send",
                 }
             )
@@ -124,9 +131,14 @@ def main() -> int:
                 event_emit(
                     project=project,
                     kind=EventKind.SCAN_COMPLETED,
-                    payload={"scan_id": None, "new": i % 7, "seen_again": i % 3,
-                             "resolved": i % 2, "reopened": 0,
-                             "counts": {"high": i % 7, "low": i % 3}},
+                    payload={
+                        "scan_id": None,
+                        "new": i % 7,
+                        "seen_again": i % 3,
+                        "resolved": i % 2,
+                        "reopened": 0,
+                        "counts": {"high": i % 7, "low": i % 3},
+                    },
                 )
         outbox_seconds = time.perf_counter() - started
         ids = list(Delivery.objects.values_list("pk", flat=True))
@@ -156,20 +168,28 @@ def main() -> int:
             pacing = "none for this tool (the server's 429 + Retry-After are honoured)"
         tokens = sum(counters["token_requests"].values())
         print(f"tool:               {args.tool}")
-        print(f"deliveries:         {len(ids)} written in {outbox_seconds:.2f}s (outbox)")
-        print(f"sent:               {sent} in {seconds:.2f}s -> {sent / seconds:.0f} messages/s")
+        print(
+            f"deliveries:         {len(ids)} written in {outbox_seconds:.2f}s (outbox)"
+        )
+        print(
+            f"sent:               {sent} in {seconds:.2f}s -> {sent / seconds:.0f} messages/s"
+        )
         print(f"task result:        {json.dumps(result)}")
         print(f"token requests:     {tokens} {json.dumps(counters['token_requests'])}")
         print(f"TCP connections:    {json.dumps(counters['tcp_connections'])}")
-        print(f"sandbox received:   {len(sb.messages())} messages, "
-              f"{counters.get('smtp_sessions', 0)} SMTP sessions")
+        print(
+            f"sandbox received:   {len(sb.messages())} messages, "
+            f"{counters.get('smtp_sessions', 0)} SMTP sessions"
+        )
         print(f"mailbox pacing:     {pacing}")
         if deferred:
             print(f"deferred by pacing: {deferred} (sent later, as slots free)")
         ok = sent + deferred == len(ids) == args.count and tokens == 1
         if not ok:
-            print("FAILED: not every delivery was sent or deferred, or more than one "
-                  "token was requested")
+            print(
+                "FAILED: not every delivery was sent or deferred, or more than one "
+                "token was requested"
+            )
         return 0 if ok else 1
 
 

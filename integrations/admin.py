@@ -9,7 +9,15 @@ from integrations.models import AuditEntry, Integration
 @admin.register(Integration)
 class IntegrationAdmin(admin.ModelAdmin):
     list_display = ["provider", "state", "updated_at", "updated_by"]
-    fields = ["provider", "state", "config", "attention_code", "activated_at", "updated_at", "updated_by"]
+    fields = [
+        "provider",
+        "state",
+        "config",
+        "attention_code",
+        "activated_at",
+        "updated_at",
+        "updated_by",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request):
@@ -21,7 +29,14 @@ class IntegrationAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor_name", "action", "provider", "succeeded", "error_code"]
+    list_display = [
+        "created_at",
+        "actor_name",
+        "action",
+        "provider",
+        "succeeded",
+        "error_code",
+    ]
     list_filter = ["action", "provider", "succeeded"]
     readonly_fields = [f.name for f in AuditEntry._meta.fields]
 

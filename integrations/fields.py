@@ -107,8 +107,9 @@ def encrypted_fields():
 
     for model in apps.get_models():
         names = [
-            f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)
+            f.name
+            for f in model._meta.concrete_fields
+            if isinstance(f, EncryptedTextField)
         ]
         if names:
             yield model, names
-

@@ -20,7 +20,9 @@ class Integration(models.Model):
 
     provider = models.CharField(max_length=64, unique=True)
     state = models.CharField(
-        max_length=32, choices=IntegrationState.choices, default=IntegrationState.INACTIVE
+        max_length=32,
+        choices=IntegrationState.choices,
+        default=IntegrationState.INACTIVE,
     )
     #: Non-secret settings, as the provider's form cleaned them.
     config = models.JSONField(default=dict, blank=True)

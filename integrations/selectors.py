@@ -9,7 +9,6 @@ from django.utils.translation import gettext as _
 from integrations.models import AuditEntry, Integration, IntegrationState
 from integrations.registry import providers
 
-
 SECRET_EXPIRY_WARNING_DAYS = 30
 
 

@@ -62,7 +62,9 @@ class IntegrationTokenStore:
         return next(iter(row), "")
 
     def save(self, serialized: str) -> None:
-        Integration.objects.filter(pk=self.integration_id).update(token_cache=serialized)
+        Integration.objects.filter(pk=self.integration_id).update(
+            token_cache=serialized
+        )
 
 
 class IntegrationGrantStore:
@@ -237,7 +239,9 @@ def integration_mark_needs_attention(
 
     A delegated grant that is gone asks for re-authorization instead."""
     if isinstance(error, AuthorizationRequired):
-        integration_mark_needs_reauthorization(integration_id=integration.pk, error=error)
+        integration_mark_needs_reauthorization(
+            integration_id=integration.pk, error=error
+        )
         return
     updated = Integration.objects.filter(
         pk=integration.pk,
@@ -326,7 +330,6 @@ def integration_test_connection(
     return report
 
 
-
 # --- Validate and Save, delegated authorization ---------------------------------------
 
 
@@ -367,7 +370,9 @@ def integration_validate_and_save(
     """
     email = (getattr(actor, "email", "") or "").strip()
     if not email:
-        raise ConfigurationError("acting admin has no email", code="admin_email_missing")
+        raise ConfigurationError(
+            "acting admin has no email", code="admin_email_missing"
+        )
     report = integration_test_connection(
         provider_key=provider_key,
         cleaned_data=cleaned_data,
@@ -420,7 +425,9 @@ def integration_authorize_start(
         )
         # These settings need a new sign-in: the old grant goes.
         integration.secrets = {
-            k: v for k, v in integration.secrets.items() if k not in delegated.GRANT_KEYS
+            k: v
+            for k, v in integration.secrets.items()
+            if k not in delegated.GRANT_KEYS
         }
         integration.save(update_fields=["secrets", "updated_at"])
         # Only the newest flow may complete.
@@ -450,7 +457,9 @@ _CALLBACK_ERRORS = {
 }
 
 
-def integration_authorize_complete(*, query: dict, actor, session_key: str) -> Integration:
+def integration_authorize_complete(
+    *, query: dict, actor, session_key: str
+) -> Integration:
     """The OAuth callback: check the state, redeem the code, check the account, store
     the tokens encrypted and make the tool active.
 
@@ -467,7 +476,9 @@ def integration_authorize_complete(*, query: dict, actor, session_key: str) -> I
         else None
     )
     if row is None:
-        raise AuthorizationRefused("no pending flow for this state", code="authorization_not_pending")
+        raise AuthorizationRefused(
+            "no pending flow for this state", code="authorization_not_pending"
+        )
     provider_key = row.integration.provider
     if row.completed_at is not None:
         raise AuthorizationRefused("flow already used", code="authorization_reused")

@@ -21,113 +21,167 @@ class Troubleshooting:
 
 
 _CONSENT_STEPS = (
-    _("In the Azure portal, open Microsoft Entra ID › App registrations › your app › API permissions."),
-    _("Add Microsoft Graph › Application permissions › Mail.Send (for SMTP: Office 365 Exchange Online › SMTP.SendAsApp)."),
-    _("Click “Grant admin consent for your organisation” and confirm; the status must read “Granted”."),
+    _(
+        "In the Azure portal, open Microsoft Entra ID › App registrations › your app › API permissions."
+    ),
+    _(
+        "Add Microsoft Graph › Application permissions › Mail.Send (for SMTP: Office 365 Exchange Online › SMTP.SendAsApp)."
+    ),
+    _(
+        "Click “Grant admin consent for your organisation” and confirm; the status must read “Granted”."
+    ),
 )
 
 TROUBLESHOOTING = {
     # --- configuration -------------------------------------------------------------
     "configuration": Troubleshooting(
         _("The settings are incomplete"),
-        _("Some required values are missing or invalid. Correct the highlighted fields and try again."),
+        _(
+            "Some required values are missing or invalid. Correct the highlighted fields and try again."
+        ),
     ),
     "secret_missing": Troubleshooting(
         _("No client secret or certificate"),
-        _("Enter the client secret's value (or upload a certificate) before testing or saving."),
+        _(
+            "Enter the client secret's value (or upload a certificate) before testing or saving."
+        ),
     ),
     # --- network -----------------------------------------------------------------
     "connection_failed": Troubleshooting(
         _("Connection failed"),
-        _("The service could not be reached. Verify the Tenant ID, Client ID and Client Secret, that the app registration is active, and that this server can reach Microsoft 365 (proxy and firewall rules)."),
+        _(
+            "The service could not be reached. Verify the Tenant ID, Client ID and Client Secret, that the app registration is active, and that this server can reach Microsoft 365 (proxy and firewall rules)."
+        ),
     ),
     "dns_failure": Troubleshooting(
         _("Host name not found"),
-        _("The server name could not be resolved. Check the host name and the Cloud setting, and this server's DNS configuration."),
+        _(
+            "The server name could not be resolved. Check the host name and the Cloud setting, and this server's DNS configuration."
+        ),
     ),
     "connection_refused": Troubleshooting(
         _("Connection refused"),
-        _("The server refused the connection. Check the host and port, and that a firewall does not block outbound traffic to it."),
+        _(
+            "The server refused the connection. Check the host and port, and that a firewall does not block outbound traffic to it."
+        ),
     ),
     "timeout": Troubleshooting(
         _("The service did not answer in time"),
-        _("The request timed out. Check network connectivity and firewall rules from this server to Microsoft 365, then try again."),
+        _(
+            "The request timed out. Check network connectivity and firewall rules from this server to Microsoft 365, then try again."
+        ),
     ),
     "tls_error": Troubleshooting(
         _("Secure connection failed"),
-        _("The TLS handshake or the server certificate check failed. Check that the host name is right, that the server's certificate is trusted (set M365_CA_BUNDLE for a private CA), and that no proxy intercepts TLS."),
+        _(
+            "The TLS handshake or the server certificate check failed. Check that the host name is right, that the server's certificate is trusted (set M365_CA_BUNDLE for a private CA), and that no proxy intercepts TLS."
+        ),
     ),
     # --- identity platform (AADSTS) ---------------------------------------------------
     "tenant_not_found": Troubleshooting(
         _("Tenant ID not found"),
-        _("No Microsoft Entra tenant has this ID or domain (AADSTS90002). Copy the Directory (tenant) ID from the app registration's Overview page, and check that the Cloud matches where the tenant lives."),
+        _(
+            "No Microsoft Entra tenant has this ID or domain (AADSTS90002). Copy the Directory (tenant) ID from the app registration's Overview page, and check that the Cloud matches where the tenant lives."
+        ),
     ),
     "client_not_found": Troubleshooting(
         _("Application not found in the tenant"),
-        _("No app with this Client ID exists in the tenant (AADSTS700016). Copy the Application (client) ID from the app registration's Overview page, and check that the Tenant ID is the tenant where the app is registered."),
+        _(
+            "No app with this Client ID exists in the tenant (AADSTS700016). Copy the Application (client) ID from the app registration's Overview page, and check that the Tenant ID is the tenant where the app is registered."
+        ),
     ),
     "secret_invalid": Troubleshooting(
         _("Invalid client secret"),
-        _("The client secret was refused (AADSTS7000215). You may have pasted the secret's ID instead of its value: in Certificates & secrets, the Value column is shown only once, when the secret is created. Create a new secret and paste its Value."),
+        _(
+            "The client secret was refused (AADSTS7000215). You may have pasted the secret's ID instead of its value: in Certificates & secrets, the Value column is shown only once, when the secret is created. Create a new secret and paste its Value."
+        ),
     ),
     "secret_expired": Troubleshooting(
         _("Client secret expired"),
-        _("The client secret has expired (AADSTS7000222). Client secrets have an expiry date: create a new secret in the app registration's Certificates & secrets, paste its Value here and save."),
+        _(
+            "The client secret has expired (AADSTS7000222). Client secrets have an expiry date: create a new secret in the app registration's Certificates & secrets, paste its Value here and save."
+        ),
     ),
     "credential_missing": Troubleshooting(
         _("No credential was sent"),
-        _("The identity platform received neither a client secret nor a certificate (AADSTS7000218). Enter the client secret's value, or upload a certificate."),
+        _(
+            "The identity platform received neither a client secret nor a certificate (AADSTS7000218). Enter the client secret's value, or upload a certificate."
+        ),
     ),
     "certificate_invalid": Troubleshooting(
         _("Certificate credential refused"),
-        _("The signed client assertion was refused. Upload this certificate (public part) to the app registration's Certificates & secrets, and check that it has not expired."),
+        _(
+            "The signed client assertion was refused. Upload this certificate (public part) to the app registration's Certificates & secrets, and check that it has not expired."
+        ),
     ),
     "consent_required": Troubleshooting(
         _("Permission not granted (admin consent missing)"),
-        _("The app has not been granted the permission it asks for, or an administrator has not consented to it (AADSTS65001)."),
+        _(
+            "The app has not been granted the permission it asks for, or an administrator has not consented to it (AADSTS65001)."
+        ),
         _CONSENT_STEPS,
     ),
     "invalid_scope": Troubleshooting(
         _("Invalid scope"),
-        _("The requested scope is not valid for this app (AADSTS70011). For app-only access use https://graph.microsoft.com/.default; for delegated SMTP use https://outlook.office.com/SMTP.Send."),
+        _(
+            "The requested scope is not valid for this app (AADSTS70011). For app-only access use https://graph.microsoft.com/.default; for delegated SMTP use https://outlook.office.com/SMTP.Send."
+        ),
     ),
     "redirect_mismatch": Troubleshooting(
         _("Redirect URL not registered"),
-        _("The Redirect URL shown in the settings is not registered for the app (AADSTS50011). Add it under the app registration's Authentication › Web › Redirect URIs."),
+        _(
+            "The Redirect URL shown in the settings is not registered for the app (AADSTS50011). Add it under the app registration's Authentication › Web › Redirect URIs."
+        ),
     ),
     "reauthorization_required": Troubleshooting(
         _("Authorization expired or revoked"),
-        _("The mailbox's authorization is no longer valid (the refresh token expired from inactivity, AADSTS700082, or was revoked, AADSTS50173). Click Re-authorize and sign in as the configured user."),
+        _(
+            "The mailbox's authorization is no longer valid (the refresh token expired from inactivity, AADSTS700082, or was revoked, AADSTS50173). Click Re-authorize and sign in as the configured user."
+        ),
     ),
     "authentication_failed": Troubleshooting(
         _("401 Unauthorized"),
-        _("Authentication failed. Ensure the Client ID and Client Secret match the registered application and that admin consent has been granted for the Mail.Send permission."),
+        _(
+            "Authentication failed. Ensure the Client ID and Client Secret match the registered application and that admin consent has been granted for the Mail.Send permission."
+        ),
     ),
     # --- Microsoft Graph ------------------------------------------------------------
     "unauthorized": Troubleshooting(
         _("401 Unauthorized"),
-        _("Microsoft Graph refused the access token. Ensure the Client ID and Client Secret match the registered application and that admin consent has been granted for the Mail.Send permission."),
+        _(
+            "Microsoft Graph refused the access token. Ensure the Client ID and Client Secret match the registered application and that admin consent has been granted for the Mail.Send permission."
+        ),
     ),
     "permission_missing": Troubleshooting(
         _("Application permission not granted"),
-        _("The app does not have the application permission it needs (Mail.Send for Microsoft Graph, SMTP.SendAsApp for SMTP), or admin consent has not been given."),
+        _(
+            "The app does not have the application permission it needs (Mail.Send for Microsoft Graph, SMTP.SendAsApp for SMTP), or admin consent has not been given."
+        ),
         _CONSENT_STEPS,
     ),
     "mailbox_access_denied": Troubleshooting(
         _("Sender address not authorized for this app"),
-        _("An Exchange Online application access policy keeps this app from sending as the From mailbox (“Access to OData is disabled”). Add the mailbox to the group the policy allows (New-ApplicationAccessPolicy / Test-ApplicationAccessPolicy), or use a mailbox the policy covers."),
+        _(
+            "An Exchange Online application access policy keeps this app from sending as the From mailbox (“Access to OData is disabled”). Add the mailbox to the group the policy allows (New-ApplicationAccessPolicy / Test-ApplicationAccessPolicy), or use a mailbox the policy covers."
+        ),
     ),
     "send_as_denied": Troubleshooting(
         _("Sender address not authorized"),
-        _("The account is not allowed to send as the From address. Use the signed-in mailbox as From, or grant Send As on the From mailbox (Add-RecipientPermission … -AccessRights SendAs); for app-only SMTP grant the app's service principal FullAccess on the mailbox (Add-MailboxPermission)."),
+        _(
+            "The account is not allowed to send as the From address. Use the signed-in mailbox as From, or grant Send As on the From mailbox (Add-RecipientPermission … -AccessRights SendAs); for app-only SMTP grant the app's service principal FullAccess on the mailbox (Add-MailboxPermission)."
+        ),
     ),
     "sender_not_found": Troubleshooting(
         _("Sender address not found"),
-        _("The From address is not a user or shared mailbox in this Microsoft 365 tenant (ErrorInvalidUser). Use a mailbox of the tenant; shared mailboxes work too."),
+        _(
+            "The From address is not a user or shared mailbox in this Microsoft 365 tenant (ErrorInvalidUser). Use a mailbox of the tenant; shared mailboxes work too."
+        ),
     ),
     "sender_no_mailbox": Troubleshooting(
         _("The sender has no Exchange Online mailbox"),
-        _("The From account exists but has no mailbox (MailboxNotEnabledForRESTAPI): it may lack an Exchange Online licence, or be an on-premises mailbox. Assign a licence or use a shared mailbox."),
+        _(
+            "The From account exists but has no mailbox (MailboxNotEnabledForRESTAPI): it may lack an Exchange Online licence, or be an on-premises mailbox. Assign a licence or use a shared mailbox."
+        ),
     ),
     "recipient_rejected": Troubleshooting(
         _("Recipient refused"),
@@ -135,69 +189,101 @@ TROUBLESHOOTING = {
     ),
     "throttled": Troubleshooting(
         _("Too many requests"),
-        _("Microsoft 365 is throttling this app or mailbox (HTTP 429, or an SMTP 4.3.2 / 421 reply: Exchange Online accepts 30 messages a minute and 10,000 recipients a day per mailbox). Sending will be retried automatically after the delay the service asked for; if it persists, reduce how many notifications are sent at once (use digests)."),
+        _(
+            "Microsoft 365 is throttling this app or mailbox (HTTP 429, or an SMTP 4.3.2 / 421 reply: Exchange Online accepts 30 messages a minute and 10,000 recipients a day per mailbox). Sending will be retried automatically after the delay the service asked for; if it persists, reduce how many notifications are sent at once (use digests)."
+        ),
     ),
     "service_unavailable": Troubleshooting(
         _("Microsoft 365 is temporarily unavailable"),
-        _("The service answered with a temporary error. Sending will be retried automatically; check the Microsoft 365 service health page if it persists."),
+        _(
+            "The service answered with a temporary error. Sending will be retried automatically; check the Microsoft 365 service health page if it persists."
+        ),
     ),
     # --- Exchange Online SMTP ---------------------------------------------------------
     "smtp_auth_failed": Troubleshooting(
         _("SMTP authentication unsuccessful (535 5.7.3)"),
-        _("The mail server refused the credentials. For OAuth, check that the token's app has SMTP.SendAsApp (application) or SMTP.Send (delegated) with admin consent and that its service principal is registered in Exchange Online with a mailbox permission; for Basic, check user name and password."),
+        _(
+            "The mail server refused the credentials. For OAuth, check that the token's app has SMTP.SendAsApp (application) or SMTP.Send (delegated) with admin consent and that its service principal is registered in Exchange Online with a mailbox permission; for Basic, check user name and password."
+        ),
     ),
     "smtp_auth_disabled": Troubleshooting(
         _("SMTP AUTH is disabled (535 5.7.139)"),
-        _("Authenticated SMTP submission is turned off for the tenant or for this mailbox. Enable it for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled $false) or in the tenant's mail flow settings."),
+        _(
+            "Authenticated SMTP submission is turned off for the tenant or for this mailbox. Enable it for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled $false) or in the tenant's mail flow settings."
+        ),
     ),
     "basic_auth_unsupported": Troubleshooting(
         _("Basic authentication is not supported (550 5.7.30)"),
-        _("The server no longer accepts a user name and password. Switch Authentication type to OAuth 2.0."),
+        _(
+            "The server no longer accepts a user name and password. Switch Authentication type to OAuth 2.0."
+        ),
     ),
     "relay_denied": Troubleshooting(
         _("Sending refused without authentication"),
-        _("The server requires authentication before it accepts mail (530 5.7.57). Choose an Authentication type."),
+        _(
+            "The server requires authentication before it accepts mail (530 5.7.57). Choose an Authentication type."
+        ),
     ),
     "sender_rejected": Troubleshooting(
         _("Sender address refused"),
-        _("The mail server refused the From address. Check that it is a mailbox the authenticated account may send as."),
+        _(
+            "The mail server refused the From address. Check that it is a mailbox the authenticated account may send as."
+        ),
     ),
     "starttls_unavailable": Troubleshooting(
         _("The server does not offer STARTTLS"),
-        _("The server did not offer STARTTLS on this port. Check the port (587 for STARTTLS, 465 for SSL/TLS) and the Security setting."),
+        _(
+            "The server did not offer STARTTLS on this port. Check the port (587 for STARTTLS, 465 for SSL/TLS) and the Security setting."
+        ),
     ),
     "smtp_auth_unavailable": Troubleshooting(
         _("The server does not offer authentication"),
-        _("The server did not offer AUTH after the secure connection was set up. Check the host and port, or choose Authentication type None if the server relays without it."),
+        _(
+            "The server did not offer AUTH after the secure connection was set up. Check the host and port, or choose Authentication type None if the server relays without it."
+        ),
     ),
     "smtp_not_supported": Troubleshooting(
         _("The server does not support this"),
-        _("The mail server does not support the requested authentication mechanism or extension. Check the Authentication type."),
+        _(
+            "The mail server does not support the requested authentication mechanism or extension. Check the Authentication type."
+        ),
     ),
     "smtp_insecure_not_allowed": Troubleshooting(
         _("Plain-text SMTP is not allowed"),
-        _("Security “None” sends passwords and mail unencrypted, so it is switched off on this server (SMTP_ALLOW_INSECURE). Choose STARTTLS or SSL/TLS."),
+        _(
+            "Security “None” sends passwords and mail unencrypted, so it is switched off on this server (SMTP_ALLOW_INSECURE). Choose STARTTLS or SSL/TLS."
+        ),
     ),
     "admin_email_missing": Troubleshooting(
         _("Your account has no email address"),
-        _("Validate and Save sends a validation email to your own address. Set an email address on your account first, then try again."),
+        _(
+            "Validate and Save sends a validation email to your own address. Set an email address on your account first, then try again."
+        ),
     ),
     # --- delegated sign-in (Save & Authorize) -------------------------------------------
     "authorization_missing": Troubleshooting(
         _("Not authorized yet"),
-        _("No user has signed in for these settings. Click Save & Authorize and sign in as the configured Username."),
+        _(
+            "No user has signed in for these settings. Click Save & Authorize and sign in as the configured Username."
+        ),
     ),
     "authorization_denied": Troubleshooting(
         _("Sign-in was cancelled or denied"),
-        _("The sign-in did not grant access (access_denied). Click Save & Authorize again and accept the requested permissions."),
+        _(
+            "The sign-in did not grant access (access_denied). Click Save & Authorize again and accept the requested permissions."
+        ),
     ),
     "authorization_failed": Troubleshooting(
         _("Authorization failed"),
-        _("The identity provider answered with an error. Check the Client ID, Client Secret and Redirect URL, then click Save & Authorize again."),
+        _(
+            "The identity provider answered with an error. Check the Client ID, Client Secret and Redirect URL, then click Save & Authorize again."
+        ),
     ),
     "authorization_not_pending": Troubleshooting(
         _("No authorization is waiting for this sign-in"),
-        _("This sign-in response does not belong to an authorization started here (wrong or unknown state). Start again with Save & Authorize."),
+        _(
+            "This sign-in response does not belong to an authorization started here (wrong or unknown state). Start again with Save & Authorize."
+        ),
     ),
     "authorization_reused": Troubleshooting(
         _("This sign-in response was already used"),
@@ -205,7 +291,9 @@ TROUBLESHOOTING = {
     ),
     "authorization_other_session": Troubleshooting(
         _("The sign-in was started in another session"),
-        _("Finish the sign-in in the same browser session that clicked Save & Authorize, or start again."),
+        _(
+            "Finish the sign-in in the same browser session that clicked Save & Authorize, or start again."
+        ),
     ),
     "authorization_expired": Troubleshooting(
         _("The sign-in took too long"),
@@ -213,15 +301,21 @@ TROUBLESHOOTING = {
     ),
     "authorization_state_invalid": Troubleshooting(
         _("The sign-in response does not match"),
-        _("The response's state or nonce does not match the sign-in that was started. Start again with Save & Authorize."),
+        _(
+            "The response's state or nonce does not match the sign-in that was started. Start again with Save & Authorize."
+        ),
     ),
     "account_mismatch": Troubleshooting(
         _("Signed in as another mailbox"),
-        _("The account that signed in is not the configured Username. Sign in as the Username (the From address), or change the settings and authorize again. Nothing was saved."),
+        _(
+            "The account that signed in is not the configured Username. Sign in as the Username (the From address), or change the settings and authorize again. Nothing was saved."
+        ),
     ),
     "unexpected": Troubleshooting(
         _("Unexpected answer"),
-        _("The service gave an answer this product does not recognise. The server log has the details; try again, and contact support if it persists."),
+        _(
+            "The service gave an answer this product does not recognise. The server log has the details; try again, and contact support if it persists."
+        ),
     ),
 }
 

@@ -57,11 +57,17 @@ def tool_settings(request, key):
     integration = selectors.integration_for(key)
     if request.method == "GET":
         form = _drawer_form(provider_cls, integration)
-        return _page(request, open_tool=provider_cls, form=form, integration=integration)
+        return _page(
+            request, open_tool=provider_cls, form=form, integration=integration
+        )
     form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     if not form.is_valid():
         return _page(
-            request, open_tool=provider_cls, form=form, integration=integration, status=400
+            request,
+            open_tool=provider_cls,
+            form=form,
+            integration=integration,
+            status=400,
         )
     if provider_cls.save_requires_validation:
         return _validate_and_save(request, provider_cls, integration, form)
@@ -90,7 +96,9 @@ def tool_test(request, key):
         context["cards"] = selectors.notification_tool_cards()
         context["test_timeout_ms"] = int((settings.TEST_CONNECTION_TIMEOUT + 5) * 1000)
     if not form.is_valid():
-        return TemplateResponse(request, template, {**context, "invalid": True}, status=400)
+        return TemplateResponse(
+            request, template, {**context, "invalid": True}, status=400
+        )
     if not services.test_connection_allowed(request.user):
         return TemplateResponse(
             request, template, {**context, "rate_limited": True}, status=429
@@ -142,7 +150,9 @@ def _validate_and_save(request, provider_cls, integration, form):
         return _page(request, **drawer, report=report, not_saved=True, status=400)
     messages.success(
         request,
-        _("%(name)s settings validated and saved: a validation email was sent to %(email)s.")
+        _(
+            "%(name)s settings validated and saved: a validation email was sent to %(email)s."
+        )
         % {"name": provider_cls.name, "email": request.user.email},
     )
     return redirect("integrations:notification_tools")
@@ -181,7 +191,11 @@ def tool_validate(request, key):
     form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     if not form.is_valid():
         return _page(
-            request, open_tool=provider_cls, form=form, integration=integration, status=400
+            request,
+            open_tool=provider_cls,
+            form=form,
+            integration=integration,
+            status=400,
         )
     return _validate_and_save(request, provider_cls, integration, form)
 
@@ -195,7 +209,11 @@ def tool_authorize(request, key):
     form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
     if not form.is_valid():
         return _page(
-            request, open_tool=provider_cls, form=form, integration=integration, status=400
+            request,
+            open_tool=provider_cls,
+            form=form,
+            integration=integration,
+            status=400,
         )
     return _authorize(request, provider_cls, integration, form)
 
@@ -220,4 +238,3 @@ def oauth_callback(request):
         "integrations/oauth_result.html",
         {"integration": integration, "provider": provider_cls},
     )
-

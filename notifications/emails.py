@@ -174,7 +174,9 @@ def _scan_completed(event: Event, project) -> Section:
 def _status_changed(event: Event, link, project) -> Section:
     from projects.models import Finding
 
-    changes = wanted_changes(link, event.payload) if link else status_changes(event.payload)
+    changes = (
+        wanted_changes(link, event.payload) if link else status_changes(event.payload)
+    )
     by_id = {
         f.pk: f
         for f in Finding.objects.filter(
@@ -252,7 +254,9 @@ def _subject(delivery: Delivery, sections: list[Section]) -> str:
     new = by_kind.get(EventKind.NEW_VULNERABILITIES)
     changed = by_kind.get(EventKind.STATUS_CHANGED)
     completed = by_kind.get(EventKind.SCAN_COMPLETED)
-    prefix = f"[{severity_label(new.top_severity)}] " if new and new.top_severity else ""
+    prefix = (
+        f"[{severity_label(new.top_severity)}] " if new and new.top_severity else ""
+    )
 
     if EventKind.TEST in by_kind:
         return _("Test notification for %(project)s") % {"project": name}
@@ -287,7 +291,9 @@ def _subject(delivery: Delivery, sections: list[Section]) -> str:
         return _("%(title)s in %(project)s") % {"title": changed.title, "project": name}
     if completed:
         facts = dict(completed.facts)
-        return _("Scan completed in %(project)s: %(new)s new, %(resolved)s resolved") % {
+        return _(
+            "Scan completed in %(project)s: %(new)s new, %(resolved)s resolved"
+        ) % {
             "project": name,
             "new": facts.get(_("New"), 0),
             "resolved": facts.get(_("Resolved"), 0),

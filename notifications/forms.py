@@ -26,8 +26,12 @@ class ToolLinkForm(forms.Form):
     minimum_severity = forms.ChoiceField(
         label=_("Minimum severity"), choices=MinimumSeverity.choices
     )
-    notify_scan_completed = forms.BooleanField(label=_("Scan completed"), required=False)
-    notify_status_changed = forms.BooleanField(label=_("Status changed"), required=False)
+    notify_scan_completed = forms.BooleanField(
+        label=_("Scan completed"), required=False
+    )
+    notify_status_changed = forms.BooleanField(
+        label=_("Status changed"), required=False
+    )
     status_transitions = forms.MultipleChoiceField(
         label=_("When a finding becomes"),
         choices=_finding_statuses,
@@ -59,7 +63,9 @@ class ToolLinkForm(forms.Form):
                 "notify_status_changed": link.notify_status_changed,
                 "status_transitions": link.status_transitions,
                 "recipients_choice": (
-                    RecipientsChoice.PROJECT if link.recipients else RecipientsChoice.TOOL
+                    RecipientsChoice.PROJECT
+                    if link.recipients
+                    else RecipientsChoice.TOOL
                 ),
                 "recipients": ", ".join(link.recipients),
                 "delivery_mode": link.delivery_mode,

@@ -138,7 +138,9 @@ class Delivery(models.Model):
     project = models.ForeignKey(
         "projects.Project", on_delete=models.CASCADE, related_name="deliveries"
     )
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="deliveries"
+    )
     #: A digest's events, in order (the first is `event`).
     digest_event_ids = models.JSONField(default=list, blank=True)
     link = models.ForeignKey(

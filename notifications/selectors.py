@@ -34,7 +34,9 @@ def project_tools(*, project) -> list[ProjectTool]:
     """The globally active tools, and any tool linked to `project` (even if paused)."""
     links = {
         link.integration_id: link
-        for link in ToolLink.objects.filter(project=project).select_related("integration")
+        for link in ToolLink.objects.filter(project=project).select_related(
+            "integration"
+        )
     }
     registered = providers()
     integrations = {i.pk: i for i in active_integrations().defer("token_cache")}
@@ -84,6 +86,8 @@ def annotate_for_log(deliveries) -> list[Delivery]:
     names = {key: str(cls.name) for key, cls in providers().items()}
     rows = list(deliveries)
     for delivery in rows:
-        delivery.tool_name = names.get(delivery.integration.provider, delivery.integration.provider)
+        delivery.tool_name = names.get(
+            delivery.integration.provider, delivery.integration.provider
+        )
         delivery.troubleshooting = delivery_troubleshooting(delivery.error_code)
     return rows

@@ -7,15 +7,21 @@ from integrations.troubleshooting import Troubleshooting, troubleshooting_for
 DELIVERY_TROUBLESHOOTING = {
     "no_recipients": Troubleshooting(
         _("No recipients"),
-        _("Neither the project nor the tool has a To address. Add recipients in Project › Settings › Notification Tools, or a To in the tool's settings, then Resend."),
+        _(
+            "Neither the project nor the tool has a To address. Add recipients in Project › Settings › Notification Tools, or a To in the tool's settings, then Resend."
+        ),
     ),
     "tool_paused": Troubleshooting(
         _("The tool is deactivated"),
-        _("A security admin deactivated this notification tool, so nothing was sent. Once it is active again, Resend."),
+        _(
+            "A security admin deactivated this notification tool, so nothing was sent. Once it is active again, Resend."
+        ),
     ),
     "tool_unlinked": Troubleshooting(
         _("The tool was unlinked"),
-        _("The notification tool was unlinked from this project before the email went out. Link it again, then Resend."),
+        _(
+            "The notification tool was unlinked from this project before the email went out. Link it again, then Resend."
+        ),
     ),
 }
 

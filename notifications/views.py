@@ -71,7 +71,9 @@ def notification_tools(request, project, access):
 def link_create(request, project, access, integration_id):
     integration = get_object_or_404(Integration, pk=integration_id)
     try:
-        services.link_create(project=project, integration=integration, actor=request.user)
+        services.link_create(
+            project=project, integration=integration, actor=request.user
+        )
     except NotificationError as exc:
         messages.error(request, exc.message)
     else:

@@ -187,8 +187,10 @@ class AADError(Exception):
             default_error, default_status, template = known
             self.description = template.format_map(_Blank(params))
         else:
-            default_error = "temporarily_unavailable" if (status or 500) >= 429 else (
-                "invalid_request"
+            default_error = (
+                "temporarily_unavailable"
+                if (status or 500) >= 429
+                else ("invalid_request")
             )
             default_status = 503
             self.description = params.get("description") or (
@@ -198,7 +200,7 @@ class AADError(Exception):
         self.status = status or default_status
 
     def body(self, correlation_id: str | None = None) -> dict:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         timestamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
         trace_id = str(uuid.uuid4())
         correlation_id = correlation_id or str(uuid.uuid4())
@@ -253,12 +255,10 @@ GRAPH_MESSAGES = {
     "can't be sent because it contains no recipients.",
     "RequestBodyRead": "Cannot read the request body.",
     "ErrorInvalidParameter": "The value of the parameter 'Message' is empty.",
-    "ApplicationThrottled": "Application is over its request limit for this "
-    "mailbox.",
+    "ApplicationThrottled": "Application is over its request limit for this mailbox.",
     "MailboxConcurrency": "Application is over its MailboxConcurrency limit.",
     "TooManyRequests": "Too many requests.",
-    "ServiceUnavailable": "Service is temporarily unavailable. Please try again "
-    "later.",
+    "ServiceUnavailable": "Service is temporarily unavailable. Please try again later.",
     "InternalServerError": "An internal server error occurred.",
     "GatewayTimeout": "The operation timed out.",
     "UnknownError": "",
@@ -299,7 +299,7 @@ class GraphError(Exception):
     def response(self, request: web.Request) -> web.Response:
         request_id = request.get(REQUEST_ID) or str(uuid.uuid4())
         client_request_id = request.headers.get("client-request-id") or request_id
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         body = {
             "error": {
                 "code": self.code,

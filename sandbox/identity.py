@@ -244,9 +244,7 @@ def check_assertion(ctx, request, assertion: str, tenant, app) -> None:
         raise AADError(50027)
     try:
         x5t = b64url_decode(header["x5t"]) if header.get("x5t") else None
-        x5t_s256 = (
-            b64url_decode(header["x5t#S256"]) if header.get("x5t#S256") else None
-        )
+        x5t_s256 = b64url_decode(header["x5t#S256"]) if header.get("x5t#S256") else None
     except ValueError as exc:
         raise AADError(50027) from exc
     cert = app.certificate(x5t, x5t_s256)

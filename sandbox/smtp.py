@@ -6,9 +6,9 @@ https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/non-delivery
 """
 
 import asyncio
-import collections
 import base64
 import binascii
+import collections
 import email
 import email.policy
 import email.utils

@@ -63,7 +63,7 @@ def ensure_tls(state_dir: Path) -> TLSFiles:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _new_key() -> rsa.RSAPrivateKey:

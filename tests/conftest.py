@@ -46,7 +46,9 @@ def postgres_url():
     try:
         import psycopg
 
-        with psycopg.connect(url.replace("postgres://", "postgresql://"), connect_timeout=3):
+        with psycopg.connect(
+            url.replace("postgres://", "postgresql://"), connect_timeout=3
+        ):
             pass
     except Exception as exc:  # noqa: BLE001 - any failure means "not available"
         _service_missing("PostgreSQL", f"{type(exc).__name__}: {str(exc)[:120]}")

@@ -19,10 +19,19 @@ def test_migrations_and_encrypted_secrets_work_on_postgresql(postgres_url, tmp_p
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         base, _, _ = postgres_url.rpartition("/")
-        env = dict(os.environ, DATABASE_URL=f"{base}/{name}", DEBUG="True",
-                   VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
+        env = dict(
+            os.environ,
+            DATABASE_URL=f"{base}/{name}",
+            DEBUG="True",
+            VAR_DIR=str(tmp_path),
+            DJANGO_SETTINGS_MODULE="config.settings",
+        )
         run = lambda *args: subprocess.run(  # noqa: E731
-            [sys.executable, *args], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         migrate = run("manage.py", "migrate", "--no-input")
         assert migrate.returncode == 0, migrate.stderr
@@ -35,7 +44,9 @@ def test_migrations_and_encrypted_secrets_work_on_postgresql(postgres_url, tmp_p
         result = run("-c", script)
         assert result.stdout.strip() == "pg-secret", result.stderr
         with psycopg.connect(f"{admin.rpartition('/')[0]}/{name}") as conn:
-            raw = conn.execute("SELECT secrets FROM integrations_integration").fetchone()[0]
+            raw = conn.execute(
+                "SELECT secrets FROM integrations_integration"
+            ).fetchone()[0]
         assert "pg-secret" not in raw
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

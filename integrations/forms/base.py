@@ -12,7 +12,6 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
 
-
 _DOMAIN = re.compile(
     r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}$",
     re.IGNORECASE,
@@ -97,9 +96,7 @@ class EmailListField(forms.CharField):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 2000)
-        kwargs.setdefault(
-            "help_text", _("One or more addresses, separated by commas.")
-        )
+        kwargs.setdefault("help_text", _("One or more addresses, separated by commas."))
         super().__init__(**kwargs)
 
     def prepare_value(self, value):
@@ -166,7 +163,9 @@ class ProviderForm(forms.Form):
             if not getattr(field, "multiline", False):
                 field.validators.append(reject_line_breaks)
             if isinstance(field, SecretField) and name in self.saved_secrets:
-                field.widget.attrs["placeholder"] = _("Saved (hidden). Leave blank to keep it.")
+                field.widget.attrs["placeholder"] = _(
+                    "Saved (hidden). Leave blank to keep it."
+                )
                 field.saved = True
 
     def clean(self):

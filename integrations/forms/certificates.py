@@ -74,7 +74,9 @@ def public_bytes(key) -> bytes:
     )
 
 
-def certificate_info(certificate_pem: str, private_key_pem: str = "") -> CertificateInfo:
+def certificate_info(
+    certificate_pem: str, private_key_pem: str = ""
+) -> CertificateInfo:
     """Validate a certificate (and the key, when given): parseable, matching, current."""
     certificate = parse_certificate(certificate_pem)
     if private_key_pem:
@@ -84,7 +86,7 @@ def certificate_info(certificate_pem: str, private_key_pem: str = "") -> Certifi
                 _("The private key does not belong to this certificate."),
                 code="key_mismatch",
             )
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     expires_on = certificate.not_valid_after_utc
     if expires_on <= now:
         raise ValidationError(
@@ -227,7 +229,9 @@ class CertificateCredentialMixin(forms.Form):
         if key and not certificate:
             self.add_error(
                 "certificate",
-                _("Paste the certificate that goes with the private key, or upload it."),
+                _(
+                    "Paste the certificate that goes with the private key, or upload it."
+                ),
             )
             return
         if not certificate:

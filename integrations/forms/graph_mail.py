@@ -24,14 +24,20 @@ class GraphMailForm(CertificateCredentialMixin, ProviderForm):
     client_id = GuidField(label=_("Client ID"))
     client_secret = SecretField(
         label=_("Client Secret"),
-        help_text=_("The secret's Value (not its Secret ID), from Certificates & secrets."),
+        help_text=_(
+            "The secret's Value (not its Secret ID), from Certificates & secrets."
+        ),
     )
     sender = EmailAddressField(
         label=_("From"),
-        help_text=_("A mailbox of your Microsoft 365 tenant, e.g. notifications@contoso.com."),
+        help_text=_(
+            "A mailbox of your Microsoft 365 tenant, e.g. notifications@contoso.com."
+        ),
     )
     recipients = EmailListField(label=_("To"))
-    cloud = forms.ChoiceField(label=_("Cloud"), choices=Cloud.choices, initial=Cloud.GLOBAL)
+    cloud = forms.ChoiceField(
+        label=_("Cloud"), choices=Cloud.choices, initial=Cloud.GLOBAL
+    )
     secret_expires_on = forms.DateField(
         label=_("Client secret expires"),
         required=False,
@@ -40,8 +46,16 @@ class GraphMailForm(CertificateCredentialMixin, ProviderForm):
     )
 
     field_order = [
-        "tenant_id", "client_id", "client_secret", "certificate", "certificate_file",
-        "private_key", "private_key_file", "sender", "recipients", "cloud",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "certificate",
+        "certificate_file",
+        "private_key",
+        "private_key_file",
+        "sender",
+        "recipients",
+        "cloud",
         "secret_expires_on",
     ]
 

@@ -58,7 +58,10 @@ def _cloud_presets() -> str:
     import json
 
     return json.dumps(
-        {cloud.value: {"smtp_host": preset(cloud).smtp_host, "smtp_port": "587"} for cloud in Cloud}
+        {
+            cloud.value: {"smtp_host": preset(cloud).smtp_host, "smtp_port": "587"}
+            for cloud in Cloud
+        }
     )
 
 
@@ -70,7 +73,10 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         help_text=_("A Microsoft 365 cloud fills in its SMTP host and port 587."),
     )
     smtp_host = forms.CharField(
-        label=_("SMTP host"), max_length=253, required=False, initial="smtp.office365.com"
+        label=_("SMTP host"),
+        max_length=253,
+        required=False,
+        initial="smtp.office365.com",
     )
     smtp_port = forms.IntegerField(
         label=_("SMTP port"), min_value=1, max_value=65535, initial=587, required=False
@@ -83,19 +89,27 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
     )
     sender = EmailAddressField(
         label=_("From address"),
-        help_text=_("With OAuth 2.0 this must be the mailbox that signs in or is authorized."),
+        help_text=_(
+            "With OAuth 2.0 this must be the mailbox that signs in or is authorized."
+        ),
     )
-    sender_name = forms.CharField(label=_("Sender name"), max_length=100, required=False)
+    sender_name = forms.CharField(
+        label=_("Sender name"), max_length=100, required=False
+    )
     recipients = EmailListField(label=_("To"))
     auth_type = forms.ChoiceField(
-        label=_("Authentication type"), choices=AuthType.choices, initial=AuthType.OAUTH_APP
+        label=_("Authentication type"),
+        choices=AuthType.choices,
+        initial=AuthType.OAUTH_APP,
     )
     communication_type = forms.ChoiceField(
         label=_("Communication type"),
         choices=CommunicationType.choices,
         initial=CommunicationType.SMTP,
         widget=forms.Select(attrs=_show("auth_type=oauth_delegated")),
-        help_text=_("API sends through Microsoft Graph (/me/sendMail, scope Mail.Send)."),
+        help_text=_(
+            "API sends through Microsoft Graph (/me/sendMail, scope Mail.Send)."
+        ),
     )
     username = forms.CharField(
         label=_("Username"),
@@ -139,7 +153,9 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         required=False,
         max_length=500,
         widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
-        help_text=_("Only for a non-Microsoft server; leave blank to use the Tenant ID."),
+        help_text=_(
+            "Only for a non-Microsoft server; leave blank to use the Tenant ID."
+        ),
     )
     token_endpoint = forms.URLField(
         assume_scheme="https",
@@ -162,7 +178,11 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         required=False,
         disabled=True,
         widget=forms.TextInput(
-            attrs={"readonly": True, "data_copy": "1", **_show("auth_type=oauth_delegated")}
+            attrs={
+                "readonly": True,
+                "data_copy": "1",
+                **_show("auth_type=oauth_delegated"),
+            }
         ),
         help_text=_("Register this URL as a Web redirect URI of the app."),
     )
@@ -173,11 +193,30 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
     )
 
     field_order = [
-        "cloud", "smtp_host", "smtp_port", "security", "minimum_tls", "sender",
-        "sender_name", "recipients", "auth_type", "communication_type", "username",
-        "password", "tenant_id", "client_id", "client_secret", "certificate",
-        "certificate_file", "private_key", "private_key_file", "authorization_endpoint",
-        "token_endpoint", "scope", "redirect_url", "test_email",
+        "cloud",
+        "smtp_host",
+        "smtp_port",
+        "security",
+        "minimum_tls",
+        "sender",
+        "sender_name",
+        "recipients",
+        "auth_type",
+        "communication_type",
+        "username",
+        "password",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "certificate",
+        "certificate_file",
+        "private_key",
+        "private_key_file",
+        "authorization_endpoint",
+        "token_endpoint",
+        "scope",
+        "redirect_url",
+        "test_email",
     ]
 
     def __init__(self, *args, **kwargs):
@@ -214,12 +253,19 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         if auth in (AuthType.OAUTH_APP, AuthType.OAUTH_DELEGATED):
             if not cleaned.get("client_id"):
                 self.add_error("client_id", _("This field is required."))
-            endpoints = cleaned.get("authorization_endpoint") or cleaned.get("token_endpoint")
+            endpoints = cleaned.get("authorization_endpoint") or cleaned.get(
+                "token_endpoint"
+            )
             if delegated and endpoints:
-                if not (cleaned.get("authorization_endpoint") and cleaned.get("token_endpoint")):
+                if not (
+                    cleaned.get("authorization_endpoint")
+                    and cleaned.get("token_endpoint")
+                ):
                     self.add_error(
                         "token_endpoint",
-                        _("Enter both the Authorization endpoint and the Token endpoint."),
+                        _(
+                            "Enter both the Authorization endpoint and the Token endpoint."
+                        ),
                     )
             elif not cleaned.get("tenant_id"):
                 self.add_error("tenant_id", _("This field is required."))
@@ -232,7 +278,9 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
                 self.add_error(
                     "username",
                     ValidationError(
-                        _("With OAuth 2.0 the Username must be the From address (%(sender)s)."),
+                        _(
+                            "With OAuth 2.0 the Username must be the From address (%(sender)s)."
+                        ),
                         params={"sender": sender},
                         code="username_sender",
                     ),
@@ -241,7 +289,9 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             if not api and not cleaned.get("scope"):
                 cleaned["scope"] = DEFAULT_SMTP_SCOPE
         if cleaned.get("security") == "none" and not settings.SMTP_ALLOW_INSECURE:
-            self.add_error("security", _("Plain-text SMTP is not allowed on this server."))
+            self.add_error(
+                "security", _("Plain-text SMTP is not allowed on this server.")
+            )
         return cleaned
 
     def required_secrets_now(self, cleaned):

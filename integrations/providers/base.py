@@ -12,9 +12,10 @@ A provider is mostly declarations (`key`, `name`, `description`, `form_class`,
 Providers raise only `integrations.exceptions.IntegrationError` subclasses.
 """
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from django import forms
 from django.utils.translation import gettext_lazy as _

@@ -72,7 +72,9 @@ def endpoints(cloud: str) -> CloudEndpoints:
     """The hosts to call for `cloud`, after M365_* overrides (e.g. the sandbox)."""
     base = preset(cloud)
     return CloudEndpoints(
-        authority_host=(settings.M365_AUTHORITY_HOST or base.authority_host).rstrip("/"),
+        authority_host=(settings.M365_AUTHORITY_HOST or base.authority_host).rstrip(
+            "/"
+        ),
         graph_host=(settings.M365_GRAPH_HOST or base.graph_host).rstrip("/"),
         graph_resource=base.graph_resource,
         smtp_host=settings.M365_SMTP_HOST or base.smtp_host,

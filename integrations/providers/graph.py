@@ -126,5 +126,7 @@ class GraphClient:
         if response.status_code == 202:
             return response.headers.get("request-id", "")
         error = error_from_response(response)
-        logger.warning("Graph sendMail failed: %s (request-id %s)", error.detail, error.request_id)
+        logger.warning(
+            "Graph sendMail failed: %s (request-id %s)", error.detail, error.request_id
+        )
         raise error

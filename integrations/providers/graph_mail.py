@@ -62,7 +62,9 @@ class GraphConnection(Connection):
 class GraphMailProvider(NotificationToolProvider):
     key = "microsoft_azure_mail"
     name = _("Microsoft Azure Mail")
-    description = _("Email through Microsoft Graph with an Entra ID app (client credentials).")
+    description = _(
+        "Email through Microsoft Graph with an Entra ID app (client credentials)."
+    )
     form_class = GraphMailForm
     secret_fields = ("client_secret", "private_key")
     test_steps = (

@@ -131,9 +131,11 @@ def error_from_exception(exc: BaseException) -> IntegrationError:
         return TlsError(text)
     if isinstance(cause, socket.gaierror) or "NameResolutionError" in text:
         return ConnectionFailed(text, code="dns_failure")
-    if isinstance(cause, ConnectionRefusedError) or getattr(
-        cause, "errno", None
-    ) == errno.ECONNREFUSED or "Connection refused" in text:
+    if (
+        isinstance(cause, ConnectionRefusedError)
+        or getattr(cause, "errno", None) == errno.ECONNREFUSED
+        or "Connection refused" in text
+    ):
         return ConnectionFailed(text, code="connection_refused")
     if isinstance(cause, (socket.timeout, TimeoutError)):
         return ConnectionFailed(text, code="timeout")

@@ -240,7 +240,9 @@ def forget_apps() -> None:
 
 def _has_fresh_token(cache: msal.SerializableTokenCache, scopes) -> bool:
     now = time.time()
-    for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN, target=scopes):
+    for entry in cache.search(
+        msal.TokenCache.CredentialType.ACCESS_TOKEN, target=scopes
+    ):
         if int(entry.get("expires_on", 0)) - now > EXPIRY_MARGIN:
             return True
     return False

@@ -247,7 +247,10 @@ class SmtpProvider(NotificationToolProvider):
             secrets = self.grant_store.refresh(update)
         else:
             secrets = {**self.secrets, **(update(self.secrets) or {})}
-        self.secrets = {**self.secrets, **{k: secrets.get(k) for k in delegated.GRANT_KEYS}}
+        self.secrets = {
+            **self.secrets,
+            **{k: secrets.get(k) for k in delegated.GRANT_KEYS},
+        }
         return self.secrets["access_token"]
 
     # --- sending -----------------------------------------------------------------
@@ -276,7 +279,9 @@ class SmtpProvider(NotificationToolProvider):
             session.authenticate_xoauth2(self.sender, self.app_token())
             return "AUTH XOAUTH2 (application)"
         if auth == AuthType.OAUTH_DELEGATED:
-            session.authenticate_xoauth2(self.config["username"], self.delegated_token())
+            session.authenticate_xoauth2(
+                self.config["username"], self.delegated_token()
+            )
             return "AUTH XOAUTH2 (delegated)"
         return "no authentication"
 

@@ -32,8 +32,11 @@ from integrations.exceptions import (
     Throttled,
     UnexpectedResponse,
 )
-from integrations.providers.http import error_from_exception, remaining_time, ssl_context
-
+from integrations.providers.http import (
+    error_from_exception,
+    remaining_time,
+    ssl_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +84,17 @@ def error_from_reply(code: int, text: bytes | str, *, stage: str) -> Integration
             detail, code="smtp_auth_failed", request_id=reply, status=code
         )
     if code == 530:
-        return AuthenticationFailed(detail, code="relay_denied", request_id=reply, status=code)
+        return AuthenticationFailed(
+            detail, code="relay_denied", request_id=reply, status=code
+        )
     if 400 <= code < 500:
         return ServiceUnavailable(detail, request_id=reply, status=code)
     if stage == "rcpt":
         return RecipientRejected(detail, request_id=reply, status=code)
     if stage == "mail":
-        return SenderRejected(detail, code="sender_rejected", request_id=reply, status=code)
+        return SenderRejected(
+            detail, code="sender_rejected", request_id=reply, status=code
+        )
     return UnexpectedResponse(detail, request_id=reply, status=code)
 
 
@@ -123,7 +130,11 @@ def xoauth2_string(user: str, access_token: str) -> str:
 
 
 def _cte(text: str) -> str:
-    return "7bit" if text.isascii() and max(map(len, text.splitlines() or [""])) < 990 else "quoted-printable"
+    return (
+        "7bit"
+        if text.isascii() and max(map(len, text.splitlines() or [""])) < 990
+        else "quoted-printable"
+    )
 
 
 def build_message(
@@ -133,7 +144,9 @@ def build_message(
     message = EmailMessage(policy=email_policy.SMTP)
     message["Subject"] = email.subject
     local, _, domain = sender.rpartition("@")
-    message["From"] = Address(display_name=sender_name or "", username=local, domain=domain)
+    message["From"] = Address(
+        display_name=sender_name or "", username=local, domain=domain
+    )
     message["To"] = ", ".join(email.to)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = email.message_id or make_msgid(domain=domain or None)
@@ -248,10 +261,14 @@ class SmtpSession:
                     "server does not offer AUTH", code="smtp_auth_unavailable"
                 )
             offered = client.esmtp_features["auth"].upper().split()
-            mechanism = "PLAIN" if "PLAIN" in offered or "LOGIN" not in offered else "LOGIN"
+            mechanism = (
+                "PLAIN" if "PLAIN" in offered or "LOGIN" not in offered else "LOGIN"
+            )
             client.user, client.password = username, password
             try:
-                handler = client.auth_plain if mechanism == "PLAIN" else client.auth_login
+                handler = (
+                    client.auth_plain if mechanism == "PLAIN" else client.auth_login
+                )
                 client.auth(mechanism, handler, initial_response_ok=True)
             finally:
                 client.user = client.password = None
@@ -338,7 +355,7 @@ class SmtpSession:
             if client.sock is not None:
                 client.sock.settimeout(2)
                 client.quit()
-        except (smtplib.SMTPException, OSError, socket.timeout):
+        except (TimeoutError, smtplib.SMTPException, OSError):
             pass
         finally:
             try:

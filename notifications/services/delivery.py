@@ -128,7 +128,9 @@ def _finish(delivery: Delivery, worker: str, **fields) -> bool:
 def _release(deliveries: list[Delivery], worker: str, *, at: datetime) -> None:
     """Give claimed but unattempted deliveries back, due at `at`."""
     Delivery.objects.filter(
-        pk__in=[d.pk for d in deliveries], claimed_by=worker, status=DeliveryStatus.SENDING
+        pk__in=[d.pk for d in deliveries],
+        claimed_by=worker,
+        status=DeliveryStatus.SENDING,
     ).update(
         status=DeliveryStatus.PENDING,
         claimed_by="",
@@ -253,7 +255,9 @@ class _Run:
             # A bug (a template error, say) must not leave the row claimed forever:
             # it is retried like a transient failure and fails after the last attempt.
             logger.exception("Delivery %s could not be sent", delivery.uuid)
-            error = IntegrationError("unexpected error while sending", code="unexpected")
+            error = IntegrationError(
+                "unexpected error while sending", code="unexpected"
+            )
             error.retryable = True
             self.connections.drop(integration.pk)
             self.failed(delivery, error)
@@ -296,7 +300,9 @@ class _Run:
     def finish(self, delivery: Delivery, status: str, **fields) -> None:
         if not _finish(delivery, self.worker, status=status, **fields):
             # Our lease expired and another worker took the row over: its outcome wins.
-            logger.warning("Delivery %s was taken over by another worker", delivery.uuid)
+            logger.warning(
+                "Delivery %s was taken over by another worker", delivery.uuid
+            )
             return
         if status == DeliveryStatus.SENT:
             self.summary.sent += 1
@@ -326,7 +332,9 @@ class _Run:
             # The session may be broken (a dropped connection, an SMTP 421).
             self.connections.drop(integration.pk)
         if error.retryable and delivery.attempts < max_attempts:
-            delay = retry_delay(attempts=delivery.attempts, retry_after=error.retry_after)
+            delay = retry_delay(
+                attempts=delivery.attempts, retry_after=error.retry_after
+            )
             at = timezone.now() + timedelta(seconds=delay)
             self.finish(delivery, DeliveryStatus.PENDING, next_attempt_at=at, **common)
             if isinstance(error, Throttled):

@@ -39,13 +39,17 @@ def links_sending_for(project) -> list[ToolLink]:
     )
 
 
-def delivery_create(*, event: Event, link: ToolLink, dedupe_key: str) -> Delivery | None:
+def delivery_create(
+    *, event: Event, link: ToolLink, dedupe_key: str
+) -> Delivery | None:
     """Add a delivery for `event` through `link` unless `dedupe_key` exists already.
 
     Returns the new delivery, or None when one existed (the same event, or the same
     scan's digest, never yields two deliveries: the key is unique in the database).
     """
-    existing = Delivery.objects.select_for_update().filter(dedupe_key=dedupe_key).first()
+    existing = (
+        Delivery.objects.select_for_update().filter(dedupe_key=dedupe_key).first()
+    )
     if existing is not None:
         if existing.is_digest and event.pk not in existing.digest_event_ids:
             existing.digest_event_ids = [*existing.digest_event_ids, event.pk]
@@ -104,7 +108,9 @@ def enqueue_on_commit(deliveries) -> None:
 
 
 @transaction.atomic
-def event_emit(*, project, kind: EventKind, scan=None, payload=None, actor=None) -> Event:
+def event_emit(
+    *, project, kind: EventKind, scan=None, payload=None, actor=None
+) -> Event:
     """Record an event for `project` and its deliveries, in the caller's transaction.
 
     Call it inside the transaction that made the change (a scan import, a status

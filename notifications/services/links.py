@@ -22,7 +22,9 @@ def link_create(*, project, integration: Integration, actor=None) -> ToolLink:
     """Link a globally active tool to `project`, with the default events."""
     if not active_integrations().filter(pk=integration.pk).exists():
         raise NotificationError(
-            _("This notification tool is not active. Ask a security admin to activate it.")
+            _(
+                "This notification tool is not active. Ask a security admin to activate it."
+            )
         )
     link, _created = ToolLink.objects.get_or_create(
         project=project, integration=integration, defaults={"created_by": actor}

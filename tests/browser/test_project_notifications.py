@@ -22,7 +22,9 @@ def notifications_project(notifications_owner):
     from projects.models import Membership, Project, Role
 
     project = Project.objects.create(name="Storefront", slug="storefront")
-    Membership.objects.create(project=project, user=notifications_owner, role=Role.OWNER)
+    Membership.objects.create(
+        project=project, user=notifications_owner, role=Role.OWNER
+    )
     return project
 
 
@@ -49,7 +51,12 @@ def notifications_tool(transactional_db, sandbox):
 
 
 def test_owner_links_a_tool_and_sends_a_test_notification(
-    page, sign_in, sandbox, notifications_owner, notifications_project, notifications_tool
+    page,
+    sign_in,
+    sandbox,
+    notifications_owner,
+    notifications_project,
+    notifications_tool,
 ):
     from playwright.sync_api import expect
 

@@ -50,7 +50,9 @@ def test_admin_authorizes_delegated_smtp_and_the_test_email_arrives(
     drawer.get_by_label("Tenant ID").fill(seed["tenant_id"])
     drawer.get_by_label("Client ID").fill(seed["client_id"])
     drawer.get_by_label("Client Secret", exact=True).fill(seed["client_secret"])
-    expect(drawer.get_by_label("Scope")).to_have_value("https://outlook.office.com/SMTP.Send")
+    expect(drawer.get_by_label("Scope")).to_have_value(
+        "https://outlook.office.com/SMTP.Send"
+    )
     expect(drawer.get_by_label("Redirect URL")).to_have_value(callback)
     expect(drawer.get_by_role("button", name="Validate and Save")).to_be_hidden()
 

@@ -63,7 +63,10 @@ def graph_values(sandbox):
 def control(sandbox, method, path, body=None):
     """Call the sandbox's control API (a test's own client, not the product's)."""
     response = requests.request(
-        method, f"{sandbox.base_url}/_sandbox/{path}", json=body, verify=str(sandbox.ca_path)
+        method,
+        f"{sandbox.base_url}/_sandbox/{path}",
+        json=body,
+        verify=str(sandbox.ca_path),
     )
     assert response.status_code < 300, response.text
     return response.json() if response.content else None

@@ -32,7 +32,9 @@ def drawer_data(sb, auth_type="oauth_app", **overrides) -> dict:
         "test_email": "",
     }
     if auth_type == "basic":
-        data.update(sender=seed["user"], username=seed["user"], password=seed["password"])
+        data.update(
+            sender=seed["user"], username=seed["user"], password=seed["password"]
+        )
     if auth_type == "oauth_delegated":
         data.update(sender=seed["user"], username=seed["user"])
     data.update(overrides)

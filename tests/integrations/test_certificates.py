@@ -25,7 +25,7 @@ from tests.sandbox.m365 import Control, trusted_session
 def make_certificate(days=365, not_before_days=-1):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "appsec-mail")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -66,7 +66,9 @@ def smtp_form(sb, **overrides):
 
 
 @pytest.mark.django_db
-def test_certificate_replaces_the_client_secret_and_shows_its_thumbprint(sandbox, certificate):
+def test_certificate_replaces_the_client_secret_and_shows_its_thumbprint(
+    sandbox, certificate
+):
     cert_pem, key_pem, thumbprint = certificate
     form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem)
 
@@ -105,7 +107,10 @@ def test_certificate_problems_are_explained(sandbox, certificate, case, field, w
     values = {
         "mismatch": (cert_pem, other_key),
         "expired": (expired_cert, expired_key),
-        "garbage": ("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----", key_pem),
+        "garbage": (
+            "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----",
+            key_pem,
+        ),
         "bad_key": (cert_pem, "not a key"),
         "too_large": (cert_pem + "A" * 17000, key_pem),
         "no_key": (cert_pem, ""),
@@ -155,10 +160,17 @@ def test_graph_mail_form_accepts_a_certificate_instead_of_a_secret(certificate):
 @pytest.mark.django_db
 def test_smtp_application_with_a_certificate_sends(sandbox, ctl, certificate):
     cert_pem, key_pem, thumbprint = certificate
-    assert ctl.add_certificate(sandbox.seed["client_id"], cert_pem)["thumbprint"].upper() == thumbprint
+    assert (
+        ctl.add_certificate(sandbox.seed["client_id"], cert_pem)["thumbprint"].upper()
+        == thumbprint
+    )
     form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem)
     assert form.is_valid(), form.errors
-    config = {k: v for k, v in form.cleaned_data.items() if k not in SmtpProvider.secret_fields}
+    config = {
+        k: v
+        for k, v in form.cleaned_data.items()
+        if k not in SmtpProvider.secret_fields
+    }
     provider = SmtpProvider(config=config, secrets={"private_key": key_pem})
 
     report = provider.test_connection()
@@ -173,9 +185,15 @@ def test_unregistered_certificate_is_refused_with_words(sandbox, certificate):
     cert_pem, key_pem, _ = make_certificate()
     form = smtp_form(sandbox, certificate=cert_pem, private_key=key_pem)
     assert form.is_valid(), form.errors
-    config = {k: v for k, v in form.cleaned_data.items() if k not in SmtpProvider.secret_fields}
+    config = {
+        k: v
+        for k, v in form.cleaned_data.items()
+        if k not in SmtpProvider.secret_fields
+    }
 
-    report = SmtpProvider(config=config, secrets={"private_key": key_pem}).test_connection()
+    report = SmtpProvider(
+        config=config, secrets={"private_key": key_pem}
+    ).test_connection()
 
     assert report.failed_step.key == "authenticate"
     assert report.error.code in ("certificate_invalid", "authentication_failed")
@@ -205,13 +223,23 @@ def test_azure_mail_with_a_certificate_sends_through_graph(sandbox, ctl, certifi
 
 
 @pytest.mark.django_db
-def test_saved_key_is_encrypted_and_certificate_is_in_config(sandbox, ctl, certificate, django_user_model):
+def test_saved_key_is_encrypted_and_certificate_is_in_config(
+    sandbox, ctl, certificate, django_user_model
+):
     cert_pem, key_pem, thumbprint = certificate
     ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
-    admin = django_user_model.objects.create_superuser("a", "a@contoso.onmicrosoft.com", "x-pass-123")
+    admin = django_user_model.objects.create_superuser(
+        "a", "a@contoso.onmicrosoft.com", "x-pass-123"
+    )
     client = Client()
     client.force_login(admin)
-    data = drawer_data(sandbox, "oauth_app", client_secret="", certificate=cert_pem, private_key=key_pem)
+    data = drawer_data(
+        sandbox,
+        "oauth_app",
+        client_secret="",
+        certificate=cert_pem,
+        private_key=key_pem,
+    )
 
     response = client.post(reverse("integrations:validate", args=["smtp"]), data)
 
@@ -222,7 +250,9 @@ def test_saved_key_is_encrypted_and_certificate_is_in_config(sandbox, ctl, certi
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT secrets FROM integrations_integration WHERE id = %s", [row.pk])
+        cursor.execute(
+            "SELECT secrets FROM integrations_integration WHERE id = %s", [row.pk]
+        )
         raw = cursor.fetchone()[0]
     assert "PRIVATE KEY" not in raw
     drawer = client.get(reverse("integrations:tool", args=["smtp"])).content.decode()
@@ -256,7 +286,9 @@ def graph_data(**overrides):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("form_for", ["smtp", "graph"])
-def test_uploaded_certificate_and_key_replace_the_client_secret(sandbox, certificate, form_for):
+def test_uploaded_certificate_and_key_replace_the_client_secret(
+    sandbox, certificate, form_for
+):
     cert_pem, key_pem, thumbprint = certificate
     files = {
         "certificate_file": pem_file("appsec.crt", cert_pem),
@@ -367,14 +399,18 @@ def test_hostile_uploads_are_refused_at_the_file_field(
 @pytest.mark.django_db
 def test_drawers_upload_as_multipart(admin_client, sandbox):
     for key in ("microsoft_azure_mail", "smtp"):
-        drawer = admin_client.get(reverse("integrations:tool", args=[key])).content.decode()
+        drawer = admin_client.get(
+            reverse("integrations:tool", args=[key])
+        ).content.decode()
         assert 'enctype="multipart/form-data"' in drawer
         assert 'type="file" name="certificate_file"' in drawer
         assert 'type="file" name="private_key_file"' in drawer
 
 
 @pytest.mark.django_db
-def test_azure_mail_saves_an_uploaded_certificate(admin_client, sandbox, ctl, certificate):
+def test_azure_mail_saves_an_uploaded_certificate(
+    admin_client, sandbox, ctl, certificate
+):
     cert_pem, key_pem, thumbprint = certificate
     ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
     data = graph_data(
@@ -397,7 +433,9 @@ def test_azure_mail_saves_an_uploaded_certificate(admin_client, sandbox, ctl, ce
 
 
 @pytest.mark.django_db
-def test_smtp_validates_and_saves_an_uploaded_certificate(admin_client, sandbox, ctl, certificate):
+def test_smtp_validates_and_saves_an_uploaded_certificate(
+    admin_client, sandbox, ctl, certificate
+):
     cert_pem, key_pem, thumbprint = certificate
     ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
     data = drawer_data(
@@ -418,7 +456,9 @@ def test_smtp_validates_and_saves_an_uploaded_certificate(admin_client, sandbox,
 
 
 @pytest.mark.django_db
-def test_test_connection_uses_an_uploaded_certificate(admin_client, sandbox, ctl, certificate):
+def test_test_connection_uses_an_uploaded_certificate(
+    admin_client, sandbox, ctl, certificate
+):
     cert_pem, key_pem, _ = certificate
     ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
     data = graph_data(
@@ -432,4 +472,6 @@ def test_test_connection_uses_an_uploaded_certificate(admin_client, sandbox, ctl
         headers={"X-Requested-With": "fetch"},
     )
 
-    assert "Connection successful" in response.content.decode(), response.content.decode()
+    assert "Connection successful" in response.content.decode(), (
+        response.content.decode()
+    )

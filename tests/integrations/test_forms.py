@@ -25,8 +25,10 @@ def test_good_values_are_valid():
     assert errors_for() == {}
 
 
-@pytest.mark.parametrize("tenant", ["contoso.onmicrosoft.com", "CONTOSO.COM",
-                                    "b5a0c1e2-3f47-4d8a-9c6b-2e1f0a9d8c7b"])
+@pytest.mark.parametrize(
+    "tenant",
+    ["contoso.onmicrosoft.com", "CONTOSO.COM", "b5a0c1e2-3f47-4d8a-9c6b-2e1f0a9d8c7b"],
+)
 def test_tenant_accepts_guid_or_domain(tenant):
     assert "tenant_id" not in errors_for(tenant_id=tenant)
 
@@ -70,7 +72,9 @@ def test_from_must_be_a_single_address():
 
 
 def test_to_accepts_several_addresses_and_deduplicates():
-    form = GraphMailForm({**GOOD, "recipients": "a@contoso.com; B@contoso.com,a@contoso.com"})
+    form = GraphMailForm(
+        {**GOOD, "recipients": "a@contoso.com; B@contoso.com,a@contoso.com"}
+    )
     assert form.is_valid()
     assert form.cleaned_data["recipients"] == ["a@contoso.com", "b@contoso.com"]
 

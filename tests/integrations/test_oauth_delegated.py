@@ -70,12 +70,16 @@ def expire_access_token(integration=None):
 
 
 @pytest.mark.django_db
-def test_save_and_authorize_stores_the_grant_and_sends_over_smtp(sandbox, client_admin, http):
+def test_save_and_authorize_stores_the_grant_and_sends_over_smtp(
+    sandbox, client_admin, http
+):
     data = drawer_data(sandbox, "oauth_delegated")
     auth_uri = start_authorization(client_admin, data)
 
     assert smtp_row().state == IntegrationState.AUTHORIZATION_PENDING
-    assert "code_challenge=" in auth_uri and "state=" in auth_uri and "nonce=" in auth_uri
+    assert (
+        "code_challenge=" in auth_uri and "state=" in auth_uri and "nonce=" in auth_uri
+    )
     params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
     response = client_admin.get(reverse("integrations:oauth_callback"), params)
 
@@ -86,7 +90,9 @@ def test_save_and_authorize_stores_the_grant_and_sends_over_smtp(sandbox, client
     assert row.config["authorized_account"] == sandbox.seed["user"]
     assert row.secrets["access_token"] and row.secrets["refresh_token"]
     assert row.secrets["token_expires_at"] > time.time() + 600
-    assert AuditEntry.objects.filter(provider="smtp", action=AuditAction.AUTHORIZED).exists()
+    assert AuditEntry.objects.filter(
+        provider="smtp", action=AuditAction.AUTHORIZED
+    ).exists()
 
     send_one(row, sandbox.seed["recipient"])
 
@@ -101,7 +107,9 @@ def test_drawer_shows_authorized_and_test_passes(sandbox, client_admin, http):
     data = drawer_data(sandbox, "oauth_delegated", test_email=sandbox.seed["recipient"])
     authorize(client_admin, http, sandbox, data)
 
-    drawer = client_admin.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    drawer = client_admin.get(
+        reverse("integrations:tool", args=["smtp"])
+    ).content.decode()
     assert f"Authorized as {sandbox.seed['user']}" in drawer
     assert "Save &amp; Authorize" in drawer
     assert "http://testserver/integrations/oauth/callback/" in drawer  # Redirect URL
@@ -135,14 +143,19 @@ def test_api_communication_type_sends_with_the_sender_name(
     from integrations.providers.graph_mail import graph_client
 
     data = drawer_data(
-        sandbox, "oauth_delegated", communication_type="api", sender_name="AppSec Alerts"
+        sandbox,
+        "oauth_delegated",
+        communication_type="api",
+        sender_name="AppSec Alerts",
     )
     authorize(client_admin, http, sandbox, data)
     # A spy: the request still goes to the sandbox, which keeps only the address.
     session = graph_client(sandbox.graph_host).session
     bodies, post = [], session.post
     monkeypatch.setattr(
-        session, "post", lambda url, **kw: bodies.append(kw.get("json")) or post(url, **kw)
+        session,
+        "post",
+        lambda url, **kw: bodies.append(kw.get("json")) or post(url, **kw),
     )
 
     send_one(smtp_row(), sandbox.seed["recipient"], subject="Named")
@@ -218,7 +231,11 @@ def test_grant_for_another_mailbox_is_refused(sandbox, client_admin, http, ctl):
 @pytest.mark.django_db
 def test_cancelled_sign_in_is_refused(sandbox, client_admin, http):
     response, params = authorize(
-        client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"), button="Cancel"
+        client_admin,
+        http,
+        sandbox,
+        drawer_data(sandbox, "oauth_delegated"),
+        button="Cancel",
     )
 
     assert params["error"] == "access_denied"
@@ -230,7 +247,9 @@ def test_cancelled_sign_in_is_refused(sandbox, client_admin, http):
 def test_consent_missing_is_refused(sandbox, client_admin, http, ctl):
     ctl.patch_app(sandbox.seed["client_id"], admin_consent=False)
 
-    auth_uri = start_authorization(client_admin, drawer_data(sandbox, "oauth_delegated"))
+    auth_uri = start_authorization(
+        client_admin, drawer_data(sandbox, "oauth_delegated")
+    )
     response = http.get(auth_uri, allow_redirects=False)
     if response.status_code == 200:  # the page asks first, then redirects
         params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
@@ -247,7 +266,9 @@ def test_consent_missing_is_refused(sandbox, client_admin, http, ctl):
 
 @pytest.mark.django_db
 def test_wrong_state_is_refused(sandbox, client_admin, http):
-    auth_uri = start_authorization(client_admin, drawer_data(sandbox, "oauth_delegated"))
+    auth_uri = start_authorization(
+        client_admin, drawer_data(sandbox, "oauth_delegated")
+    )
     params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
 
     response = client_admin.get(
@@ -270,7 +291,9 @@ def test_callback_without_a_pending_flow_is_refused(client_admin):
 
 @pytest.mark.django_db
 def test_replayed_callback_is_refused_and_changes_nothing(sandbox, client_admin, http):
-    first, params = authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    first, params = authorize(
+        client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated")
+    )
     assert first.status_code == 200
     secrets_before = dict(smtp_row().secrets)
 
@@ -283,7 +306,9 @@ def test_replayed_callback_is_refused_and_changes_nothing(sandbox, client_admin,
 
 @pytest.mark.django_db
 def test_callback_in_another_session_is_refused(sandbox, client_admin, http, admin):
-    auth_uri = start_authorization(client_admin, drawer_data(sandbox, "oauth_delegated"))
+    auth_uri = start_authorization(
+        client_admin, drawer_data(sandbox, "oauth_delegated")
+    )
     params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
     other = Client()
     other.force_login(admin)  # the same admin, another browser
@@ -292,11 +317,16 @@ def test_callback_in_another_session_is_refused(sandbox, client_admin, http, adm
 
     assert_refused(response, "The sign-in was started in another session")
     # The flow is still usable from the session that started it.
-    assert client_admin.get(reverse("integrations:oauth_callback"), params).status_code == 200
+    assert (
+        client_admin.get(reverse("integrations:oauth_callback"), params).status_code
+        == 200
+    )
 
 
 @pytest.mark.django_db
-def test_a_newer_save_and_authorize_supersedes_the_older_flow(sandbox, client_admin, http):
+def test_a_newer_save_and_authorize_supersedes_the_older_flow(
+    sandbox, client_admin, http
+):
     data = drawer_data(sandbox, "oauth_delegated")
     older = start_authorization(client_admin, data)
     start_authorization(client_admin, data)
@@ -309,7 +339,9 @@ def test_a_newer_save_and_authorize_supersedes_the_older_flow(sandbox, client_ad
 
 @pytest.mark.django_db
 def test_username_must_be_the_from_address(sandbox, client_admin):
-    data = drawer_data(sandbox, "oauth_delegated", username="someone@contoso.onmicrosoft.com")
+    data = drawer_data(
+        sandbox, "oauth_delegated", username="someone@contoso.onmicrosoft.com"
+    )
 
     response = client_admin.post(reverse("integrations:authorize", args=["smtp"]), data)
 
@@ -341,7 +373,9 @@ def test_expired_access_token_is_refreshed_and_the_rotated_token_saved(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_refreshes_redeem_the_refresh_token_once(sandbox, client_admin, http):
+def test_concurrent_refreshes_redeem_the_refresh_token_once(
+    sandbox, client_admin, http
+):
     authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
     expire_access_token()
     before = sandbox.counters()["refresh_redemptions"]
@@ -388,12 +422,16 @@ def test_revoked_grant_needs_reauthorization_and_card_offers_it(
     page = client_admin.get(reverse("integrations:notification_tools")).content.decode()
     assert "Needs re-authorization" in page
     assert "Re-authorize" in page
-    drawer = client_admin.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    drawer = client_admin.get(
+        reverse("integrations:tool", args=["smtp"])
+    ).content.decode()
     assert "Needs re-authorization" in drawer
     assert "Re-authorize" in drawer
 
     # Re-authorizing brings it back.
-    response, _ = authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    response, _ = authorize(
+        client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated")
+    )
     assert response.status_code == 200
     assert smtp_row().state == IntegrationState.ACTIVE
     send_one(smtp_row(), sandbox.seed["recipient"])
@@ -419,7 +457,9 @@ def test_test_before_authorizing_says_to_authorize(sandbox, client_admin):
     data = drawer_data(sandbox, "oauth_delegated")
 
     result = client_admin.post(
-        reverse("integrations:test", args=["smtp"]), data, headers={"X-Requested-With": "fetch"}
+        reverse("integrations:test", args=["smtp"]),
+        data,
+        headers={"X-Requested-With": "fetch"},
     )
 
     assert "Not authorized yet" in result.content.decode()
@@ -456,7 +496,10 @@ def cleaned(sandbox, auth_type, **overrides) -> dict:
         ("oauth_delegated", {"tenant_id": "contoso.onmicrosoft.com"}),
         (
             "oauth_delegated",
-            {"username": "bob@contoso.onmicrosoft.com", "sender": "bob@contoso.onmicrosoft.com"},
+            {
+                "username": "bob@contoso.onmicrosoft.com",
+                "sender": "bob@contoso.onmicrosoft.com",
+            },
         ),
     ],
     ids=["to_application", "to_basic", "client", "tenant", "username"],
@@ -469,7 +512,9 @@ def test_saving_other_grant_settings_drops_the_stored_tokens(
     authorized_row(sandbox, client_admin, http)
 
     row = integration_save(
-        provider_key="smtp", cleaned_data=cleaned(sandbox, auth_type, **change), actor=admin
+        provider_key="smtp",
+        cleaned_data=cleaned(sandbox, auth_type, **change),
+        actor=admin,
     )
 
     row.refresh_from_db()
@@ -525,7 +570,9 @@ def test_testing_another_client_does_not_use_or_spoil_the_saved_grant(
     )
 
     result = client_admin.post(
-        reverse("integrations:test", args=["smtp"]), data, headers={"X-Requested-With": "fetch"}
+        reverse("integrations:test", args=["smtp"]),
+        data,
+        headers={"X-Requested-With": "fetch"},
     )
 
     assert "Not authorized yet" in result.content.decode()

@@ -30,14 +30,25 @@ def test_sentinel_secret_never_leaves_the_product(
     bodies = []
 
     # Test with the sentinel (it is wrong, so every error path runs), save, test again.
-    bodies.append(client.post(reverse("integrations:test", args=[KEY]), graph_values,
-                              HTTP_X_REQUESTED_WITH="fetch"))
+    bodies.append(
+        client.post(
+            reverse("integrations:test", args=[KEY]),
+            graph_values,
+            HTTP_X_REQUESTED_WITH="fetch",
+        )
+    )
     bodies.append(client.post(reverse("integrations:test", args=[KEY]), graph_values))
-    bodies.append(client.post(reverse("integrations:tool", args=[KEY]), graph_values,
-                              follow=True))
+    bodies.append(
+        client.post(reverse("integrations:tool", args=[KEY]), graph_values, follow=True)
+    )
     graph_values["client_secret"] = ""
-    bodies.append(client.post(reverse("integrations:test", args=[KEY]), graph_values,
-                              HTTP_X_REQUESTED_WITH="fetch"))
+    bodies.append(
+        client.post(
+            reverse("integrations:test", args=[KEY]),
+            graph_values,
+            HTTP_X_REQUESTED_WITH="fetch",
+        )
+    )
     integration = Integration.objects.get(provider=KEY)
     for url in [
         reverse("integrations:notification_tools"),

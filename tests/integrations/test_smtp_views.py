@@ -36,12 +36,29 @@ def test_card_and_drawer_have_the_fields(client_admin, settings):
     page = client_admin.get(reverse("integrations:notification_tools")).content.decode()
     assert "<h2>SMTP</h2>" in page
 
-    drawer = client_admin.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    drawer = client_admin.get(
+        reverse("integrations:tool", args=["smtp"])
+    ).content.decode()
     for label in [
-        "SMTP host", "SMTP port", "Security", "Minimum TLS version", "From address",
-        "Sender name", "To", "Authentication type", "Username", "Password", "Tenant ID",
-        "Client ID", "Client Secret", "Authorization endpoint", "Token endpoint",
-        "Scope", "Redirect URL", "Communication type", "Test email address",
+        "SMTP host",
+        "SMTP port",
+        "Security",
+        "Minimum TLS version",
+        "From address",
+        "Sender name",
+        "To",
+        "Authentication type",
+        "Username",
+        "Password",
+        "Tenant ID",
+        "Client ID",
+        "Client Secret",
+        "Authorization endpoint",
+        "Token endpoint",
+        "Scope",
+        "Redirect URL",
+        "Communication type",
+        "Test email address",
     ]:
         assert f">{label}" in drawer, label
     assert "Validate and Save" in drawer and "Save &amp; Authorize" in drawer
@@ -49,13 +66,16 @@ def test_card_and_drawer_have_the_fields(client_admin, settings):
     assert "smtp.office365.us" in drawer  # the Cloud presets
     assert "None (plain text)" not in drawer
     settings.SMTP_ALLOW_INSECURE = True
-    drawer = client_admin.get(reverse("integrations:tool", args=["smtp"])).content.decode()
+    drawer = client_admin.get(
+        reverse("integrations:tool", args=["smtp"])
+    ).content.decode()
     assert "None (plain text)" in drawer
 
 
 def test_validate_and_save_sends_to_the_admin_and_saves(sandbox, client_admin):
     response = client_admin.post(
-        reverse("integrations:validate", args=["smtp"]), drawer_data(sandbox, "oauth_app")
+        reverse("integrations:validate", args=["smtp"]),
+        drawer_data(sandbox, "oauth_app"),
     )
 
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -91,7 +111,8 @@ def test_admin_without_email_is_told_to_set_one(sandbox, django_user_model):
     client = login(django_user_model, email="", name="noemail")
 
     response = client.post(
-        reverse("integrations:validate", args=["smtp"]), drawer_data(sandbox, "oauth_app")
+        reverse("integrations:validate", args=["smtp"]),
+        drawer_data(sandbox, "oauth_app"),
     )
 
     assert response.status_code == 400
@@ -103,11 +124,19 @@ def test_test_button_shows_each_step(sandbox, client_admin):
     data = drawer_data(sandbox, "oauth_app", test_email=sandbox.seed["recipient"])
 
     result = client_admin.post(
-        reverse("integrations:test", args=["smtp"]), data, headers={"X-Requested-With": "fetch"}
+        reverse("integrations:test", args=["smtp"]),
+        data,
+        headers={"X-Requested-With": "fetch"},
     ).content.decode()
 
     assert "Connection successful" in result
-    for label in ["Connect to the SMTP server", "STARTTLS", "Authenticate", "Sender accepted", "Message accepted"]:
+    for label in [
+        "Connect to the SMTP server",
+        "STARTTLS",
+        "Authenticate",
+        "Sender accepted",
+        "Message accepted",
+    ]:
         assert label in result
     assert not Integration.objects.filter(provider="smtp").exists()
 
@@ -130,16 +159,24 @@ def test_secrets_never_appear_in_pages_logs_errors_or_audit(
     # A wrong password, through Test and Validate and Save.
     bad = drawer_data(sandbox, "basic", password=SENTINEL_PASSWORD)
     pages.append(client_admin.post(reverse("integrations:test", args=["smtp"]), bad))
-    pages.append(client_admin.post(reverse("integrations:validate", args=["smtp"]), bad))
+    pages.append(
+        client_admin.post(reverse("integrations:validate", args=["smtp"]), bad)
+    )
     # A delegated authorization, then the drawer, the Test result, the audit log.
     data = drawer_data(sandbox, "oauth_delegated")
     start = client_admin.post(reverse("integrations:authorize", args=["smtp"]), data)
-    params = sign_in(http, start["Location"], sandbox.seed["user"], sandbox.seed["password"])
+    params = sign_in(
+        http, start["Location"], sandbox.seed["user"], sandbox.seed["password"]
+    )
     pages.append(client_admin.get(reverse("integrations:oauth_callback"), params))
-    pages.append(client_admin.get(reverse("integrations:oauth_callback"), params))  # replay
+    pages.append(
+        client_admin.get(reverse("integrations:oauth_callback"), params)
+    )  # replay
     pages.append(client_admin.get(reverse("integrations:tool", args=["smtp"])))
     pages.append(
-        client_admin.post(reverse("integrations:test", args=["smtp"]), {**data, "client_secret": ""})
+        client_admin.post(
+            reverse("integrations:test", args=["smtp"]), {**data, "client_secret": ""}
+        )
     )
     pages.append(client_admin.get(reverse("integrations:audit_log")))
     pages.append(client_admin.get(reverse("integrations:notification_tools")))

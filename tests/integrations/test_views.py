@@ -25,10 +25,19 @@ def test_anonymous_users_are_sent_to_sign_in(client, url):
 
 
 @pytest.mark.parametrize(
-    "method, url", [("get", LIST), ("get", TOOL), ("post", TOOL), ("post", TEST),
-                    ("post", DEACTIVATE), ("get", AUDIT)]
+    "method, url",
+    [
+        ("get", LIST),
+        ("get", TOOL),
+        ("post", TOOL),
+        ("post", TEST),
+        ("post", DEACTIVATE),
+        ("get", AUDIT),
+    ],
 )
-def test_signed_in_users_who_are_not_security_admins_get_403(client, plain_user, method, url):
+def test_signed_in_users_who_are_not_security_admins_get_403(
+    client, plain_user, method, url
+):
     client.force_login(plain_user)
     assert getattr(client, method)(url).status_code == 403
 
@@ -48,16 +57,31 @@ def test_card_shows_activate_until_saved(admin_client):
 
 
 def test_unknown_tool_is_404(admin_client):
-    assert admin_client.get(reverse("integrations:tool", args=["nope"])).status_code == 404
+    assert (
+        admin_client.get(reverse("integrations:tool", args=["nope"])).status_code == 404
+    )
 
 
 def test_drawer_has_the_documented_fields(admin_client):
     html = admin_client.get(TOOL).content.decode()
-    for label in ["Tenant ID", "Client ID", "Client Secret", "From", "To", "Cloud",
-                  "Client secret expires", "Test Connection", "Save"]:
+    for label in [
+        "Tenant ID",
+        "Client ID",
+        "Client Secret",
+        "From",
+        "To",
+        "Cloud",
+        "Client secret expires",
+        "Test Connection",
+        "Save",
+    ]:
         assert f">{label}" in html, label
-    for cloud in ["Global", "US Government GCC High", "US Government DoD",
-                  "China operated by 21Vianet"]:
+    for cloud in [
+        "Global",
+        "US Government GCC High",
+        "US Government DoD",
+        "China operated by 21Vianet",
+    ]:
         assert cloud in html
     assert "Deactivate" not in html
 
@@ -101,7 +125,9 @@ def test_blank_secret_keeps_the_saved_one_and_is_never_rendered(admin_client):
     assert "first-secret-value" not in html
     assert "A value is saved" in html
 
-    admin_client.post(TOOL, values(client_secret="", sender="alerts@contoso.onmicrosoft.com"))
+    admin_client.post(
+        TOOL, values(client_secret="", sender="alerts@contoso.onmicrosoft.com")
+    )
 
     integration = Integration.objects.get(provider=KEY)
     assert integration.secrets["client_secret"] == "first-secret-value"
@@ -140,7 +166,9 @@ def test_test_connection_with_invalid_values_names_the_fields(admin_client):
     assert "<html" not in html  # the partial only
 
 
-def test_test_connection_returns_steps_and_is_audited(admin_client, sandbox, graph_values):
+def test_test_connection_returns_steps_and_is_audited(
+    admin_client, sandbox, graph_values
+):
     response = admin_client.post(TEST, graph_values, HTTP_X_REQUESTED_WITH="fetch")
     html = response.content.decode()
     assert response.status_code == 200
@@ -152,14 +180,19 @@ def test_test_connection_returns_steps_and_is_audited(admin_client, sandbox, gra
 
 def test_failed_test_names_the_step_and_the_fix(admin_client, sandbox, graph_values):
     graph_values["client_secret"] = "wrong"
-    html = admin_client.post(TEST, graph_values, HTTP_X_REQUESTED_WITH="fetch").content.decode()
+    html = admin_client.post(
+        TEST, graph_values, HTTP_X_REQUESTED_WITH="fetch"
+    ).content.decode()
     assert "Connection failed at step Token acquired for Microsoft Graph" in html
     assert "Invalid client secret" in html
-    assert AuditEntry.objects.filter(action=AuditAction.TESTED, succeeded=False,
-                                     error_code="secret_invalid").exists()
+    assert AuditEntry.objects.filter(
+        action=AuditAction.TESTED, succeeded=False, error_code="secret_invalid"
+    ).exists()
 
 
-def test_test_connection_without_javascript_renders_the_whole_page(admin_client, sandbox, graph_values):
+def test_test_connection_without_javascript_renders_the_whole_page(
+    admin_client, sandbox, graph_values
+):
     html = admin_client.post(TEST, graph_values).content.decode()
     assert "<html" in html and "Connection successful" in html
 
@@ -167,7 +200,9 @@ def test_test_connection_without_javascript_renders_the_whole_page(admin_client,
 def test_blank_secret_in_test_means_the_saved_one(admin_client, sandbox, graph_values):
     admin_client.post(TOOL, graph_values)
     graph_values["client_secret"] = ""
-    html = admin_client.post(TEST, graph_values, HTTP_X_REQUESTED_WITH="fetch").content.decode()
+    html = admin_client.post(
+        TEST, graph_values, HTTP_X_REQUESTED_WITH="fetch"
+    ).content.decode()
     assert "Connection successful" in html
 
 

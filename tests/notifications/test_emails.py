@@ -34,7 +34,9 @@ def test_hostile_finding_data_is_escaped_and_never_splits_headers(
         scan_import(project=project, sarif=hostile_sarif(), source=ScanSource.API)
     finding = project.findings.get(rule_id=HOSTILE_RULE)
     with django_capture_on_commit_callbacks(execute=True):
-        finding_status_change(finding=finding, status=FindingStatus.CONFIRMED, actor=None)
+        finding_status_change(
+            finding=finding, status=FindingStatus.CONFIRMED, actor=None
+        )
 
     assert {d.status for d in Delivery.objects.all()} == {DeliveryStatus.SENT}
     messages = sandbox.messages()

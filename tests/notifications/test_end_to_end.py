@@ -41,8 +41,12 @@ def test_bandit_scan_import_emails_new_vulnerabilities(
     assert finding.rule_id in new["html"]
     # Graph carries one body: the HTML part (SMTP sends both parts).
     assert finding.path in new["html"]
-    assert f"https://appsec.example.test/projects/{project.slug}/findings/" in new["html"]
-    assert new["message_id"] == f"<delivery-{deliveries[0].uuid}@appsec.example.test>" or (
+    assert (
+        f"https://appsec.example.test/projects/{project.slug}/findings/" in new["html"]
+    )
+    assert new[
+        "message_id"
+    ] == f"<delivery-{deliveries[0].uuid}@appsec.example.test>" or (
         new["message_id"] == f"<delivery-{deliveries[1].uuid}@appsec.example.test>"
     )
     sent = {d.uuid for d in deliveries}

@@ -91,7 +91,9 @@ def test_member_reads_but_cannot_change(client, member, project, link):
         ("projects:notification_tool_test", [project.slug, link.pk]),
         ("projects:notification_tool_link", [project.slug, link.integration_id]),
     ]:
-        assert client.post(reverse(name, args=args), update_data(link)).status_code == 403
+        assert (
+            client.post(reverse(name, args=args), update_data(link)).status_code == 403
+        )
     assert client.get(deliveries_url(project)).status_code == 200
     assert ToolLink.objects.filter(pk=link.pk).exists()
 
@@ -113,14 +115,18 @@ def test_member_of_another_project_sees_and_changes_nothing(
         ("projects:notification_tool_link", [project.slug, link.integration_id]),
         ("projects:delivery_resend", [project.slug, delivery.uuid]),
     ]:
-        assert client.post(reverse(name, args=args), update_data(link)).status_code == 404
+        assert (
+            client.post(reverse(name, args=args), update_data(link)).status_code == 404
+        )
     # nor through their own project's URLs with A's ids
     for name, args in [
         ("projects:notification_tool_update", [other_project.slug, link.pk]),
         ("projects:notification_tool_unlink", [other_project.slug, link.pk]),
         ("projects:delivery_resend", [other_project.slug, delivery.uuid]),
     ]:
-        assert client.post(reverse(name, args=args), update_data(link)).status_code == 404
+        assert (
+            client.post(reverse(name, args=args), update_data(link)).status_code == 404
+        )
     assert "Shop" not in client.get(deliveries_url(other_project)).content.decode()
     assert client.get(reverse("notifications:deliveries")).status_code == 403
     assert ToolLink.objects.filter(pk=link.pk).exists()
@@ -146,7 +152,9 @@ def test_owner_sends_a_test_notification(
     assert message["subject"] == "Test notification for Shop"
 
 
-def test_deactivated_tool_shows_its_link_as_paused(client, owner, project, link, graph_tool):
+def test_deactivated_tool_shows_its_link_as_paused(
+    client, owner, project, link, graph_tool
+):
     integration_deactivate(provider_key=graph_tool.provider, actor=None)
     as_user(client, owner)
     body = client.get(tools_url(project)).content.decode()
@@ -157,7 +165,14 @@ def test_deactivated_tool_shows_its_link_as_paused(client, owner, project, link,
 
 
 def test_delivery_log_shows_troubleshooting_and_resend(
-    client, owner, member, security_admin, project, link, sandbox, settings,
+    client,
+    owner,
+    member,
+    security_admin,
+    project,
+    link,
+    sandbox,
+    settings,
     django_capture_on_commit_callbacks,
 ):
     settings.NOTIFICATIONS_MAX_ATTEMPTS = 1

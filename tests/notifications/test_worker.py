@@ -46,7 +46,11 @@ def worker_env(sandbox, tmp_path, database_url, **extra):
 
 def run(env, *args, timeout=120):
     result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -55,9 +59,21 @@ def run(env, *args, timeout=120):
 
 def start_worker(env, *extra):
     return subprocess.Popen(
-        [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--no-reload",
-         "--interval", "0.1", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--no-startup-delay",
+            "--no-reload",
+            "--interval",
+            "0.1",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -161,14 +177,26 @@ def test_two_workers_on_postgresql_never_send_one_delivery_twice(
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         base = postgres_url.rpartition("/")[0]
-        env = worker_env(sandbox, tmp_path, f"{base}/{name}", NOTIFICATIONS_CLAIM_BATCH="3")
+        env = worker_env(
+            sandbox, tmp_path, f"{base}/{name}", NOTIFICATIONS_CLAIM_BATCH="3"
+        )
         # 6 transactions: 6 tasks, for two workers and a recovery sweep to share.
         run(env, "-m", "tests.notifications.worker_script", "setup", str(count), "6")
         sandbox.add_fault(target="graph", delay=0.02, probability=1.0)
         workers = [start_worker(env), start_worker(env)]
         sweeper = subprocess.Popen(
-            [sys.executable, "manage.py", "deliver_pending", "--loop", "--interval", "0.1"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "manage.py",
+                "deliver_pending",
+                "--loop",
+                "--interval",
+                "0.1",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             assert wait_for(

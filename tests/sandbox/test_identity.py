@@ -40,7 +40,7 @@ def verified_claims(sb, http, token, audience, tenant=None):
 def self_signed_certificate(common_name="sandbox-test-app"):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -377,7 +377,7 @@ def test_secret_id_pasted_as_secret_value_is_aadsts7000215(sb, http, seed):
 
 def test_expired_secret_is_aadsts7000222(sb, http, ctl, seed):
     past = (
-        datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+        datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
     ).isoformat()
     secret = ctl.add_secret(seed["client_id"], expires_at=past)
 
@@ -390,7 +390,7 @@ def test_expired_secret_is_aadsts7000222(sb, http, ctl, seed):
 
 def test_secret_expires_when_the_sandbox_clock_passes_it(sb, http, ctl, seed):
     soon = (
-        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
     ).isoformat()
     secret = ctl.add_secret(seed["client_id"], expires_at=soon)
     ctl.advance_clock(2 * 3600)

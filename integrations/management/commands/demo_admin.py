@@ -23,7 +23,9 @@ class Command(BaseCommand):
         user = User.objects.filter(username=USERNAME).first()
         if user is None or not password_file.exists():
             password = secrets.token_urlsafe(12)
-            user = user or User(username=USERNAME, email="admin@contoso.onmicrosoft.com")
+            user = user or User(
+                username=USERNAME, email="admin@contoso.onmicrosoft.com"
+            )
             user.set_password(password)
             user.is_staff = True
             user.save()

@@ -20,6 +20,8 @@ class Command(BaseCommand):
             # Reading decrypts with whichever key matches; writing encrypts with the
             # first key. update() avoids save() side effects (timestamps, signals).
             for pk, *values in model._base_manager.values_list("pk", *names).iterator():
-                model._base_manager.filter(pk=pk).update(**dict(zip(names, values)))
+                model._base_manager.filter(pk=pk).update(
+                    **dict(zip(names, values, strict=True))
+                )
                 total += 1
         self.stdout.write(f"Re-encrypted {total} row(s) under the newest key.")

@@ -102,7 +102,9 @@ def test_missing_admin_consent_is_reported(sandbox, graph_values, add_app):
     assert report.error.troubleshooting.steps
 
 
-def test_token_without_mail_send_fails_the_permission_step(sandbox, graph_values, add_app):
+def test_token_without_mail_send_fails_the_permission_step(
+    sandbox, graph_values, add_app
+):
     graph_values["client_id"], graph_values["client_secret"] = add_app(
         application_permissions=["SMTP.SendAsApp"]
     )
@@ -164,7 +166,11 @@ def test_throttling_is_reported_with_retry_after(sandbox, graph_values, ctl):
 def test_graph_errors_map_to_one_code(
     sandbox, graph_values, ctl, status, error_code, code, retryable
 ):
-    ctl("POST", "faults", {"target": "graph", "status": status, "error_code": error_code})
+    ctl(
+        "POST",
+        "faults",
+        {"target": "graph", "status": status, "error_code": error_code},
+    )
     report = run_test(graph_values)
 
     assert report.failed_step.key == "send"
@@ -234,7 +240,9 @@ def test_one_token_request_serves_many_messages(sandbox, graph_values):
     with provider.open() as connection:
         for n in range(20):
             connection.send(
-                OutgoingEmail(to=(sandbox.seed["recipient"],), subject=f"n{n}", text="x")
+                OutgoingEmail(
+                    to=(sandbox.seed["recipient"],), subject=f"n{n}", text="x"
+                )
             )
 
     assert sandbox.counters()["token_requests"]["client_credentials"] - before == 1

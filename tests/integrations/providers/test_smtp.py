@@ -14,7 +14,7 @@ from integrations.exceptions import (
     Throttled,
     TlsError,
 )
-from integrations.providers.base import OutgoingEmail, StepStatus
+from integrations.providers.base import OutgoingEmail
 from integrations.providers.smtp import SmtpProvider
 from integrations.providers.smtp_client import build_message, error_from_reply
 from tests.sandbox.m365 import Control, trusted_session
@@ -52,7 +52,9 @@ def app_config(sb, **overrides):
 def app_provider(sb, secrets=None, **overrides):
     return SmtpProvider(
         config=app_config(sb, **overrides),
-        secrets=secrets if secrets is not None else {"client_secret": sb.seed["client_secret"]},
+        secrets=secrets
+        if secrets is not None
+        else {"client_secret": sb.seed["client_secret"]},
     )
 
 
@@ -68,7 +70,9 @@ def basic_provider(sb, username=None, password=None, **overrides):
 
 
 def email(to, subject="Hello", **kwargs):
-    return OutgoingEmail(to=tuple(to), subject=subject, text="Plain text body", **kwargs)
+    return OutgoingEmail(
+        to=tuple(to), subject=subject, text="Plain text body", **kwargs
+    )
 
 
 def failed(report):
@@ -222,7 +226,9 @@ def test_app_without_smtp_permission_is_refused_at_auth(sandbox, ctl):
     )
 
     key, error = failed(
-        app_provider(sandbox, {"client_secret": secret}, client_id=client_id).test_connection()
+        app_provider(
+            sandbox, {"client_secret": secret}, client_id=client_id
+        ).test_connection()
     )
 
     assert (key, error.code) == ("authenticate", "permission_missing")
@@ -235,7 +241,9 @@ def test_app_without_mailbox_permission_is_refused(sandbox, ctl):
     )
 
     key, error = failed(
-        app_provider(sandbox, {"client_secret": secret}, client_id=client_id).test_connection()
+        app_provider(
+            sandbox, {"client_secret": secret}, client_id=client_id
+        ).test_connection()
     )
 
     assert key == "authenticate"
@@ -279,7 +287,9 @@ def test_submission_rate_limit_4_3_2_is_throttled_and_retryable(sandbox, ctl):
 
 def test_421_at_connect_is_throttled_and_retryable(sandbox, ctl):
     ctl.add_fault(
-        target="smtp", smtp_stage="connect", smtp_reply="421 4.3.2 Service not available"
+        target="smtp",
+        smtp_stage="connect",
+        smtp_reply="421 4.3.2 Service not available",
     )
 
     key, error = failed(app_provider(sandbox).test_connection())
@@ -292,10 +302,22 @@ def test_421_at_connect_is_throttled_and_retryable(sandbox, ctl):
     "code, text, expected",
     [
         (535, "5.7.3 Authentication unsuccessful", "smtp_auth_failed"),
-        (535, "5.7.139 Authentication unsuccessful, basic authentication is disabled.", "smtp_auth_disabled"),
+        (
+            535,
+            "5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+            "smtp_auth_disabled",
+        ),
         (550, "5.7.30 Basic authentication is not supported", "basic_auth_unsupported"),
-        (550, "5.7.60 SMTP; Client does not have permissions to send as this sender", "send_as_denied"),
-        (554, "5.2.252 SendAsDenied; alex not allowed to send as notifications", "send_as_denied"),
+        (
+            550,
+            "5.7.60 SMTP; Client does not have permissions to send as this sender",
+            "send_as_denied",
+        ),
+        (
+            554,
+            "5.2.252 SendAsDenied; alex not allowed to send as notifications",
+            "send_as_denied",
+        ),
         (451, "4.3.2 Message submission rate exceeded", "throttled"),
         (421, "Service not available, closing transmission channel", "throttled"),
         (530, "5.7.57 Client not authenticated to send mail", "relay_denied"),

@@ -26,8 +26,14 @@ def emit_scans_completed(project, count, capture):
             event_emit(
                 project=project,
                 kind=EventKind.SCAN_COMPLETED,
-                payload={"scan_id": None, "new": i, "seen_again": 0, "resolved": 0,
-                         "reopened": 0, "counts": {"high": i}},
+                payload={
+                    "scan_id": None,
+                    "new": i,
+                    "seen_again": 0,
+                    "resolved": 0,
+                    "reopened": 0,
+                    "counts": {"high": i},
+                },
             )
     return list(Delivery.objects.order_by("pk"))
 
@@ -135,8 +141,12 @@ def test_retries_stop_after_the_last_attempt_with_a_reason(
 def test_permission_error_fails_at_once_and_marks_the_tool(
     sandbox, project, link, graph_tool, django_capture_on_commit_callbacks
 ):
-    sandbox.add_fault(target="graph", status=403, error_code="ErrorAccessDenied", count=1)
-    sandbox.add_fault(target="graph", status=403, error_code="ErrorAccessDenied", count=1)
+    sandbox.add_fault(
+        target="graph", status=403, error_code="ErrorAccessDenied", count=1
+    )
+    sandbox.add_fault(
+        target="graph", status=403, error_code="ErrorAccessDenied", count=1
+    )
     deliveries = emit_scans_completed(project, 3, django_capture_on_commit_callbacks)
     first = Delivery.objects.get(pk=deliveries[0].pk)
     assert first.status == DeliveryStatus.FAILED
