@@ -1,5 +1,7 @@
 """Integrations › Notification Tools: cards, the settings drawer, Test Connection."""
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404
@@ -10,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from integrations import selectors, services
 from integrations.exceptions import IntegrationError
-from integrations.models import IntegrationState
+from integrations.models import Integration, IntegrationState
 from integrations.permissions import security_admin_required
 from integrations.registry import providers
 
@@ -22,25 +24,53 @@ def _provider_or_404(key):
         raise Http404("No such notification tool.")
 
 
-def _drawer_form(provider_cls, integration, data=None, files=None):
-    initial = dict(integration.config) if integration.pk else {}
-    return provider_cls.form_class(
-        data, files, initial=initial, saved_secrets=set(integration.secrets or ())
-    )
-
-
-def _page(request, *, open_tool=None, form=None, report=None, status=200, **extra):
-    context = {
+def _page_context(**extra):
+    return {
         "cards": selectors.notification_tool_cards(),
-        "open_tool": open_tool,
-        "form": form,
-        "report": report,
         "test_timeout_ms": int((settings.TEST_CONNECTION_TIMEOUT + 5) * 1000),
         **extra,
     }
+
+
+def _page(request, *, status=200, **extra):
     return TemplateResponse(
-        request, "integrations/notification_tools.html", context, status=status
+        request,
+        "integrations/notification_tools.html",
+        _page_context(**extra),
+        status=status,
     )
+
+
+@dataclass
+class Drawer:
+    """A tool's settings drawer: its provider, saved row and (bound) form."""
+
+    provider_cls: type
+    integration: Integration
+    form: object
+
+    @classmethod
+    def for_request(cls, request, key, *, bound=True):
+        provider_cls = _provider_or_404(key)
+        integration = selectors.integration_for(key)
+        initial = dict(integration.config) if integration.pk else {}
+        args = (request.POST, request.FILES) if bound else ()
+        form = provider_cls.form_class(
+            *args, initial=initial, saved_secrets=set(integration.secrets or ())
+        )
+        return cls(provider_cls, integration, form)
+
+    @property
+    def context(self):
+        return {
+            "open_tool": self.provider_cls,
+            "form": self.form,
+            "integration": self.integration,
+        }
+
+    def page(self, request, *, status=200, **extra):
+        """The Notification Tools page with this drawer open."""
+        return _page(request, status=status, **self.context, **extra)
 
 
 @require_GET
@@ -53,49 +83,38 @@ def notification_tools(request):
 @security_admin_required
 def tool_settings(request, key):
     """GET opens the drawer; POST saves it (Save)."""
-    provider_cls = _provider_or_404(key)
-    integration = selectors.integration_for(key)
+    drawer = Drawer.for_request(request, key, bound=request.method == "POST")
     if request.method == "GET":
-        form = _drawer_form(provider_cls, integration)
-        return _page(
-            request, open_tool=provider_cls, form=form, integration=integration
-        )
-    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
-    if not form.is_valid():
-        return _page(
-            request,
-            open_tool=provider_cls,
-            form=form,
-            integration=integration,
-            status=400,
-        )
-    if provider_cls.save_requires_validation:
-        return _validate_and_save(request, provider_cls, integration, form)
+        return drawer.page(request)
+    if not drawer.form.is_valid():
+        return drawer.page(request, status=400)
+    if drawer.provider_cls.save_requires_validation:
+        return _validate_and_save(request, drawer)
     services.integration_save(
-        provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
+        provider_key=key, cleaned_data=drawer.form.cleaned_data, actor=request.user
     )
-    messages.success(request, _("%(name)s is active.") % {"name": provider_cls.name})
+    messages.success(
+        request, _("%(name)s is active.") % {"name": drawer.provider_cls.name}
+    )
     return redirect("integrations:notification_tools")
 
 
 @require_POST
 @security_admin_required
 def tool_test(request, key):
-    """Test Connection on the drawer's current values, saved or not."""
-    provider_cls = _provider_or_404(key)
-    integration = selectors.integration_for(key)
-    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
-    partial = request.headers.get("X-Requested-With") == "fetch"
-    template = (
-        "integrations/notification_tools.html#test-result"
-        if partial
-        else "integrations/notification_tools.html"
-    )
-    context = {"open_tool": provider_cls, "form": form, "integration": integration}
-    if not partial:
-        context["cards"] = selectors.notification_tool_cards()
-        context["test_timeout_ms"] = int((settings.TEST_CONNECTION_TIMEOUT + 5) * 1000)
-    if not form.is_valid():
+    """Test Connection on the drawer's current values, saved or not.
+
+    From the drawer's script (X-Requested-With: fetch) the answer is the result
+    partial; without JavaScript, the whole page with the drawer open.
+    """
+    drawer = Drawer.for_request(request, key)
+    if request.headers.get("X-Requested-With") == "fetch":
+        template = "integrations/notification_tools.html#test-result"
+        context = drawer.context
+    else:
+        template = "integrations/notification_tools.html"
+        context = _page_context(**drawer.context)
+    if not drawer.form.is_valid():
         return TemplateResponse(
             request, template, {**context, "invalid": True}, status=400
         )
@@ -104,7 +123,7 @@ def tool_test(request, key):
             request, template, {**context, "rate_limited": True}, status=429
         )
     report = services.integration_test_connection(
-        provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
+        provider_key=key, cleaned_data=drawer.form.cleaned_data, actor=request.user
     )
     return TemplateResponse(request, template, {**context, "report": report})
 
@@ -133,51 +152,45 @@ def audit_log(request):
 # --- Validate and Save, Save & Authorize, the OAuth callback ------------------------
 
 
-def _validate_and_save(request, provider_cls, integration, form):
+def _validate_and_save(request, drawer):
     """Send a validation email to the admin; save only if the server accepted it."""
-    key = provider_cls.key
-    provider = provider_cls(config=form.cleaned_data, secrets={})
-    if provider.needs_authorization:
-        return _authorize(request, provider_cls, integration, form)
-    drawer = {"open_tool": provider_cls, "form": form, "integration": integration}
+    provider_cls, form = drawer.provider_cls, drawer.form
+    if provider_cls(config=form.cleaned_data, secrets={}).needs_authorization:
+        return _authorize(request, drawer)
     try:
         report, saved = services.integration_validate_and_save(
-            provider_key=key, cleaned_data=form.cleaned_data, actor=request.user
+            provider_key=provider_cls.key,
+            cleaned_data=form.cleaned_data,
+            actor=request.user,
         )
     except IntegrationError as error:
-        return _page(request, **drawer, action_error=error, status=400)
+        return drawer.page(request, action_error=error, status=400)
     if saved is None:
-        return _page(request, **drawer, report=report, not_saved=True, status=400)
+        return drawer.page(request, report=report, not_saved=True, status=400)
     messages.success(
         request,
         _(
-            "%(name)s settings validated and saved: a validation email was sent to %(email)s."
+            "%(name)s settings validated and saved: a validation email was sent "
+            "to %(email)s."
         )
         % {"name": provider_cls.name, "email": request.user.email},
     )
     return redirect("integrations:notification_tools")
 
 
-def _authorize(request, provider_cls, integration, form):
+def _authorize(request, drawer):
     if not request.session.session_key:
         request.session.save()
     try:
         auth_uri = services.integration_authorize_start(
-            provider_key=provider_cls.key,
-            cleaned_data=form.cleaned_data,
+            provider_key=drawer.provider_cls.key,
+            cleaned_data=drawer.form.cleaned_data,
             actor=request.user,
             session_key=request.session.session_key,
             redirect_uri=selectors.oauth_redirect_url(),
         )
     except IntegrationError as error:
-        return _page(
-            request,
-            open_tool=provider_cls,
-            form=form,
-            integration=integration,
-            action_error=error,
-            status=400,
-        )
+        return drawer.page(request, action_error=error, status=400)
     # The identity provider's sign-in page (the button opened this in a new tab).
     return redirect(auth_uri)
 
@@ -186,36 +199,20 @@ def _authorize(request, provider_cls, integration, form):
 @security_admin_required
 def tool_validate(request, key):
     """Validate and Save: a validation email to the acting admin, then save."""
-    provider_cls = _provider_or_404(key)
-    integration = selectors.integration_for(key)
-    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
-    if not form.is_valid():
-        return _page(
-            request,
-            open_tool=provider_cls,
-            form=form,
-            integration=integration,
-            status=400,
-        )
-    return _validate_and_save(request, provider_cls, integration, form)
+    drawer = Drawer.for_request(request, key)
+    if not drawer.form.is_valid():
+        return drawer.page(request, status=400)
+    return _validate_and_save(request, drawer)
 
 
 @require_POST
 @security_admin_required
 def tool_authorize(request, key):
     """Save & Authorize: save as "authorization pending", then go to the sign-in."""
-    provider_cls = _provider_or_404(key)
-    integration = selectors.integration_for(key)
-    form = _drawer_form(provider_cls, integration, request.POST, request.FILES)
-    if not form.is_valid():
-        return _page(
-            request,
-            open_tool=provider_cls,
-            form=form,
-            integration=integration,
-            status=400,
-        )
-    return _authorize(request, provider_cls, integration, form)
+    drawer = Drawer.for_request(request, key)
+    if not drawer.form.is_valid():
+        return drawer.page(request, status=400)
+    return _authorize(request, drawer)
 
 
 @require_GET

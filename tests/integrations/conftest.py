@@ -5,7 +5,6 @@ import requests
 from django.contrib.auth.models import Group, User
 
 from integrations.permissions import SECURITY_ADMINS_GROUP
-from integrations.providers import identity
 
 # A value that must never come back out of the product.
 SENTINEL_SECRET = "Zz9Q~SENTINEL-secret-value-do-not-leak-0123456789"
@@ -17,14 +16,6 @@ def empty_cache():
     from django.core.cache import cache
 
     cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def fresh_msal_apps():
-    """Each test starts with no cached msal application (and so no cached token)."""
-    identity.forget_apps()
-    yield
-    identity.forget_apps()
 
 
 @pytest.fixture

@@ -1,27 +1,15 @@
-"""Fixtures for notification tests: people in every role, a project, an active
-Microsoft Azure Mail tool (and an SMTP one) pointed at the sandbox, and a way to drain
-the outbox."""
+"""Fixtures for notification tests: an active Microsoft Azure Mail tool (and an SMTP
+one) pointed at the sandbox, linked to the shared `project` (tests/conftest.py), and a
+way to drain the outbox."""
 
 import time
 
 import pytest
-from django.contrib.auth.models import Group, User
 
-from integrations.permissions import SECURITY_ADMINS_GROUP
-from integrations.providers import identity
 from integrations.services import integration_save
 from notifications.models import Delivery, DeliveryStatus, ToolLink
-from projects.models import Membership, Project, Role
 
 GRAPH_PROVIDER = "microsoft_azure_mail"
-
-
-@pytest.fixture(autouse=True)
-def fresh_msal_apps():
-    """Each test starts with no cached msal application (and so no cached token)."""
-    identity.forget_apps()
-    yield
-    identity.forget_apps()
 
 
 @pytest.fixture(autouse=True)
@@ -31,43 +19,6 @@ def fast_retries(settings):
     settings.NOTIFICATIONS_RETRY_MAX_SECONDS = 2.0
     settings.NOTIFICATIONS_MAX_ATTEMPTS = 6
     settings.SITE_URL = "https://appsec.example.test"
-
-
-@pytest.fixture
-def security_admin(db):
-    user = User.objects.create_user("nadia-admin", password="pw-nadia-123456")
-    user.groups.add(Group.objects.get_or_create(name=SECURITY_ADMINS_GROUP)[0])
-    return user
-
-
-@pytest.fixture
-def owner(db):
-    return User.objects.create_user("nora-owner", password="pw-nora-123456")
-
-
-@pytest.fixture
-def member(db):
-    return User.objects.create_user("nick-member", password="pw-nick-123456")
-
-
-@pytest.fixture
-def outsider(db):
-    return User.objects.create_user("oscar-outsider", password="pw-oscar-123456")
-
-
-@pytest.fixture
-def project(db, owner, member):
-    project = Project.objects.create(name="Shop", slug="shop")
-    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
-    Membership.objects.create(project=project, user=member, role=Role.MEMBER)
-    return project
-
-
-@pytest.fixture
-def other_project(db, outsider):
-    project = Project.objects.create(name="Payroll", slug="payroll")
-    Membership.objects.create(project=project, user=outsider, role=Role.OWNER)
-    return project
 
 
 def graph_values(sandbox) -> dict:
