@@ -59,3 +59,35 @@ def test_a_wrong_secret_shows_the_failed_step_and_the_fix(
     expect(drawer.get_by_text("Invalid client secret")).to_be_visible(timeout=25_000)
     expect(drawer).to_contain_text("secret's ID instead of its value")
     assert sandbox.messages() == []
+
+
+def test_progress_shows_while_the_test_runs_and_a_hung_service_times_out(
+    page, sign_in, security_admin, sandbox, settings
+):
+    import requests
+
+    seed = sandbox.seed
+    settings.TEST_CONNECTION_TIMEOUT = 2
+    requests.post(
+        f"{sandbox.base_url}/_sandbox/faults",
+        json={"target": "graph", "delay": 6},
+        verify=str(sandbox.ca_path),
+    ).raise_for_status()
+    sign_in(security_admin.username, security_admin.raw_password)
+    page.goto("/integrations/notification-tools/microsoft_azure_mail/")
+    drawer = page.get_by_role("dialog", name="Microsoft Azure Mail settings")
+    drawer.get_by_label("Tenant ID").fill(seed["tenant_id"])
+    drawer.get_by_label("Client ID").fill(seed["client_id"])
+    drawer.get_by_label("Client Secret", exact=True).fill(seed["client_secret"])
+    drawer.get_by_label("From", exact=True).fill(seed["sender"])
+    drawer.get_by_label("To", exact=True).fill(seed["recipient"])
+    button = drawer.get_by_role("button", name="Test Connection")
+    button.click()
+
+    expect(drawer.get_by_text("Testing connection…")).to_be_visible()
+    expect(button).to_be_disabled()
+    expect(drawer.get_by_text("The service did not answer in time")).to_be_visible(
+        timeout=10_000
+    )
+    expect(drawer).to_contain_text("Token acquired for Microsoft Graph — passed")
+    expect(button).to_be_enabled()

@@ -231,3 +231,12 @@ def test_card_reminds_of_a_secret_about_to_expire(admin_client):
     admin_client.post(TOOL, values(secret_expires_on=soon))
     html = admin_client.get(LIST).content.decode()
     assert "The client secret expires in 10 days." in html
+
+
+def test_pages_forbid_inline_and_third_party_scripts(admin_client):
+    response = admin_client.get(TOOL)
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "<script>" not in response.content.decode()  # no inline script
+    assert response["X-Frame-Options"] == "DENY"
