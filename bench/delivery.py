@@ -12,14 +12,18 @@ outbox: N Delivery rows), then runs the delivery task's code and prints:
   off for the throughput figure unless --paced: then the task sends the budget's worth
   and defers the rest to free slots.
 
-Usage: .venv/bin/python bench/delivery.py [--count 1000] [--tool graph|smtp] [--paced]
+Usage:
+    .venv/bin/python bench/delivery.py [--messages 1000] [--tool graph|smtp] [--paced]
+(--count is the same as --messages). The temporary directory is removed at exit.
 Exits 1 if a delivery was neither sent nor (with --paced) deferred, or more than one
 token was requested.
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,18 +35,29 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument(
+        "--messages",
+        "--count",
+        dest="count",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="notifications to deliver (default: %(default)s)",
+    )
     parser.add_argument("--tool", choices=["graph", "smtp"], default="graph")
     parser.add_argument(
         "--paced", action="store_true", help="keep per-mailbox pacing on (default: off)"
     )
     args = parser.parse_args()
+    if args.count < 1:
+        parser.error("--messages must be at least 1")
 
     from cryptography.fernet import Fernet
 
     from sandbox import Sandbox
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     with Sandbox(state_dir=workdir / "sandbox") as sb:
         os.environ.update(
             DJANGO_SETTINGS_MODULE="config.settings",

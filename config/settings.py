@@ -201,6 +201,12 @@ SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=15.0)
 SMTP_ALLOW_INSECURE = env.bool("SMTP_ALLOW_INSECURE", default=False)
 # How long a started "Save & Authorize" sign-in may take before its callback is refused.
 OAUTH_AUTHORIZATION_TIMEOUT = env.int("OAUTH_AUTHORIZATION_TIMEOUT", default=900)
+# Whether the SMTP tool's explicit OAuth endpoints (a non-Microsoft server) may be
+# plain http:// URLs. Off: the Client Secret and tokens only ever travel over https.
+# Internal and loopback hosts are allowed either way (self-hosted identity providers).
+OAUTH_ALLOW_INSECURE_ENDPOINTS = env.bool(
+    "OAUTH_ALLOW_INSECURE_ENDPOINTS", default=False
+)
 # Test Connection attempts allowed per user per minute.
 TEST_CONNECTION_RATE_LIMIT = env.int("TEST_CONNECTION_RATE_LIMIT", default=10)
 
@@ -243,6 +249,11 @@ NOTIFICATIONS_RETRY_BASE_SECONDS = env.float(
 )
 NOTIFICATIONS_RETRY_MAX_SECONDS = env.float(
     "NOTIFICATIONS_RETRY_MAX_SECONDS", default=3600.0
+)
+# A server's Retry-After is honoured up to this many seconds, so that a buggy or
+# hostile one cannot park a delivery for years.
+NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS = env.float(
+    "NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS", default=3600.0
 )
 NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
 # How long a worker may hold a claimed delivery before another one takes it over;

@@ -11,9 +11,24 @@ Each error carries:
 - `retryable`: whether sending again later may succeed;
 - `retry_after`: seconds the server asked us to wait, when it said so;
 - `detail`: the provider's raw text, for logs only (never shown, never contains
-  secrets: providers pass error descriptions, not requests);
+  secrets: providers pass error descriptions, not requests); made log-safe here,
+  since part of it may come from outside (an OAuth callback's error_description):
+  control characters, CR and LF included, become spaces, and it is bounded;
 - `request_id`: the provider's request or trace id, or an SMTP reply, for support.
 """
+
+import re
+
+#: The longest `detail` kept; providers' descriptions are much shorter.
+MAX_DETAIL = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text, limit: int = MAX_DETAIL) -> str:
+    """`text` on one line (control characters, CR and LF made spaces), at most
+    `limit` characters: safe to log whoever wrote it."""
+    text = _CONTROL.sub(" ", str(text or "")).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class IntegrationError(Exception):
@@ -31,12 +46,13 @@ class IntegrationError(Exception):
         request_id: str = "",
         status: int | None = None,
     ):
+        detail = one_line(detail)
         super().__init__(detail or self.code)
         if code:
             self.code = code
         self.detail = detail
         self.retry_after = retry_after
-        self.request_id = request_id
+        self.request_id = one_line(request_id, 200)
         self.status = status
 
     def __str__(self):

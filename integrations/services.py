@@ -22,6 +22,7 @@ from integrations.exceptions import (
     ConfigurationError,
     ConnectionFailed,
     IntegrationError,
+    one_line,
 )
 from integrations.models import (
     AuditAction,
@@ -497,9 +498,12 @@ def integration_authorize_complete(
         if age > settings.OAUTH_AUTHORIZATION_TIMEOUT:
             raise AuthorizationRefused("flow expired", code="authorization_expired")
         if query.get("error"):
-            code = _CALLBACK_ERRORS.get(str(query["error"]), "authorization_failed")
-            description = str(query.get("error_description") or "")[:200]
-            raise AuthorizationRefused(f"{query['error']}: {description}", code=code)
+            # Anyone can put anything in the callback's query: it is logged on one
+            # line and bounded (one_line), and never shown on the page.
+            error = one_line(query["error"], 64)
+            code = _CALLBACK_ERRORS.get(error, "authorization_failed")
+            description = one_line(query.get("error_description"), 200)
+            raise AuthorizationRefused(f"{error}: {description}", code=code)
         integration = row.integration
         provider = provider_for(integration)
         grant = delegated.complete_flow(

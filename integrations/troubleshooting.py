@@ -254,6 +254,12 @@ TROUBLESHOOTING = {
             "Security “None” sends passwords and mail unencrypted, so it is switched off on this server (SMTP_ALLOW_INSECURE). Choose STARTTLS or SSL/TLS."
         ),
     ),
+    "oauth_endpoint_insecure": Troubleshooting(
+        _("The OAuth endpoints must use https://"),
+        _(
+            "The Client Secret and the tokens are sent to the Token endpoint, so plain http:// endpoints are switched off on this server (OAUTH_ALLOW_INSECURE_ENDPOINTS). Enter the https:// URLs of the Authorization and Token endpoints."
+        ),
+    ),
     "admin_email_missing": Troubleshooting(
         _("Your account has no email address"),
         _(

@@ -1,5 +1,6 @@
 """Project pages of the notifications app, included under /projects/<slug>/ by
-projects/urls.py, so they share the "projects" namespace."""
+projects/urls.py, so they share the "projects" namespace. That module also registers
+the `<id:...>` converter used here (a row id of at most 18 ASCII digits)."""
 
 from django.urls import path
 
@@ -12,22 +13,22 @@ urlpatterns = [
         name="notification_tools",
     ),
     path(
-        "settings/notification-tools/link/<int:integration_id>/",
+        "settings/notification-tools/link/<id:integration_id>/",
         views.link_create,
         name="notification_tool_link",
     ),
     path(
-        "settings/notification-tools/<int:link_id>/",
+        "settings/notification-tools/<id:link_id>/",
         views.link_update,
         name="notification_tool_update",
     ),
     path(
-        "settings/notification-tools/<int:link_id>/unlink/",
+        "settings/notification-tools/<id:link_id>/unlink/",
         views.link_delete,
         name="notification_tool_unlink",
     ),
     path(
-        "settings/notification-tools/<int:link_id>/test/",
+        "settings/notification-tools/<id:link_id>/test/",
         views.link_test,
         name="notification_tool_test",
     ),

@@ -17,6 +17,12 @@ DELIVERY_TROUBLESHOOTING = {
             "A security admin deactivated this notification tool, so nothing was sent. Once it is active again, Resend."
         ),
     ),
+    "link_disabled": Troubleshooting(
+        _("The link is switched off"),
+        _(
+            "Enabled was unticked for this tool in Project › Settings › Notification Tools before the email went out, so nothing was sent. Tick Enabled and save, then Resend."
+        ),
+    ),
     "tool_unlinked": Troubleshooting(
         _("The tool was unlinked"),
         _(

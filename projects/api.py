@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from projects import selectors, services
+from projects.converters import decimal_id
 from projects.exceptions import ProjectError, SarifTooLarge
 from projects.models import Finding, FindingStatus, ScanSource, Severity
 from projects.services import DEFAULT_SARIF_MAX_BYTES, TokenError
@@ -25,6 +26,7 @@ from projects.services import DEFAULT_SARIF_MAX_BYTES, TokenError
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_OFFSET = 10**9
 # Room for multipart boundaries and headers around a file at the size limit.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -107,6 +109,16 @@ def finding_json(finding) -> dict:
     }
 
 
+@csrf_exempt
+def unknown_address(request):
+    """Any other address under /api/v1/, answered in JSON like the rest."""
+    return error(
+        404,
+        "not_found",
+        _("No such API address. See /api/v1/openapi.json for the endpoints."),
+    )
+
+
 @require_GET
 def openapi(request):
     return JsonResponse(json.loads(OPENAPI_PATH.read_text(encoding="utf-8")))
@@ -164,19 +176,17 @@ def scans(request, token, project):
     return JsonResponse({"scan": scan_json(scan)}, status=201)
 
 
-def _int_param(request, name, default, *, maximum=None):
+def _int_param(request, name, default, *, maximum):
+    """An optional query parameter of ASCII digits from 0 to `maximum`; ValueError
+    with a sentence to show otherwise (a sign, a space, "²", a 30-digit number)."""
     raw = request.GET.get(name)
     if raw in (None, ""):
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0 or (maximum is not None and value > maximum):
-        top = maximum if maximum is not None else "any"
+    value = decimal_id(raw)
+    if value is None or value > maximum:
         raise ValueError(
             _("“%(name)s” must be a whole number from 0 to %(top)s.")
-            % {"name": name, "top": top}
+            % {"name": name, "top": maximum}
         )
     return value
 
@@ -201,7 +211,7 @@ def findings(request, token, project):
         )
     try:
         limit = _int_param(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT)
-        offset = _int_param(request, "offset", 0)
+        offset = _int_param(request, "offset", 0, maximum=MAX_OFFSET)
     except ValueError as exc:
         return error(400, "invalid_pagination", str(exc))
     queryset = selectors.findings_for_project(
@@ -224,10 +234,11 @@ def finding(request, token, project, finding_id):
         "not_found",
         _("No finding %(id)s in this project.") % {"id": finding_id[:40]},
     )
-    if not finding_id.isdigit():
+    pk = decimal_id(finding_id)
+    if pk is None:
         return not_found
     try:
-        item = selectors.finding_get(project=project, finding_id=int(finding_id))
+        item = selectors.finding_get(project=project, finding_id=pk)
     except Finding.DoesNotExist:
         return not_found
     if request.method == "GET":

@@ -1,30 +1,35 @@
 """Project pages under /projects/ (namespace "projects")."""
 
-from django.urls import include, path
+from django.urls import include, path, register_converter
 
 from projects import views
+from projects.converters import IdConverter
 
 app_name = "projects"
+
+# `<id:...>`: a row id of at most 18 ASCII digits (projects/converters.py). Registered
+# here, before notifications.project_urls (included below) uses it too.
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", views.project_list, name="list"),
     path("<slug:slug>/", views.project_detail, name="detail"),
     path("<slug:slug>/scans/upload/", views.scan_upload, name="scan_upload"),
     path(
-        "<slug:slug>/findings/<int:finding_id>/",
+        "<slug:slug>/findings/<id:finding_id>/",
         views.finding_detail,
         name="finding",
     ),
     path("<slug:slug>/settings/", views.project_settings, name="settings"),
     path("<slug:slug>/settings/members/", views.membership_add, name="member_add"),
     path(
-        "<slug:slug>/settings/members/<int:membership_id>/remove/",
+        "<slug:slug>/settings/members/<id:membership_id>/remove/",
         views.membership_remove,
         name="member_remove",
     ),
     path("<slug:slug>/settings/tokens/", views.token_create, name="token_create"),
     path(
-        "<slug:slug>/settings/tokens/<int:token_id>/revoke/",
+        "<slug:slug>/settings/tokens/<id:token_id>/revoke/",
         views.token_revoke,
         name="token_revoke",
     ),

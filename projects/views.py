@@ -100,9 +100,11 @@ def project_list(request):
 def project_detail(request, project, access):
     filters = FindingFilterForm(request.GET or None)
     status = severity = None
-    if filters.is_valid():
-        status = filters.cleaned_data["status"] or None
-        severity = filters.cleaned_data["severity"] or None
+    if filters.is_bound:
+        # An unknown value is ignored on its own: a bad severity keeps the status.
+        filters.is_valid()
+        status = filters.cleaned_data.get("status") or None
+        severity = filters.cleaned_data.get("severity") or None
     findings = selectors.findings_for_project(
         project=project, status=status, severity=severity
     )

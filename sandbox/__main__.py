@@ -8,24 +8,43 @@ import threading
 from sandbox.server import Sandbox
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `serve` and its options, with their defaults in --help."""
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
         description="Local stand-in for Entra ID, Microsoft Graph mail and "
         "Exchange Online SMTP.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the sandbox until Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--https-port", type=int, default=8365)
-    serve.add_argument("--smtp-port", type=int, default=8587)
-    serve.add_argument("--state-dir", default="var/sandbox")
+    serve = commands.add_parser(
+        "serve",
+        help="run the sandbox until Ctrl-C",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (the control API answers loopback callers only)",
+    )
+    serve.add_argument(
+        "--https-port", type=int, default=8365, help="identity and Graph (HTTPS)"
+    )
+    serve.add_argument(
+        "--smtp-port", type=int, default=8587, help="Exchange Online SMTP (STARTTLS)"
+    )
+    serve.add_argument(
+        "--state-dir", default="var/sandbox", help="CA, keys and certificates"
+    )
     serve.add_argument(
         "--no-control",
         action="store_true",
         help="turn off the control API under /_sandbox/ (ca.pem stays)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     sandbox = Sandbox(
         host=args.host,

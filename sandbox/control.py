@@ -25,10 +25,15 @@ class ControlError(Exception):
 
 
 def _is_loopback(remote: str | None) -> bool:
+    """Whether the caller's address (aiohttp's `request.remote`) is loopback; an
+    IPv4 caller of a dual-stack socket shows as ::ffff:127.0.0.1."""
     try:
-        return ipaddress.ip_address((remote or "").split("%")[0]).is_loopback
+        address = ipaddress.ip_address((remote or "").split("%")[0])
     except ValueError:
         return False
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def control(handler):

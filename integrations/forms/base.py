@@ -4,12 +4,15 @@ tool needs: no CR or LF anywhere, bounded lengths, and write-only secret fields 
 rendered back, blank keeps the saved value).
 """
 
+import ipaddress
 import re
 import uuid
+from urllib.parse import urlsplit
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
+from django.core.validators import URLValidator, validate_email
 from django.utils.translation import gettext_lazy as _
 
 _DOMAIN = re.compile(
@@ -18,6 +21,17 @@ _DOMAIN = re.compile(
 )
 _LIST_SEPARATORS = re.compile(r"[,;\s]+")
 MAX_RECIPIENTS = 50
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
+#: Printable ASCII without spaces, quotes or markup: client IDs of non-Microsoft
+#: servers, their user names (SendGrid's "apikey", DOMAIN\user).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+_MARKUP = frozenset("<>\"'`")
+#: RFC 6749 section 3.3 (scope-token = 1*( %x21 / %x23-5B / %x5D-7E ): no spaces,
+#: quotes or backslashes), without markup either, and bounded.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")
+MAX_SCOPES = 20
+#: C0 and C1 control characters (CR, LF, TAB, NUL, ESC, ...).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def reject_line_breaks(value):
@@ -37,6 +51,152 @@ def validate_guid(value):
         raise ValidationError(
             _("Enter the GUID in its usual 8-4-4-4-12 form."), code="guid"
         )
+
+
+def validate_host(value):
+    """A host name (smtp.office365.com, mailrelay) or an IP literal, nothing else:
+    no scheme, port, path, spaces or markup."""
+    message = _(
+        "Enter a host name such as smtp.office365.com, or an IP address, without "
+        "a scheme (https://), port or spaces."
+    )
+    if not value or len(value) > 253:
+        raise ValidationError(message, code="host")
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    if (
+        not all(_HOST_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise ValidationError(message, code="host")
+
+
+class HostField(forms.CharField):
+    """A host name or IP literal, lowercased; [::1] is kept as ::1."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 253)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        value = super().to_python(value).lower()
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        return value
+
+    def validate(self, value):
+        super().validate(value)
+        if value:
+            validate_host(value)
+
+
+def validate_token(value):
+    """Printable ASCII without spaces, quotes or markup (an OAuth client ID or a
+    user name of any server)."""
+    if value and (not _TOKEN.fullmatch(value) or _MARKUP & set(value)):
+        raise ValidationError(
+            _("Use printable characters without spaces, quotes, < or >."),
+            code="token",
+        )
+
+
+def validate_display_name(value):
+    """A name shown in the From header: no control characters, no <, > or \"."""
+    if _CONTROL.search(value) or any(c in value for c in '<>"'):
+        raise ValidationError(
+            _('Use letters, digits and punctuation other than <, > and ".'),
+            code="display_name",
+        )
+
+
+class ScopeField(forms.CharField):
+    """OAuth scopes: tokens or URLs separated by spaces, normalised to one space."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 500)
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        return " ".join(s for s in super().to_python(value).split(" ") if s)
+
+    def validate(self, value):
+        super().validate(value)
+        if not value:
+            return
+        scopes = value.split(" ")
+        if len(scopes) > MAX_SCOPES or not all(
+            _SCOPE_TOKEN.fullmatch(s) and not _MARKUP & set(s) for s in scopes
+        ):
+            raise ValidationError(
+                _(
+                    "Enter up to %(max)d scopes separated by spaces, such as "
+                    "https://outlook.office.com/SMTP.Send."
+                ),
+                params={"max": MAX_SCOPES},
+                code="scope",
+            )
+
+
+def validate_endpoint_url(value):
+    """An OAuth endpoint the client secret is sent to.
+
+    https:// with a proper host (a DNS name or an IP address; internal and loopback
+    hosts are allowed, since self-hosted identity providers often are internal),
+    no user name or password, no #fragment. http:// only when the setting
+    OAUTH_ALLOW_INSECURE_ENDPOINTS is on (development).
+    """
+    schemes = ["https"]
+    if settings.OAUTH_ALLOW_INSECURE_ENDPOINTS:
+        schemes.append("http")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValidationError(_("Enter a valid URL."), code="invalid")
+    if parts.scheme.lower() not in schemes:
+        raise ValidationError(
+            _(
+                "Enter an https:// URL: the Client Secret and the tokens are sent "
+                "to it."
+            ),
+            code="scheme",
+        )
+    if "@" in parts.netloc:
+        raise ValidationError(
+            _("Remove the user name and password from the URL."), code="credentials"
+        )
+    if "#" in value:
+        raise ValidationError(_("Remove the #fragment from the URL."), code="fragment")
+    if _MARKUP & set(value):
+        raise ValidationError(_("Enter a valid URL."), code="invalid")
+    URLValidator(schemes=schemes)(value)
+    try:
+        address = ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return
+    if address.is_unspecified or address.is_multicast or address.is_link_local:
+        raise ValidationError(
+            _("Enter the address of the identity provider's server."), code="host"
+        )
+
+
+class EndpointUrlField(forms.CharField):
+    """An OAuth endpoint URL (see `validate_endpoint_url`)."""
+
+    widget = forms.URLInput
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 500)
+        super().__init__(**kwargs)
+
+    def validate(self, value):
+        super().validate(value)
+        if value:
+            validate_endpoint_url(value)
 
 
 class GuidField(forms.CharField):

@@ -8,15 +8,22 @@ from django.utils.translation import gettext_lazy as _
 from integrations.forms.base import (
     EmailAddressField,
     EmailListField,
+    EndpointUrlField,
+    HostField,
     ProviderForm,
+    ScopeField,
     SecretField,
     TenantField,
+    validate_display_name,
+    validate_guid,
+    validate_token,
 )
 from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud, preset
 
 OTHER_SERVER = "other"
 DEFAULT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+MICROSOFT_SMTP_HOSTS = frozenset(preset(cloud).smtp_host for cloud in Cloud)
 
 
 class AuthType:
@@ -72,9 +79,8 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         initial=Cloud.GLOBAL,
         help_text=_("A Microsoft 365 cloud fills in its SMTP host and port 587."),
     )
-    smtp_host = forms.CharField(
+    smtp_host = HostField(
         label=_("SMTP host"),
-        max_length=253,
         required=False,
         initial="smtp.office365.com",
     )
@@ -94,7 +100,10 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         ),
     )
     sender_name = forms.CharField(
-        label=_("Sender name"), max_length=100, required=False
+        label=_("Sender name"),
+        max_length=100,
+        required=False,
+        validators=[validate_display_name],
     )
     recipients = EmailListField(label=_("To"))
     auth_type = forms.ChoiceField(
@@ -116,7 +125,10 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         max_length=254,
         required=False,
         widget=forms.TextInput(attrs=_show("auth_type=basic|oauth_delegated")),
-        help_text=_("For OAuth 2.0 (delegated), the same as the From address."),
+        help_text=_(
+            "An email address (for OAuth 2.0 delegated, the From address); another "
+            "SMTP server may use a plain user name."
+        ),
     )
     password = SecretField(
         label=_("Password"),
@@ -134,7 +146,11 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         label=_("Client ID"),
         max_length=255,
         required=False,
+        validators=[validate_token],
         widget=forms.TextInput(attrs=_show("auth_type=oauth_app|oauth_delegated")),
+        help_text=_(
+            "A GUID for Microsoft 365; for a non-Microsoft server, its client ID."
+        ),
     )
     client_secret = SecretField(
         label=_("Client Secret"),
@@ -147,31 +163,32 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         ),
         help_text=_("The secret's Value (not its Secret ID)."),
     )
-    authorization_endpoint = forms.URLField(
-        assume_scheme="https",
+    authorization_endpoint = EndpointUrlField(
         label=_("Authorization endpoint"),
         required=False,
-        max_length=500,
         widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
         help_text=_(
-            "Only for a non-Microsoft server; leave blank to use the Tenant ID."
+            "Only for a non-Microsoft server; leave blank to use the Tenant ID. "
+            "An https:// URL; internal hosts are allowed."
         ),
     )
-    token_endpoint = forms.URLField(
-        assume_scheme="https",
+    token_endpoint = EndpointUrlField(
         label=_("Token endpoint"),
         required=False,
-        max_length=500,
         widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
+        help_text=_(
+            "An https:// URL (the Client Secret is sent to it); internal hosts are "
+            "allowed. Plain http:// only if OAUTH_ALLOW_INSECURE_ENDPOINTS is on."
+        ),
     )
-    scope = forms.CharField(
+    scope = ScopeField(
         label=_("Scope"),
-        max_length=500,
         required=False,
         initial=DEFAULT_SMTP_SCOPE,
         widget=forms.TextInput(
             attrs=_show("auth_type=oauth_delegated&communication_type=smtp")
         ),
+        help_text=_("One or more scopes, separated by spaces."),
     )
     redirect_url = forms.CharField(
         label=_("Redirect URL"),
@@ -248,15 +265,24 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
                     self.add_error("smtp_host", _("This field is required."))
             if not cleaned.get("smtp_port"):
                 cleaned["smtp_port"] = 465 if cleaned.get("security") == "ssl" else 587
-        if auth == AuthType.BASIC and not cleaned.get("username"):
-            self.add_error("username", _("This field is required."))
+        if auth == AuthType.BASIC:
+            self._clean_basic_username(cleaned)
         if auth in (AuthType.OAUTH_APP, AuthType.OAUTH_DELEGATED):
-            if not cleaned.get("client_id"):
-                self.add_error("client_id", _("This field is required."))
             endpoints = cleaned.get("authorization_endpoint") or cleaned.get(
                 "token_endpoint"
             )
-            if delegated and endpoints:
+            explicit_endpoints = delegated and endpoints
+            client_id = cleaned.get("client_id")
+            if not client_id:
+                if "client_id" not in self.errors:
+                    self.add_error("client_id", _("This field is required."))
+            elif not explicit_endpoints:
+                # A Microsoft tenant: the Application (client) ID is a GUID.
+                try:
+                    validate_guid(client_id)
+                except ValidationError as error:
+                    self.add_error("client_id", error)
+            if explicit_endpoints:
                 if not (
                     cleaned.get("authorization_endpoint")
                     and cleaned.get("token_endpoint")
@@ -273,7 +299,10 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             username = (cleaned.get("username") or "").strip().lower()
             sender = (cleaned.get("sender") or "").lower()
             if not username:
-                self.add_error("username", _("This field is required."))
+                if "username" not in self.errors:
+                    self.add_error("username", _("This field is required."))
+            elif not self._is_email(username):
+                self.add_error("username", _("Enter a valid email address."))
             elif sender and username != sender:
                 self.add_error(
                     "username",
@@ -293,6 +322,34 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
                 "security", _("Plain-text SMTP is not allowed on this server.")
             )
         return cleaned
+
+    @staticmethod
+    def _is_email(value: str) -> bool:
+        try:
+            EmailAddressField().clean(value)
+        except ValidationError:
+            return False
+        return True
+
+    def _clean_basic_username(self, cleaned) -> None:
+        """An email address for Microsoft 365; another server may use a plain user
+        name (SendGrid's "apikey", or a Windows domain and user name)."""
+        username = cleaned.get("username")
+        if not username:
+            if "username" not in self.errors:
+                self.add_error("username", _("This field is required."))
+            return
+        microsoft = (cleaned.get("smtp_host") or "").lower() in MICROSOFT_SMTP_HOSTS
+        if microsoft and not self._is_email(username):
+            self.add_error(
+                "username",
+                _("Enter the mailbox's email address (user@contoso.com)."),
+            )
+        elif not microsoft:
+            try:
+                validate_token(username)
+            except ValidationError as error:
+                self.add_error("username", error)
 
     def required_secrets_now(self, cleaned):
         auth = cleaned.get("auth_type")

@@ -14,14 +14,17 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import msal
 import requests
+from django.conf import settings
 from msal.oauth2cli import oidc
 
 from integrations.exceptions import (
     AuthenticationFailed,
     AuthorizationRequired,
+    ConfigurationError,
     IntegrationError,
     PermissionMissing,
 )
@@ -73,7 +76,20 @@ def clean_scopes(scopes) -> list[str]:
     return [s for s in scopes if s and s.lower() not in _RESERVED]
 
 
+def _check_endpoints(client: DelegatedClient) -> None:
+    """Explicit endpoints must be https:// (the form checks it too; this covers
+    settings saved before it did), unless OAUTH_ALLOW_INSECURE_ENDPOINTS is on."""
+    if client.is_microsoft or settings.OAUTH_ALLOW_INSECURE_ENDPOINTS:
+        return
+    for url in (client.authorization_endpoint, client.token_endpoint):
+        if urlsplit(url).scheme.lower() != "https":
+            raise ConfigurationError(
+                "OAuth endpoint is not https://", code="oauth_endpoint_insecure"
+            )
+
+
 def _client(client: DelegatedClient):
+    _check_endpoints(client)
     try:
         if client.is_microsoft:
             return msal.ConfidentialClientApplication(

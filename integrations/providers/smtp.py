@@ -25,6 +25,7 @@ from integrations.exceptions import (
 )
 from integrations.forms.smtp import (
     DEFAULT_SMTP_SCOPE,
+    MICROSOFT_SMTP_HOSTS,
     OTHER_SERVER,
     AuthType,
     CommunicationType,
@@ -40,8 +41,6 @@ from integrations.providers.base import (
 from integrations.providers.graph import message_payload
 from integrations.providers.graph_mail import app_credentials, graph_client
 from integrations.providers.smtp_client import SmtpSession, build_message
-
-MICROSOFT_SMTP_HOSTS = frozenset(clouds.preset(c).smtp_host for c in clouds.Cloud)
 
 
 class SmtpConnection(Connection):

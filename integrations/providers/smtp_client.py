@@ -31,6 +31,7 @@ from integrations.exceptions import (
     ServiceUnavailable,
     Throttled,
     UnexpectedResponse,
+    one_line,
 )
 from integrations.providers.http import (
     error_from_exception,
@@ -144,8 +145,10 @@ def build_message(
     message = EmailMessage(policy=email_policy.SMTP)
     message["Subject"] = email.subject
     local, _, domain = sender.rpartition("@")
+    # headerregistry quotes and RFC 2047-encodes the display name; it refuses CR and
+    # LF, which a name saved before the form checked it could hold: made spaces.
     message["From"] = Address(
-        display_name=sender_name or "", username=local, domain=domain
+        display_name=one_line(sender_name, 100), username=local, domain=domain
     )
     message["To"] = ", ".join(email.to)
     message["Date"] = formatdate(localtime=False)

@@ -11,6 +11,7 @@ tool's deliveries wait for a free slot instead of running into Microsoft's limit
 """
 
 import logging
+import math
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -47,19 +48,28 @@ def _setting(name: str, default):
 def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
     """Seconds to wait before attempt `attempts + 1`.
 
-    The server's Retry-After when it sent one (never less); otherwise exponential
-    backoff from NOTIFICATIONS_RETRY_BASE_SECONDS, capped, with "full jitter" on the
-    upper half so that many deliveries failing together do not retry together.
+    Without a Retry-After: exponential backoff from NOTIFICATIONS_RETRY_BASE_SECONDS
+    capped at NOTIFICATIONS_RETRY_MAX_SECONDS, with jitter over its upper half (between
+    half the backoff and the backoff), so that many deliveries failing together do
+    not retry together.
+
+    With one: the server's Retry-After, never less, plus up to min(1 s, base / 10) of
+    jitter; but at most NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS (an hour by default), so
+    a buggy or hostile server cannot park a delivery for years (or, with "inf",
+    overflow the date).
     """
     base = float(_setting("NOTIFICATIONS_RETRY_BASE_SECONDS", 30.0))
-    cap = float(_setting("NOTIFICATIONS_RETRY_MAX_SECONDS", 3600.0))
-    backoff = min(cap, base * (2 ** max(0, attempts - 1)))
-    backoff = backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311
     if retry_after is not None:
-        # Never sooner than asked; a little jitter on top, so a throttled batch does
-        # not come back as one burst.
-        return retry_after + random.uniform(0, min(1.0, base / 10))  # noqa: S311
-    return backoff
+        ceiling = float(_setting("NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS", 3600.0))
+        if not math.isfinite(retry_after) or retry_after > ceiling:
+            retry_after = ceiling
+        # A little jitter on top, so a throttled batch does not come back as a burst.
+        jitter = random.uniform(0, min(1.0, base / 10))  # noqa: S311
+        return max(0.0, retry_after) + jitter
+    cap = float(_setting("NOTIFICATIONS_RETRY_MAX_SECONDS", 3600.0))
+    # The exponent is bounded so that a very high attempt count cannot overflow.
+    backoff = min(cap, base * 2.0 ** min(max(0, attempts - 1), 64))
+    return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311
 
 
 def _due_q(now: datetime) -> Q:
@@ -236,6 +246,10 @@ class _Run:
             return
         if delivery.link_id is None:
             self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_unlinked")
+            return
+        if not delivery.link.enabled:
+            # Switched off after the delivery was written: nothing goes out.
+            self.finish(delivery, DeliveryStatus.SKIPPED, error_code="link_disabled")
             return
         if not delivery.recipients:
             self.finish(delivery, DeliveryStatus.FAILED, error_code="no_recipients")

@@ -71,10 +71,25 @@ def link_delete(*, link: ToolLink, actor=None) -> None:
 
 @transaction.atomic
 def link_send_test(*, link: ToolLink, actor=None) -> Delivery:
-    """Send a test notification through `link` to its recipients, in the background."""
+    """Send a test notification through `link` to its recipients, in the background.
+
+    Refused while the link is paused (a security admin deactivated the tool) or
+    switched off (Enabled unticked): neither sends anything, tests included.
+    """
     if not active_integrations().filter(pk=link.integration_id).exists():
         raise NotificationError(
-            _("This notification tool is deactivated, so it sends nothing.")
+            _(
+                "This link is paused: a security admin deactivated the notification "
+                "tool, so it sends nothing, not even a test. Ask them to activate it "
+                "again."
+            )
+        )
+    if not link.enabled:
+        raise NotificationError(
+            _(
+                "This link is switched off, so it sends nothing, not even a test. "
+                "Tick Enabled and save, then send the test."
+            )
         )
     event = Event.objects.create(
         project=link.project, kind=EventKind.TEST, payload={}, actor=actor

@@ -14,7 +14,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def smtp_oauth_page(browser, live_server):
     """A page whose context also accepts the sandbox's local CA (its sign-in page)."""
-    context = browser.new_context(base_url=live_server.url, ignore_https_errors=True)
+    context = browser.new_context(
+        base_url=live_server.url,
+        ignore_https_errors=True,
+        permissions=["clipboard-read", "clipboard-write"],
+    )
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
@@ -54,6 +58,10 @@ def test_admin_authorizes_delegated_smtp_and_the_test_email_arrives(
         "https://outlook.office.com/SMTP.Send"
     )
     expect(drawer.get_by_label("Redirect URL")).to_have_value(callback)
+    expect(drawer.get_by_label("Redirect URL")).not_to_be_editable()
+    drawer.get_by_role("button", name="Copy").click()
+    expect(drawer.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == callback
     expect(drawer.get_by_role("button", name="Validate and Save")).to_be_hidden()
 
     with page.context.expect_page() as new_tab:

@@ -1,15 +1,26 @@
 """SMTP with delegated OAuth 2.0: Save & Authorize, the callback and its refusals,
 refresh under a lock, and re-authorization; against the sandbox over TLS."""
 
+import datetime
+import logging
 import threading
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from integrations.exceptions import AuthorizationRequired
-from integrations.models import AuditAction, AuditEntry, Integration, IntegrationState
+from integrations.exceptions import AuthorizationRequired, ConfigurationError
+from integrations.models import (
+    AuditAction,
+    AuditEntry,
+    Integration,
+    IntegrationState,
+    OAuthAuthorization,
+)
+from integrations.providers import delegated, identity
 from integrations.providers.base import OutgoingEmail
 from integrations.services import provider_for
 from tests.integrations.smtp_support import (
@@ -338,6 +349,77 @@ def test_a_newer_save_and_authorize_supersedes_the_older_flow(
 
 
 @pytest.mark.django_db
+def test_expired_authorization_flow_is_refused_and_changes_nothing(
+    sandbox, client_admin, http, settings
+):
+    settings.OAUTH_AUTHORIZATION_TIMEOUT = 600
+    auth_uri = start_authorization(
+        client_admin, drawer_data(sandbox, "oauth_delegated")
+    )
+    params = sign_in(http, auth_uri, sandbox.seed["user"], sandbox.seed["password"])
+    # The admin came back eleven minutes after clicking Save & Authorize.
+    OAuthAuthorization.objects.update(
+        created_at=timezone.now() - datetime.timedelta(seconds=660)
+    )
+    before = smtp_row()
+    redeemed = sandbox.counters()["token_requests"]["authorization_code"]
+
+    response = client_admin.get(reverse("integrations:oauth_callback"), params)
+
+    assert_refused(response, "The sign-in took too long")
+    assert "Start again with Save &amp; Authorize" in response.content.decode()
+    row = smtp_row()
+    assert row.state == IntegrationState.AUTHORIZATION_PENDING
+    assert row.secrets == before.secrets and row.config == before.config
+    assert "access_token" not in row.secrets
+    # The code was never redeemed, and the flow cannot be tried again.
+    assert sandbox.counters()["token_requests"]["authorization_code"] == redeemed
+    assert AuditEntry.objects.filter(
+        provider="smtp", action=AuditAction.AUTHORIZATION_FAILED
+    ).latest("pk").error_code == ("authorization_expired")
+    replay = client_admin.get(reverse("integrations:oauth_callback"), params)
+    assert_refused(replay, "already used")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        ("access_denied", "Sign-in was cancelled or denied"),
+        ("access_denied\r\nINFO forged <b>entry</b>", "Authorization failed"),
+    ],
+)
+def test_callback_error_text_is_logged_on_one_line_and_never_shown(
+    sandbox, client_admin, caplog, error, words
+):
+    caplog.set_level(logging.DEBUG)
+    auth_uri = start_authorization(
+        client_admin, drawer_data(sandbox, "oauth_delegated")
+    )
+    state = parse_qs(urlsplit(auth_uri).query)["state"][0]
+    description = (
+        "AADSTS65004: declined.\r\n2025-01-01 00:00:00 ERROR integrations forged"
+        "\n<script>alert('x')</script>\x1b[2J" + "padding " * 500
+    )
+
+    response = client_admin.get(
+        reverse("integrations:oauth_callback"),
+        {"error": error, "error_description": description, "state": state},
+    )
+
+    assert_refused(response, words)
+    body = response.content.decode()
+    for fragment in ("forged", "<script>", "&lt;script&gt;", "AADSTS65004", "padding"):
+        assert fragment not in body
+    logged = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert logged, [r.getMessage() for r in caplog.records]
+    for message in logged:
+        assert not any(c in message for c in "\r\n\x1b"), repr(message)
+        assert len(message) < 400
+    assert smtp_row().state == IntegrationState.AUTHORIZATION_PENDING
+
+
+@pytest.mark.django_db
 def test_username_must_be_the_from_address(sandbox, client_admin):
     data = drawer_data(
         sandbox, "oauth_delegated", username="someone@contoso.onmicrosoft.com"
@@ -370,6 +452,61 @@ def test_expired_access_token_is_refreshed_and_the_rotated_token_saved(
     # The fresh token is reused: no second redemption.
     send_one(row, sandbox.seed["recipient"])
     assert sandbox.counters()["refresh_redemptions"] == before + 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "seconds_left, refreshed",
+    [(identity.EXPIRY_MARGIN - 30, True), (identity.EXPIRY_MARGIN + 120, False)],
+    ids=["within_the_margin", "beyond_the_margin"],
+)
+def test_token_close_to_expiry_is_refreshed_before_use(
+    sandbox, client_admin, http, seconds_left, refreshed
+):
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    row = smtp_row()
+    row.secrets = {**row.secrets, "token_expires_at": time.time() + seconds_left}
+    row.save(update_fields=["secrets"])
+    old = dict(row.secrets)
+    before = sandbox.counters()["refresh_redemptions"]
+
+    send_one(smtp_row(), sandbox.seed["recipient"])
+
+    assert sandbox.counters()["refresh_redemptions"] == before + int(refreshed)
+    new = smtp_row().secrets
+    if refreshed:
+        assert new["access_token"] != old["access_token"]
+        assert new["refresh_token"] != old["refresh_token"]
+        assert new["token_expires_at"] > time.time() + identity.EXPIRY_MARGIN
+    else:
+        assert new == old
+    assert sandbox.messages(to=sandbox.seed["recipient"])
+
+
+@pytest.mark.django_db
+def test_refresh_answered_aadsts70008_needs_reauthorization(
+    sandbox, client_admin, http, caplog
+):
+    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
+    redeemed = smtp_row().secrets["refresh_token"]
+    expire_access_token()
+    send_one(smtp_row(), sandbox.seed["recipient"])  # rotates: `redeemed` is used up
+    row = smtp_row()
+    row.secrets = {
+        **row.secrets,
+        "refresh_token": redeemed,
+        "token_expires_at": time.time() - 10,
+    }
+    row.save(update_fields=["secrets"])
+
+    with pytest.raises(AuthorizationRequired) as raised:
+        send_one(smtp_row(), sandbox.seed["recipient"])
+
+    assert raised.value.code == "reauthorization_required"
+    assert "AADSTS70008" in raised.value.detail
+    assert smtp_row().state == IntegrationState.NEEDS_REAUTHORIZATION
+    page = client_admin.get(reverse("integrations:notification_tools")).content.decode()
+    assert "Needs re-authorization" in page and "Re-authorize" in page
 
 
 @pytest.mark.django_db(transaction=True)
@@ -579,3 +716,40 @@ def test_testing_another_client_does_not_use_or_spoil_the_saved_grant(
     assert sandbox.counters()["token_requests"]["refresh_token"] == before
     assert smtp_row().state == IntegrationState.ACTIVE
     send_one(smtp_row(), sandbox.seed["recipient"])  # the saved grant still works
+
+
+# --- explicit endpoints must be https ---------------------------------------------------
+
+
+def http_client(**kwargs) -> delegated.DelegatedClient:
+    return delegated.DelegatedClient(
+        client_id="appsec-notifier",
+        client_secret="not-sent-anywhere",
+        authorization_endpoint="http://idp.example.org/authorize",
+        token_endpoint="http://idp.example.org/token",
+        **kwargs,
+    )
+
+
+def test_plain_http_endpoints_saved_earlier_are_refused_before_any_request(settings):
+    settings.OAUTH_ALLOW_INSECURE_ENDPOINTS = False
+
+    with pytest.raises(ConfigurationError) as raised:
+        delegated.refresh(http_client(), refresh_token="rt", scopes=["smtp.send"])
+
+    assert raised.value.code == "oauth_endpoint_insecure"
+    assert "https://" in str(raised.value.troubleshooting.title)
+    with pytest.raises(ConfigurationError):
+        delegated.start_flow(
+            http_client(), scopes=["smtp.send"], redirect_uri=CALLBACK, login_hint=""
+        )
+
+
+def test_plain_http_endpoints_work_only_with_the_setting(settings):
+    settings.OAUTH_ALLOW_INSECURE_ENDPOINTS = True
+
+    flow = delegated.start_flow(
+        http_client(), scopes=["smtp.send"], redirect_uri=CALLBACK, login_hint=""
+    )
+
+    assert flow["auth_uri"].startswith("http://idp.example.org/authorize?")

@@ -1,6 +1,8 @@
 """The SMTP drawer: card, Test, Validate and Save; and secrets that never come back out."""
 
 import logging
+import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.test import Client
@@ -70,6 +72,38 @@ def test_card_and_drawer_have_the_fields(client_admin, settings):
         reverse("integrations:tool", args=["smtp"])
     ).content.decode()
     assert "None (plain text)" in drawer
+
+
+def test_redirect_url_is_read_only_with_a_copy_button(client_admin, settings):
+    settings.SITE_URL = "https://appsec.example.com"
+
+    drawer = client_admin.get(
+        reverse("integrations:tool", args=["smtp"])
+    ).content.decode()
+
+    (field,) = re.findall(r"<input[^>]*\bid=\"id_redirect_url\"[^>]*>", drawer)
+    assert re.search(r"\sreadonly[\s>]", field) and re.search(r"\sdisabled[\s>]", field)
+    assert 'value="https://appsec.example.com/integrations/oauth/callback/"' in field
+    assert (
+        '<button type="button" class="secondary copy" data-copy="id_redirect_url">'
+        "Copy</button>"
+    ) in drawer
+
+
+def test_a_posted_redirect_url_is_ignored(sandbox, client_admin, ctl, settings):
+    settings.SITE_URL = "http://testserver"
+    callback = "http://testserver/integrations/oauth/callback/"
+    register_redirect_uri(ctl, callback)
+    data = drawer_data(
+        sandbox, "oauth_delegated", redirect_url="https://attacker.example/steal"
+    )
+
+    response = client_admin.post(reverse("integrations:authorize", args=["smtp"]), data)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    query = parse_qs(urlsplit(response["Location"]).query)
+    assert query["redirect_uri"] == [callback]
+    assert "redirect_url" not in Integration.objects.get(provider="smtp").config
 
 
 def test_validate_and_save_sends_to_the_admin_and_saves(sandbox, client_admin):

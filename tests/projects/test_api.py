@@ -1,9 +1,12 @@
 """The HTTP API: tokens, project scoping, hostile input, errors in JSON."""
 
 import json
+import logging
+from urllib.parse import quote
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from notifications.models import Event, EventKind
 from projects.models import ApiToken, Finding, Scan
@@ -237,14 +240,149 @@ def test_list_findings_with_filters_and_pagination(client, project, token):
     [
         {"severity": "urgent"},
         {"status": "done"},
-        {"limit": "-1"},
-        {"limit": "501"},
-        {"offset": "x"},
+        {"status": "x" * 5000},
+        {"severity": "ｈｉｇｈ"},  # fullwidth letters
+        {"status": "open\x00"},
     ],
 )
 def test_bad_filters_are_400(client, project, token, params):
     response = client.get("/api/v1/projects/shop/findings", params, **auth(token))
-    assert response.status_code == 400 and error_of(response)["message"]
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_filter"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "-1"},
+        {"limit": "501"},
+        {"limit": "²"},
+        {"limit": "9" * 5000},  # past int()'s digit limit
+        {"offset": "x"},
+        {"offset": "-1"},
+        {"offset": "+1"},
+        {"offset": " 1"},
+        {"offset": "1_0"},
+        {"offset": "1.0"},
+        {"offset": "1e3"},
+        {"offset": "²"},  # str.isdigit() says yes, int() says no
+        {"offset": "٣"},  # Arabic-Indic three: int() would read 3
+        {"offset": "１"},  # fullwidth one
+        {"offset": "9" * 30},  # past 64 bits: SQLite "datatype mismatch"
+        {"offset": "9" * 5000},
+        {"offset": "1000000001"},
+    ],
+)
+def test_bad_pagination_is_400_with_the_range(client, project, token, params):
+    response = client.get("/api/v1/projects/shop/findings", params, **auth(token))
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_pagination"
+    (name,) = params
+    assert f"“{name}” must be a whole number from 0 to" in error["message"]
+
+
+def test_pagination_edges_are_accepted(client, project, token):
+    seed(project)
+    url = "/api/v1/projects/shop/findings"
+    empty = client.get(url, {"limit": "", "offset": ""}, **auth(token)).json()
+    assert (empty["limit"], empty["offset"], empty["count"]) == (50, 0, 2)
+    far = client.get(url, {"limit": "500", "offset": "1000000000"}, **auth(token))
+    assert far.status_code == 200
+    assert far.json()["results"] == [] and far.json()["offset"] == 10**9
+    assert client.get(url, {"limit": "0"}, **auth(token)).json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    "finding_id",
+    [
+        "²",  # str.isdigit() says yes, int() says no
+        "٣",  # Arabic-Indic three
+        "１",  # fullwidth one
+        "9" * 5000,  # past int()'s digit limit
+        "9" * 19,  # past 18 digits
+        "9" * 30,
+        "999999999999999999",  # 18 digits: an id, but no such finding
+        "abc",
+        "-1",
+        "+1",
+        " 1",
+        "1.0",
+        "0x1",
+        "1%00",
+    ],
+)
+def test_hostile_finding_ids_are_a_json_404(client, project, token, finding_id):
+    seed(project)
+    url = "/api/v1/projects/shop/findings/" + quote(finding_id)
+    for response in (
+        client.get(url, **auth(token)),
+        client.patch(
+            url, {"status": "confirmed"}, content_type="application/json", **auth(token)
+        ),
+    ):
+        assert response.status_code == 404
+        assert error_of(response)["code"] == "not_found"
+    assert not Finding.objects.exclude(status="open").exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/projects/shop/findings/",  # an empty id
+        "/api/v1/projects/shop/findings/1/",
+        "/api/v1/projects/shop/nothing-here",
+        "/api/v1/",
+    ],
+)
+def test_unknown_api_addresses_are_a_json_404(client, project, token, path):
+    response = client.get(path, **auth(token))
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+    assert "openapi.json" in error_of(response)["message"]
+    assert client.post(path, {}, **auth(token)).status_code == 404
+
+
+@pytest.fixture
+def sql_logged():
+    """SQL statements and their parameters logged (django.db.backends, DEBUG)."""
+    connection.force_debug_cursor = True
+    yield
+    connection.force_debug_cursor = False
+
+
+def test_raw_token_never_reaches_the_logs(
+    client, project, owner, token, other_project, sql_logged, caplog
+):
+    """Used, refused, revoked or sent to the wrong project: logs (SQL included) show
+    its prefix at most, never the token."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="django")
+    seed(project)
+    finding = Finding.objects.filter(project=project).first()
+    url = "/api/v1/projects/shop/findings"
+    assert client.get(url, **auth(token)).status_code == 200
+    assert client.get(f"{url}/{finding.pk}", **auth(token)).status_code == 200
+    assert client.get(f"{url}/²", **auth(token)).status_code == 404
+    assert client.get(url, {"offset": "9" * 30}, **auth(token)).status_code == 400
+    assert post_scan(client, "shop", b"{not json", token).status_code == 400
+    assert (
+        client.get("/api/v1/projects/payroll/findings", **auth(token)).status_code
+        == 404
+    )
+    assert client.get(url, **auth(token + "x")).status_code == 401
+    assert client.get(url, HTTP_AUTHORIZATION=token).status_code == 401  # no scheme
+    api_token_revoke(token=ApiToken.objects.get(project=project), actor=owner)
+    assert client.get(url, **auth(token)).status_code == 401
+
+    assert any(r.name == "django.request" for r in caplog.records)
+    assert any(r.name == "django.db.backends" for r in caplog.records)
+    logged = caplog.text + "\n".join(
+        f"{r.getMessage()} {r.args!r} {r.__dict__!r}" for r in caplog.records
+    )
+    secret_part = token[len(ApiToken.objects.get().prefix) :]
+    assert token not in logged
+    assert secret_part not in logged
 
 
 def test_patch_changes_status_and_emits_event(client, project, owner, token):

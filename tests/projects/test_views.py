@@ -1,5 +1,7 @@
 """Project pages: who sees what, who changes what, and hostile text shown safely."""
 
+from urllib.parse import quote
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import Resolver404, resolve, reverse
@@ -159,8 +161,12 @@ def test_overview_lists_and_filters_findings(client, project, member):
     assert "HIGHRULE" not in body and "LOWRULE" in body
     body = client.get(url, {"status": "resolved"}).content.decode()
     assert "HIGHRULE" not in body and "No findings match these filters" in body
-    # Unknown filter values are ignored rather than failing.
+    # Unknown filter values are ignored rather than failing, each on its own.
     assert client.get(url, {"severity": "bogus"}).status_code == 200
+    body = client.get(url, {"status": "resolved", "severity": "bogus"}).content
+    assert b"HIGHRULE" not in body and b"No findings match these filters" in body
+    body = client.get(url, {"status": "x" * 5000, "severity": "low"}).content
+    assert b"HIGHRULE" not in body and b"LOWRULE" in body
 
 
 def test_hostile_finding_text_is_stored_as_data_and_escaped(client, finding, member):
@@ -366,3 +372,88 @@ def test_settings_links_notification_tools_only_when_that_page_exists(
         .content.decode()
     )
     assert (f'href="{url}"' in body) is exists
+
+
+# -- hostile ids and query parameters -------------------------------------------------
+
+HOSTILE_IDS = [
+    "²",  # str.isdigit() says yes, int() says no
+    "٣",  # Arabic-Indic three
+    "１",  # fullwidth one
+    "9" * 19,  # past 18 digits
+    "9" * 30,  # past 64 bits
+    "9" * 5000,  # past int()'s digit limit
+    "999999999999999999",  # 18 digits: an id, but no such row
+    "-1",
+    "abc",
+    "1.0",
+]
+
+
+@pytest.mark.parametrize("bad_id", HOSTILE_IDS)
+def test_hostile_ids_in_page_addresses_are_404(client, project, security_admin, bad_id):
+    login(client, security_admin)
+    base = f"/projects/{project.slug}"
+    finding = f"{base}/findings/{quote(bad_id)}/"
+    assert client.get(finding).status_code == 404
+    for path in (
+        finding,
+        f"{base}/settings/members/{quote(bad_id)}/remove/",
+        f"{base}/settings/tokens/{quote(bad_id)}/revoke/",
+    ):
+        assert client.post(path, {"status": "confirmed"}).status_code == 404
+    assert Membership.objects.filter(project=project).count() == 2
+
+
+def test_another_projects_ids_are_404_even_for_a_security_admin(
+    client, project, other_project, outsider, security_admin
+):
+    """A security admin sees both projects: the project in the address still scopes
+    the finding, membership and token ids."""
+    scan_import(
+        project=other_project, sarif=sarif_bytes([sarif_result()]), source="api"
+    )
+    theirs = Finding.objects.get(project=other_project)
+    membership = Membership.objects.get(project=other_project)
+    token, _raw = api_token_create(project=other_project, name="CI", actor=outsider)
+    login(client, security_admin)
+    slug = project.slug
+    assert (
+        client.get(reverse("projects:finding", args=[slug, theirs.pk])).status_code
+        == 404
+    )
+    for name, pk in [
+        ("projects:finding", theirs.pk),
+        ("projects:member_remove", membership.pk),
+        ("projects:token_revoke", token.pk),
+    ]:
+        response = client.post(reverse(name, args=[slug, pk]), {"status": "confirmed"})
+        assert response.status_code == 404
+    theirs.refresh_from_db()
+    token.refresh_from_db()
+    assert theirs.status == "open" and token.revoked_at is None
+    assert Membership.objects.filter(pk=membership.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page": ""},
+        {"page": "²"},
+        {"page": "٣"},
+        {"page": "-1"},
+        {"page": "9" * 30},
+        {"page": "9" * 5000},
+        {"status": ""},
+        {"status": "x" * 5000},
+        {"severity": "ｈｉｇｈ"},
+        {"status": ["open", "resolved"], "severity": ["high", "urgent"]},
+    ],
+)
+def test_hostile_query_parameters_still_show_the_overview(
+    client, project, member, params
+):
+    scan_import(project=project, sarif=sarif_bytes([sarif_result()]), source="api")
+    login(client, member)
+    response = client.get(reverse("projects:detail", args=[project.slug]), params)
+    assert response.status_code == 200

@@ -181,3 +181,32 @@ def test_serve_reuses_the_state_dir_ca_on_restart(tmp_path):
             assert server.stop() == 0, server.output
 
     assert pems[0] == pems[1]
+
+
+def test_serve_defaults_are_loopback_and_the_documented_ports():
+    from sandbox.__main__ import build_parser
+
+    args = build_parser().parse_args(["serve"])
+
+    assert args.host == "127.0.0.1"
+    assert args.https_port == 8365
+    assert args.smtp_port == 8587
+    assert args.state_dir == "var/sandbox"
+    assert args.no_control is False
+
+
+def test_serve_help_shows_the_defaults():
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox", "serve", "--help"],
+        cwd=ROOT,
+        env=dict(os.environ, COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    help_text = " ".join(result.stdout.split())
+    assert "--host HOST" in help_text and "(default: 127.0.0.1)" in help_text
+    assert "(default: 8365)" in help_text
+    assert "(default: 8587)" in help_text

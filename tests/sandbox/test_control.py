@@ -525,3 +525,116 @@ def test_control_api_is_refused_when_off_but_ca_is_served(tmp_path):
     assert ca.status_code == 200
     assert ca.text.strip() == sb.ca_path.read_text().strip()
     assert sent.status_code == 202
+
+
+# --- loopback callers only ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "remote, allowed",
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # an IPv4 caller of a dual-stack socket
+        ("::ffff:192.0.2.10", False),
+        ("192.0.2.10", False),
+        ("10.0.0.5", False),
+        ("0.0.0.0", False),
+        ("fe80::1%eth0", False),
+        ("", False),
+        (None, False),
+        ("localhost", False),
+        ("127.0.0.1.evil.example", False),
+    ],
+)
+def test_loopback_check(remote, allowed):
+    from sandbox.control import _is_loopback
+
+    assert _is_loopback(remote) is allowed
+
+
+def fake_request(peer):
+    """A control API request as it arrives from `peer` (a (host, port) or None)."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from sandbox.keys import CTX
+
+    app = web.Application()
+    app[CTX] = SimpleNamespace(control=True, seed=lambda: {"tenant_id": "t"})
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        peer if name == "peername" else default
+    )
+    return make_mocked_request("GET", "/_sandbox/seed", app=app, transport=transport)
+
+
+@pytest.mark.parametrize(
+    "peer, status",
+    [
+        (("127.0.0.1", 50000), 200),
+        (("::1", 50000, 0, 0), 200),
+        (("192.0.2.10", 50000), 403),
+        (("2001:db8::10", 50000, 0, 0), 403),
+        (None, 403),
+    ],
+)
+def test_control_handlers_answer_loopback_callers_only(peer, status):
+    import asyncio
+    import json
+
+    from sandbox.control import seed_values
+
+    response = asyncio.run(seed_values(fake_request(peer)))
+
+    assert response.status == status
+    if status == 403:
+        assert json.loads(response.body)["error"]["code"] == "Forbidden"
+
+
+def non_loopback_address():
+    """An address of this machine that is not loopback (None if it has none)."""
+    import ipaddress
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # a route lookup: nothing is sent
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def get_over_tls(address, port, ca_path, path):
+    """GET `path` from the sandbox at `address`, its certificate verified (as
+    localhost, the name it carries); returns the status code."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca_path))
+    with socket.create_connection((address, port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            status_line = tls.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
+def test_control_api_refuses_a_caller_on_another_address(tmp_path):
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address besides loopback")
+
+    with Sandbox(host=address, state_dir=tmp_path) as sb:
+        seed = get_over_tls(address, sb.https_port, sb.ca_path, "/_sandbox/seed")
+        ca = get_over_tls(address, sb.https_port, sb.ca_path, "/_sandbox/ca.pem")
+
+    assert seed == 403
+    assert ca == 200

@@ -3,6 +3,8 @@ OAuth 2.0 application and every SMTP failure mapped to one error code."""
 
 import smtplib
 import socket
+from email import message_from_bytes
+from email import policy as email_policy
 
 import pytest
 
@@ -168,6 +170,43 @@ def test_build_message_has_a_text_part_and_an_html_alternative():
     ]
     assert message["From"] == "Alerts <n@example.com>"
     assert message["Message-ID"] == "<id@x>"
+
+
+HOSTILE_SENDER_NAMES = [
+    "Evil\r\nBcc: victim@example.com",
+    "Evil\nBcc: victim@example.com",
+    'Security" <ceo@contoso.com>, "x',
+    "Evil\x00\x1b[31m\u2028Bcc: victim@example.com",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_SENDER_NAMES)
+def test_a_hostile_saved_sender_name_cannot_inject_headers_or_addresses(name):
+    # The form refuses these names; a row saved before it did must still be safe.
+    message = build_message(
+        email(["a@example.com"]), sender="n@example.com", sender_name=name
+    )
+
+    raw = message.as_bytes()
+    parsed = message_from_bytes(raw, policy=email_policy.default)
+    assert parsed["Bcc"] is None and b"\nBcc:" not in raw
+    assert len(parsed.get_all("From")) == 1
+    assert [a.addr_spec for a in parsed["From"].addresses] == ["n@example.com"]
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["a@example.com"]
+
+
+def test_a_hostile_saved_sender_name_reaches_only_the_recipient(sandbox):
+    provider = app_provider(sandbox, sender_name=HOSTILE_SENDER_NAMES[0])
+    recipient = sandbox.seed["recipient"]
+
+    with provider.open() as connection:
+        connection.send(email([recipient], subject="Injected?"))
+
+    (message,) = sandbox.messages(subject="Injected?")
+    headers = {k.lower(): v for k, v in message["headers"].items()}
+    assert "bcc" not in headers
+    assert message["to"] == [recipient]
+    assert not sandbox.messages(to="victim@example.com")
 
 
 def test_minimum_tls_version_1_3_is_enforced(sandbox):

@@ -244,3 +244,58 @@ def test_retry_delay_honours_retry_after_and_backs_off_exponentially(settings):
         ceiling = 10 * 2 ** (n - 1)
         assert ceiling / 2 <= delay <= ceiling
     assert retry_delay(attempts=30) <= 3600
+
+
+def test_retry_delays_are_jittered_within_their_bounds(settings):
+    """Between half the backoff and the backoff, and not the same twice: deliveries
+    that failed together do not come back together."""
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 10
+    settings.NOTIFICATIONS_RETRY_MAX_SECONDS = 3600
+    for attempts in (1, 2, 3, 4, 30):
+        ceiling = min(3600, 10 * 2 ** (attempts - 1))
+        delays = [retry_delay(attempts=attempts) for _ in range(50)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), delays
+        assert len(set(delays)) > 1
+        assert max(delays) - min(delays) > ceiling / 20  # spread, not one value
+    after = [retry_delay(attempts=1, retry_after=30) for _ in range(50)]
+    assert all(30 <= delay <= 31 for delay in after), after
+    assert len(set(after)) > 1
+
+
+def test_retry_delay_survives_an_absurd_attempt_count(settings):
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 10
+    settings.NOTIFICATIONS_RETRY_MAX_SECONDS = 3600
+    assert 1800 <= retry_delay(attempts=10_000) <= 3600
+
+
+@pytest.mark.parametrize("retry_after", [3601.0, 1e9, float("inf"), float("nan")])
+def test_retry_after_is_capped_by_a_setting(settings, retry_after):
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 10
+    settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS = 3600
+    assert 3600 <= retry_delay(attempts=1, retry_after=retry_after) <= 3601
+    settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS = 60
+    assert 60 <= retry_delay(attempts=1, retry_after=retry_after) <= 61
+
+
+def test_retry_after_cap_defaults_to_an_hour(settings):
+    assert settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS == 3600
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 10
+    del settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS
+    assert 3600 <= retry_delay(attempts=1, retry_after=1e9) <= 3601
+
+
+@pytest.mark.parametrize(
+    "retry_after", ["99999999", "1e308", "inf", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+def test_a_hostile_retry_after_parks_a_delivery_no_longer_than_the_cap(
+    sandbox, project, link, settings, django_capture_on_commit_callbacks, retry_after
+):
+    settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS = 5
+    sandbox.add_fault(target="graph", status=429, retry_after=retry_after, count=1)
+    started = timezone.now()
+    (delivery,) = emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.error_code == "throttled"
+    assert started + timedelta(seconds=5) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=5.5)
