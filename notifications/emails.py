@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from integrations.providers.base import OutgoingEmail
-from notifications.models import Delivery, Event, EventKind, MinimumSeverity
+from notifications.models import Delivery, Event, EventKind
 from notifications.routing import (
     SEVERITIES,
     severities_at_or_above,
@@ -25,6 +25,7 @@ from notifications.routing import (
     wanted_changes,
     wanted_counts,
 )
+from projects.models import Severity
 
 #: Findings listed in one email; the counts cover the rest.
 TOP_FINDINGS = 10
@@ -55,7 +56,7 @@ def message_id_for(delivery: Delivery) -> str:
 
 def severity_label(value: str) -> str:
     try:
-        return str(MinimumSeverity(value).label)
+        return str(Severity(value).label)
     except ValueError:
         return str(value)
 

@@ -4,7 +4,8 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from integrations.forms.base import EmailListField
-from notifications.models import DeliveryMode, MinimumSeverity
+from notifications.models import DeliveryMode
+from projects.models import Severity
 
 
 def _finding_statuses():
@@ -24,7 +25,7 @@ class ToolLinkForm(forms.Form):
         label=_("New vulnerabilities"), required=False
     )
     minimum_severity = forms.ChoiceField(
-        label=_("Minimum severity"), choices=MinimumSeverity.choices
+        label=_("Minimum severity"), choices=Severity.choices
     )
     notify_scan_completed = forms.BooleanField(
         label=_("Scan completed"), required=False

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from projects.models import Severity
+
 
 class EventKind(models.TextChoices):
     NEW_VULNERABILITIES = "new_vulnerabilities", _("New vulnerabilities")
@@ -48,16 +50,6 @@ class Event(models.Model):
         return f"{self.get_kind_display()} in {self.project}"
 
 
-class MinimumSeverity(models.TextChoices):
-    """Same values as projects.models.Severity, most severe first."""
-
-    CRITICAL = "critical", _("Critical")
-    HIGH = "high", _("High")
-    MEDIUM = "medium", _("Medium")
-    LOW = "low", _("Low")
-    INFO = "info", _("Info")
-
-
 class DeliveryMode(models.TextChoices):
     IMMEDIATE = "immediate", _("Immediately, one email per event")
     DIGEST = "digest", _("One digest per scan")
@@ -79,8 +71,8 @@ class ToolLink(models.Model):
     minimum_severity = models.CharField(
         _("minimum severity"),
         max_length=16,
-        choices=MinimumSeverity.choices,
-        default=MinimumSeverity.HIGH,
+        choices=Severity.choices,
+        default=Severity.HIGH,
     )
     notify_scan_completed = models.BooleanField(_("scan completed"), default=False)
     notify_status_changed = models.BooleanField(_("status changed"), default=False)

@@ -1,8 +1,9 @@
 """Which events a tool link wants: pure functions of a link and an event's payload."""
 
-from notifications.models import EventKind, MinimumSeverity
+from notifications.models import EventKind
+from projects.models import Severity
 
-SEVERITIES = list(MinimumSeverity.values)  # most severe first
+SEVERITIES = list(Severity.values)  # most severe first
 
 
 def severities_at_or_above(minimum: str) -> list[str]:

@@ -11,10 +11,10 @@ from notifications.models import (
     DeliveryMode,
     Event,
     EventKind,
-    MinimumSeverity,
     ToolLink,
 )
 from notifications.services.events import delivery_create, enqueue_on_commit
+from projects.models import Severity
 
 
 @transaction.atomic
@@ -47,7 +47,7 @@ def link_update(
     actor=None,
 ) -> ToolLink:
     """Change which events reach whom through `link`."""
-    if minimum_severity not in MinimumSeverity.values:
+    if minimum_severity not in Severity.values:
         raise NotificationError(_("Choose a minimum severity."))
     if delivery_mode not in DeliveryMode.values:
         raise NotificationError(_("Choose how to deliver."))
