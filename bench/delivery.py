@@ -89,44 +89,17 @@ def main() -> int:
         from notifications.services import event_emit
         from notifications.services.pacing import mailbox_budget
         from projects.models import Project
+        from tests.tools import activate_azure_mail
 
         call_command("migrate", verbosity=0)
         seed = sb.seed
         if args.tool == "graph":
-            tool = integration_save(
-                provider_key="microsoft_azure_mail",
-                cleaned_data={
-                    "tenant_id": seed["tenant_id"],
-                    "client_id": seed["client_id"],
-                    "client_secret": seed["client_secret"],
-                    "sender": seed["sender"],
-                    "recipients": [seed["recipient"]],
-                    "cloud": "global",
-                    "secret_expires_on": None,
-                },
-                actor=None,
-            )
+            tool = activate_azure_mail(seed)
         else:
             from integrations.forms.smtp import SmtpForm
+            from tests.integrations.smtp_support import drawer_data
 
-            form = SmtpForm(
-                {
-                    "cloud": "global",
-                    "smtp_host": "smtp.office365.com",
-                    "smtp_port": "587",
-                    "security": "starttls",
-                    "minimum_tls": "1.2",
-                    "sender": seed["sender"],
-                    "sender_name": "AppSec Alerts",
-                    "recipients": seed["recipient"],
-                    "auth_type": "oauth_app",
-                    "communication_type": "smtp",
-                    "tenant_id": seed["tenant_id"],
-                    "client_id": seed["client_id"],
-                    "client_secret": seed["client_secret"],
-                    "scope": "https://outlook.office.com/SMTP.Send",
-                }
-            )
+            form = SmtpForm(drawer_data(sb, "oauth_app"))
             if not form.is_valid():
                 raise SystemExit(f"SMTP settings invalid: {form.errors.as_json()}")
             tool = integration_save(

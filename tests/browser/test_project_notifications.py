@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from tests.tools import activate_azure_mail
+
 pytestmark = pytest.mark.browser
 
 
@@ -31,23 +33,9 @@ def notifications_project(notifications_owner):
 @pytest.fixture
 def notifications_tool(transactional_db, sandbox):
     from integrations.providers import identity
-    from integrations.services import integration_save
 
     identity.forget_apps()
-    seed = sandbox.seed
-    return integration_save(
-        provider_key="microsoft_azure_mail",
-        cleaned_data={
-            "tenant_id": seed["tenant_id"],
-            "client_id": seed["client_id"],
-            "client_secret": seed["client_secret"],
-            "sender": seed["sender"],
-            "recipients": [seed["recipient"]],
-            "cloud": "global",
-            "secret_expires_on": None,
-        },
-        actor=None,
-    )
+    return activate_azure_mail(sandbox.seed)
 
 
 def test_owner_links_a_tool_and_sends_a_test_notification(

@@ -8,8 +8,7 @@ import pytest
 
 from integrations.services import integration_save
 from notifications.models import Delivery, DeliveryStatus, ToolLink
-
-GRAPH_PROVIDER = "microsoft_azure_mail"
+from tests.tools import activate_azure_mail
 
 
 @pytest.fixture(autouse=True)
@@ -21,25 +20,10 @@ def fast_retries(settings):
     settings.SITE_URL = "https://appsec.example.test"
 
 
-def graph_values(sandbox) -> dict:
-    seed = sandbox.seed
-    return {
-        "tenant_id": seed["tenant_id"],
-        "client_id": seed["client_id"],
-        "client_secret": seed["client_secret"],
-        "sender": seed["sender"],
-        "recipients": [seed["recipient"]],
-        "cloud": "global",
-        "secret_expires_on": None,
-    }
-
-
 @pytest.fixture
 def graph_tool(db, sandbox):
     """Microsoft Azure Mail, activated with the sandbox tenant's values."""
-    return integration_save(
-        provider_key=GRAPH_PROVIDER, cleaned_data=graph_values(sandbox), actor=None
-    )
+    return activate_azure_mail(sandbox.seed)
 
 
 @pytest.fixture

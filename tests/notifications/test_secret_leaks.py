@@ -22,7 +22,7 @@ from integrations.services import integration_save
 from notifications.models import Delivery, DeliveryStatus, Event, EventKind, ToolLink
 from notifications.services import event_emit
 from tests.integrations.smtp_support import drawer_data
-from tests.notifications.conftest import GRAPH_PROVIDER, graph_values
+from tests.tools import GRAPH_PROVIDER, activate_azure_mail
 
 # URL-safe characters only: a form-encoded request body logged by mistake would
 # show them as they are.
@@ -64,11 +64,7 @@ def db_tasks(settings):
 
 
 def save_graph_tool(sandbox, secret):
-    return integration_save(
-        provider_key=GRAPH_PROVIDER,
-        cleaned_data={**graph_values(sandbox), "client_secret": secret},
-        actor=None,
-    )
+    return activate_azure_mail(sandbox.seed, client_secret=secret)
 
 
 def save_smtp_tool(sandbox, password):

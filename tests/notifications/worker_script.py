@@ -23,10 +23,10 @@ def main(argv):
     from django.core.management import call_command
     from django.db import transaction
 
-    from integrations.services import integration_save
     from notifications.models import Delivery, EventKind, ToolLink
     from notifications.services import event_emit
     from projects.models import Project
+    from tests.tools import activate_azure_mail
 
     command = argv[0]
     if command == "setup":
@@ -34,19 +34,7 @@ def main(argv):
         transactions = int(argv[2]) if len(argv) > 2 else 1
         call_command("migrate", verbosity=0)
         seed = json.loads(os.environ["SANDBOX_SEED"])
-        tool = integration_save(
-            provider_key="microsoft_azure_mail",
-            cleaned_data={
-                "tenant_id": seed["tenant_id"],
-                "client_id": seed["client_id"],
-                "client_secret": seed["client_secret"],
-                "sender": seed["sender"],
-                "recipients": [seed["recipient"]],
-                "cloud": "global",
-                "secret_expires_on": None,
-            },
-            actor=None,
-        )
+        tool = activate_azure_mail(seed)
         project = Project.objects.create(name="Worker drill", slug="worker-drill")
         ToolLink.objects.create(
             project=project,
