@@ -1,0 +1,42 @@
+"""Writes for notification tools. Views and other apps import from here.
+
+- `tools`: save, deactivate, test, validate and save, mark for attention, audit.
+- `authorization`: Save & Authorize (delegated OAuth 2.0) and its callback.
+- `stores`: a saved integration's token cache and delegated grant; `provider_for`.
+"""
+
+from integrations.services.authorization import (
+    integration_authorize_complete,
+    integration_authorize_start,
+)
+from integrations.services.stores import (
+    IntegrationGrantStore,
+    IntegrationTokenStore,
+    provider_for,
+)
+from integrations.services.tools import (
+    audit_record,
+    integration_deactivate,
+    integration_mark_needs_attention,
+    integration_mark_needs_reauthorization,
+    integration_save,
+    integration_test_connection,
+    integration_validate_and_save,
+    test_connection_allowed,
+)
+
+__all__ = [
+    "IntegrationGrantStore",
+    "IntegrationTokenStore",
+    "audit_record",
+    "integration_authorize_complete",
+    "integration_authorize_start",
+    "integration_deactivate",
+    "integration_mark_needs_attention",
+    "integration_mark_needs_reauthorization",
+    "integration_save",
+    "integration_test_connection",
+    "integration_validate_and_save",
+    "provider_for",
+    "test_connection_allowed",
+]
