@@ -10,8 +10,10 @@ an encryption key generated once into `var/` when DEBUG is on. In production
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -46,19 +48,11 @@ def _required_in_production(var, filename, generate):
     )
 
 
-def _new_secret_key():
-    from django.core.management.utils import get_random_secret_key
-
-    return get_random_secret_key()
-
-
 def _new_fernet_key():
-    from cryptography.fernet import Fernet
-
     return Fernet.generate_key().decode()
 
 
-SECRET_KEY = _required_in_production("SECRET_KEY", "secret_key", _new_secret_key)
+SECRET_KEY = _required_in_production("SECRET_KEY", "secret_key", get_random_secret_key)
 
 # Fernet keys for secrets stored in the database. The first key encrypts; every key
 # decrypts. Rotate by putting a new key first, then `manage.py rotate_encryption_keys`.
@@ -145,6 +139,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Translation catalogs: `manage.py makemessages -l <lang>`, run at the top of the
+# repository, writes the strings of templates/ and of the apps to locale/<lang>/.
+LOCALE_PATHS = [BASE_DIR / "locale"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -180,7 +177,7 @@ TASKS = {
 
 # The provider registry: one dotted path per notification tool, in card order.
 NOTIFICATION_TOOL_PROVIDERS = [
-    "integrations.providers.graph_mail.GraphMailProvider",
+    "integrations.providers.microsoft_azure_mail.MicrosoftAzureMailProvider",
     "integrations.providers.smtp.SmtpProvider",
 ]
 

@@ -5,6 +5,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from config.api import api
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="projects:list"), name="home"),
     path(
@@ -17,5 +19,5 @@ urlpatterns = [
     path("integrations/", include("integrations.urls")),
     path("projects/", include("projects.urls")),
     path("notifications/", include("notifications.urls")),
-    path("api/v1/", include("projects.api_urls")),
+    path("api/v1/", api.urls),
 ]

@@ -17,18 +17,11 @@ Each error carries:
 - `request_id`: the provider's request or trace id, or an SMTP reply, for support.
 """
 
-import re
+from integrations.text import single_line
+from integrations.troubleshooting import troubleshooting_for
 
 #: The longest `detail` kept; providers' descriptions are much shorter.
 MAX_DETAIL = 1000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
-def one_line(text, limit: int = MAX_DETAIL) -> str:
-    """`text` on one line (control characters, CR and LF made spaces), at most
-    `limit` characters: safe to log whoever wrote it."""
-    text = _CONTROL.sub(" ", str(text or "")).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class IntegrationError(Exception):
@@ -46,13 +39,13 @@ class IntegrationError(Exception):
         request_id: str = "",
         status: int | None = None,
     ):
-        detail = one_line(detail)
+        detail = single_line(detail, MAX_DETAIL)
         super().__init__(detail or self.code)
         if code:
             self.code = code
         self.detail = detail
         self.retry_after = retry_after
-        self.request_id = one_line(request_id, 200)
+        self.request_id = single_line(request_id, 200)
         self.status = status
 
     def __str__(self):
@@ -60,8 +53,6 @@ class IntegrationError(Exception):
 
     @property
     def troubleshooting(self):
-        from integrations.troubleshooting import troubleshooting_for
-
         return troubleshooting_for(self.code)
 
 

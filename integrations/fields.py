@@ -11,6 +11,7 @@ import json
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
@@ -103,8 +104,6 @@ class EncryptedJSONField(EncryptedTextField):
 
 def encrypted_fields():
     """Every (model, [field names]) pair with encrypted fields, for key rotation."""
-    from django.apps import apps
-
     for model in apps.get_models():
         names = [
             f.name

@@ -3,6 +3,8 @@
 import datetime
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -73,7 +75,4 @@ def audit_entries(*, limit: int = 200) -> list[AuditEntry]:
 
 def oauth_redirect_url() -> str:
     """The one OAuth callback URL (absolute, from SITE_URL) every app registers."""
-    from django.conf import settings
-    from django.urls import reverse
-
     return settings.SITE_URL.rstrip("/") + reverse("integrations:oauth_callback")

@@ -25,19 +25,19 @@ from notifications.routing import (
     wanted_changes,
     wanted_counts,
 )
-from projects.models import Severity
+from projects.models import Finding, FindingStatus, Severity
 
 #: Findings listed in one email; the counts cover the rest.
 TOP_FINDINGS = 10
 SUBJECT_MAX = 250
 
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_NON_WHITESPACE_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
-def one_line(text: str, limit: int = SUBJECT_MAX) -> str:
+def header_text(text: str, limit: int = SUBJECT_MAX) -> str:
     """`text` without line breaks or control characters, at most `limit` long."""
-    text = _CONTROL.sub("", _LINE_BREAKS.sub(" ", str(text)))
+    text = _NON_WHITESPACE_CONTROL.sub("", _LINE_BREAKS.sub(" ", str(text)))
     text = re.sub(r"\s{2,}", " ", text).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
@@ -62,8 +62,6 @@ def severity_label(value: str) -> str:
 
 
 def status_label(value: str) -> str:
-    from projects.models import FindingStatus
-
     try:
         return str(FindingStatus(value).label)
     except ValueError:
@@ -121,8 +119,6 @@ def _counts_rows(counts: dict) -> list[tuple[str, str, int]]:
 
 
 def _new_vulnerabilities(event: Event, link, project) -> Section:
-    from projects.models import Finding
-
     counts = (
         wanted_counts(link, event.payload)
         if link
@@ -173,8 +169,6 @@ def _scan_completed(event: Event, project) -> Section:
 
 
 def _status_changed(event: Event, link, project) -> Section:
-    from projects.models import Finding
-
     changes = (
         wanted_changes(link, event.payload) if link else status_changes(event.payload)
     )
@@ -306,7 +300,7 @@ def email_for(delivery: Delivery) -> OutgoingEmail:
     """The message for `delivery`, rendered from its events as they were recorded."""
     project = delivery.project
     sections = _sections(delivery)
-    subject = one_line(_subject(delivery, sections))
+    subject = header_text(_subject(delivery, sections))
     context = {
         "subject": subject,
         "project": project,
@@ -324,7 +318,7 @@ def email_for(delivery: Delivery) -> OutgoingEmail:
         html=render_to_string("notifications/email/message.html", context),
         message_id=message_id_for(delivery),
         headers={
-            "X-AppSec-Project": one_line(project.slug, 100),
+            "X-AppSec-Project": header_text(project.slug, 100),
             "X-AppSec-Event": delivery.event.kind,
             "X-AppSec-Delivery": str(delivery.uuid),
         },

@@ -1,4 +1,11 @@
-"""Errors of the notifications app that a person can act on (shown in the UI)."""
+"""Errors of the notifications app.
+
+`NotificationError` refuses a request a person made (shown in the UI);
+`DeliveryInternalError` records a delivery that failed inside this product rather
+than at the tool, in the tools' hierarchy so that it is retried like their errors.
+"""
+
+from integrations.exceptions import IntegrationError
 
 
 class NotificationError(Exception):
@@ -7,3 +14,14 @@ class NotificationError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class DeliveryInternalError(IntegrationError):
+    """Sending failed in this product, not at the tool (a bug: a template error, say).
+
+    Retried like a transient failure, so the row is never left claimed; the delivery
+    fails after the last attempt.
+    """
+
+    code = "internal_error"
+    retryable = True

@@ -1,22 +1,17 @@
 """The form of one linked tool in Project › Settings › Notification Tools."""
 
 from django import forms
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from integrations.forms.base import EmailListField
 from notifications.models import DeliveryMode
-from projects.models import Severity
+from projects.models import FindingStatus, Severity
 
 
-def _finding_statuses():
-    from projects.models import FindingStatus
-
-    return FindingStatus.choices
-
-
-class RecipientsChoice:
-    TOOL = "tool"
-    PROJECT = "project"
+class RecipientsChoice(models.TextChoices):
+    TOOL = "tool", _("The tool's To")
+    PROJECT = "project", _("A list for this project")
 
 
 class ToolLinkForm(forms.Form):
@@ -35,17 +30,14 @@ class ToolLinkForm(forms.Form):
     )
     status_transitions = forms.MultipleChoiceField(
         label=_("When a finding becomes"),
-        choices=_finding_statuses,
+        choices=FindingStatus.choices,
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text=_("None ticked means every status change."),
     )
     recipients_choice = forms.ChoiceField(
         label=_("Recipients"),
-        choices=[
-            (RecipientsChoice.TOOL, _("The tool's To")),
-            (RecipientsChoice.PROJECT, _("A list for this project")),
-        ],
+        choices=RecipientsChoice.choices,
         widget=forms.RadioSelect,
         initial=RecipientsChoice.TOOL,
     )

@@ -39,7 +39,11 @@ class Event(models.Model):
     # severity, status transitions. Never secrets.
     payload = models.JSONField(default=dict, blank=True)
     actor = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

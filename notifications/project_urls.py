@@ -1,6 +1,7 @@
 """Project pages of the notifications app, included under /projects/<slug>/ by
-projects/urls.py, so they share the "projects" namespace. That module also registers
-the `<id:...>` converter used here (a row id of at most 18 ASCII digits)."""
+projects/urls.py, so they share the "projects" namespace. The `<id:...>` converter
+used here (a row id of at most 18 ASCII digits) is registered by the projects app
+(ProjectsConfig.ready)."""
 
 from django.urls import path
 

@@ -21,7 +21,7 @@ class ProjectTool:
     default_recipients: list[str]
 
     @property
-    def paused(self) -> bool:
+    def inactive(self) -> bool:
         """Linked, but an admin deactivated the tool: it sends nothing."""
         return self.integration.state == IntegrationState.INACTIVE
 
@@ -31,7 +31,7 @@ class ProjectTool:
 
 
 def project_tools(*, project) -> list[ProjectTool]:
-    """The globally active tools, and any tool linked to `project` (even if paused)."""
+    """The globally active tools, and any tool linked to `project` (even if inactive)."""
     links = {
         link.integration_id: link
         for link in ToolLink.objects.filter(project=project).select_related(

@@ -2,6 +2,8 @@
 
 The only module that imports the task framework: with Django 6 the import below
 becomes `from django.tasks import task, task_backends` and nothing else changes.
+The services never import this module at load time: they hand committed deliveries
+to `deliveries_enqueue` through `notifications.services.outbox`.
 """
 
 import logging
@@ -9,6 +11,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django_tasks import task, task_backends
+
+from notifications.services import deliveries_send
+from notifications.services.recovery import (
+    deliveries_recovery_at,
+    recovery_book,
+    recovery_watchdog_at,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +40,6 @@ def deliver(delivery_ids: list[int]) -> dict:
     worker dies mid-batch, that task (run by any worker, or by this one restarted)
     sends the rest.
     """
-    from notifications.services import deliveries_send
-    from notifications.services.recovery import recovery_watchdog_at
-
     recovery_schedule(at=recovery_watchdog_at())
     summary = deliveries_send(delivery_ids=delivery_ids)
     schedule_retries(summary.retry_at)
@@ -44,9 +50,6 @@ def deliver(delivery_ids: list[int]) -> dict:
 def recover() -> dict:
     """Send what no live task is sending: due deliveries, and those whose worker's
     lease expired. Then book the next look while deliveries are still open."""
-    from notifications.services import deliveries_send
-    from notifications.services.recovery import deliveries_recovery_at
-
     summary = deliveries_send()
     schedule_retries(summary.retry_at)
     recovery_schedule(at=deliveries_recovery_at())
@@ -54,9 +57,7 @@ def recover() -> dict:
 
 
 def _on_queue(task_):
-    return task_.using(
-        queue_name=getattr(settings, "NOTIFICATIONS_QUEUE_NAME", "default")
-    )
+    return task_.using(queue_name=settings.NOTIFICATIONS_QUEUE_NAME)
 
 
 def _deliver_task():
@@ -115,8 +116,6 @@ def recovery_schedule(*, at: datetime | None):
     job = _on_queue(recover)
     if not task_backends[job.backend].supports_defer:
         return None
-    from notifications.services.recovery import recovery_book
-
     at = _round_up(at)
     try:
         if not recovery_book(at=at):

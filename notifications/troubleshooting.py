@@ -11,7 +11,7 @@ DELIVERY_TROUBLESHOOTING = {
             "Neither the project nor the tool has a To address. Add recipients in Project › Settings › Notification Tools, or a To in the tool's settings, then Resend."
         ),
     ),
-    "tool_paused": Troubleshooting(
+    "tool_inactive": Troubleshooting(
         _("The tool is deactivated"),
         _(
             "A security admin deactivated this notification tool, so nothing was sent. Once it is active again, Resend."
@@ -27,6 +27,12 @@ DELIVERY_TROUBLESHOOTING = {
         _("The tool was unlinked"),
         _(
             "The notification tool was unlinked from this project before the email went out. Link it again, then Resend."
+        ),
+    ),
+    "internal_error": Troubleshooting(
+        _("Unexpected error"),
+        _(
+            "Something went wrong in this product while preparing or sending the email. The server log has the details; Resend, and contact support if it persists."
         ),
     ),
 }

@@ -19,7 +19,7 @@ from notifications import selectors, services
 from notifications.exceptions import NotificationError
 from notifications.forms import ToolLinkForm
 from notifications.models import Delivery, DeliveryStatus, ToolLink
-from projects.views import project_view
+from projects.access import project_view
 
 DELIVERIES_PER_PAGE = 50
 
@@ -100,7 +100,6 @@ def link_update(request, project, access, link_id):
             status_transitions=data["status_transitions"],
             recipients=data["recipients"],
             delivery_mode=data["delivery_mode"],
-            actor=request.user,
         )
     except NotificationError as exc:
         form.add_error(None, exc.message)
@@ -113,7 +112,7 @@ def link_update(request, project, access, link_id):
 @require_POST
 def link_delete(request, project, access, link_id):
     link = _link_or_404(project, link_id)
-    services.link_delete(link=link, actor=request.user)
+    services.link_delete(link=link)
     messages.success(request, _("Unlinked. This project no longer sends through it."))
     return redirect(_tools_url(project))
 
@@ -159,7 +158,7 @@ def _resend(request, delivery):
     if delivery.status not in (DeliveryStatus.FAILED, DeliveryStatus.SKIPPED):
         messages.error(request, _("Only a failed delivery can be sent again."))
         return
-    services.delivery_resend(delivery=delivery, actor=request.user)
+    services.delivery_resend(delivery=delivery)
     messages.success(request, _("Sending again."))
 
 

@@ -28,6 +28,12 @@ class SarifTooLarge(SarifError):
     code = "sarif_too_large"
 
 
+class TokenError(ProjectError):
+    """The request's API token is missing, unknown or revoked (HTTP 401)."""
+
+    code = "invalid_token"
+
+
 class StatusTransitionError(ProjectError):
     """A finding cannot move to the requested status."""
 

@@ -1,10 +1,9 @@
-"""Reads for projects, always scoped to what the user may see."""
+"""Reads for projects, always scoped to what the user may see (`projects.access`
+says what that is)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from django.db.models import QuerySet
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from integrations.permissions import is_security_admin
 from projects.models import (
@@ -14,32 +13,10 @@ from projects.models import (
     FindingStatusChange,
     Membership,
     Project,
-    Role,
     Scan,
     Severity,
 )
 from projects.workflow import next_statuses
-
-
-@dataclass(frozen=True)
-class ProjectAccess:
-    """What one user may do in one project."""
-
-    role: str | None  # Role value, or None for a security admin who is not a member
-    is_security_admin: bool
-
-    @property
-    def can_view(self) -> bool:
-        return self.is_security_admin or self.role is not None
-
-    @property
-    def can_manage(self) -> bool:
-        """Tokens, uploads, finding statuses."""
-        return self.is_security_admin or self.role == Role.OWNER
-
-    @property
-    def can_manage_members(self) -> bool:
-        return self.is_security_admin
 
 
 def projects_for_user(*, user) -> QuerySet[Project]:
@@ -49,30 +26,6 @@ def projects_for_user(*, user) -> QuerySet[Project]:
     if is_security_admin(user):
         return Project.objects.all()
     return Project.objects.filter(memberships__user=user).distinct()
-
-
-def project_access(*, user, project: Project) -> ProjectAccess:
-    admin = is_security_admin(user)
-    role = None
-    if user.is_authenticated and user.is_active:
-        role = (
-            Membership.objects.filter(project=project, user=user)
-            .values_list("role", flat=True)
-            .first()
-        )
-    return ProjectAccess(role=role, is_security_admin=admin)
-
-
-def project_get_for_user(*, user, slug: str) -> tuple[Project, ProjectAccess]:
-    """The project and the user's access; Project.DoesNotExist if they may not see it.
-
-    Unknown and forbidden projects look the same, so existence is not revealed.
-    """
-    project = Project.objects.get(slug=slug)
-    access = project_access(user=user, project=project)
-    if not access.can_view:
-        raise Project.DoesNotExist
-    return project, access
 
 
 def findings_for_project(
@@ -88,8 +41,6 @@ def findings_for_project(
 
 
 def _severity_order():
-    from django.db.models import Case, IntegerField, Value, When
-
     return Case(
         *[
             When(severity=value, then=Value(i))

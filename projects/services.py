@@ -23,6 +23,7 @@ from projects.exceptions import (
     SarifError,
     SarifTooLarge,
     StatusTransitionError,
+    TokenError,
 )
 from projects.models import (
     ApiToken,
@@ -39,8 +40,6 @@ from projects.models import (
 from projects.sarif import SarifReport, sarif_parse
 from projects.workflow import ACTIVE_STATUSES, next_statuses
 
-DEFAULT_SARIF_MAX_BYTES = 50 * 1024 * 1024
-
 # Tokens look like "m365as_<43 url-safe characters>"; the fixed prefix lets secret
 # scanners recognise a leaked one.
 TOKEN_PREFIX = "m365as_"
@@ -53,7 +52,7 @@ TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @transaction.atomic
-def project_create(*, name: str, slug: str = "", actor=None) -> Project:
+def project_create(*, name: str, slug: str = "") -> Project:
     """Create a project. An empty `slug` is made from the name."""
     name = name.strip()
     if not name:
@@ -72,7 +71,7 @@ def project_create(*, name: str, slug: str = "", actor=None) -> Project:
 
 
 @transaction.atomic
-def membership_set(*, project: Project, user, role: str, actor=None) -> Membership:
+def membership_set(*, project: Project, user, role: str) -> Membership:
     """Make `user` an owner or member of `project` (adding or changing the role)."""
     if role not in Role.values:
         raise MembershipError(_("Choose Owner or Member as the role."))
@@ -87,7 +86,7 @@ def membership_set(*, project: Project, user, role: str, actor=None) -> Membersh
 
 
 @transaction.atomic
-def membership_remove(*, project: Project, user, actor=None) -> None:
+def membership_remove(*, project: Project, user) -> None:
     """Take `user` out of `project`. Their past actions stay recorded."""
     Membership.objects.filter(project=project, user=user).delete()
 
@@ -119,18 +118,12 @@ def api_token_create(
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken, actor=None) -> ApiToken:
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
     """Revoke `token` for good. Revoking twice keeps the first time."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
-
-
-class TokenError(ProjectError):
-    """The request's token is missing, unknown or revoked (HTTP 401)."""
-
-    code = "invalid_token"
 
 
 def api_token_authenticate(*, authorization: str | None) -> ApiToken:
@@ -235,7 +228,7 @@ def scan_import(
     """
     if source not in ScanSource.values:
         raise ValueError(f"unknown scan source {source!r}")
-    limit = getattr(settings, "SARIF_MAX_BYTES", DEFAULT_SARIF_MAX_BYTES)
+    limit = settings.SARIF_MAX_BYTES
     # Parsed outside the transaction: a large file should not hold the write lock.
     report = sarif_parse(_sarif_bytes(sarif, limit))
     if not report.runs:

@@ -1,15 +1,13 @@
 """Project pages under /projects/ (namespace "projects")."""
 
-from django.urls import include, path, register_converter
+from django.urls import include, path
 
 from projects import views
-from projects.converters import IdConverter
 
 app_name = "projects"
 
-# `<id:...>`: a row id of at most 18 ASCII digits (projects/converters.py). Registered
-# here, before notifications.project_urls (included below) uses it too.
-register_converter(IdConverter, "id")
+# `<id:...>`: a row id of at most 18 ASCII digits (projects/converters.py),
+# registered in ProjectsConfig.ready() for this URLconf and notifications.project_urls.
 
 urlpatterns = [
     path("", views.project_list, name="list"),

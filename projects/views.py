@@ -1,7 +1,5 @@
 """Project pages. Each view parses the request, calls one service, renders."""
 
-from functools import wraps
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -9,12 +7,13 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.urls import Resolver404, resolve, reverse
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from integrations.permissions import is_security_admin
 from projects import selectors, services
+from projects.access import project_view
 from projects.exceptions import ProjectError
 from projects.forms import (
     ApiTokenForm,
@@ -24,38 +23,10 @@ from projects.forms import (
     ProjectCreateForm,
     ScanUploadForm,
 )
-from projects.models import Finding, Membership, Project, ScanSource
+from projects.models import Finding, Membership, ScanSource
 from projects.workflow import ACTIVE_STATUSES
 
 FINDINGS_PER_PAGE = 50
-
-
-def project_view(permission="view"):
-    """Sign-in required; the project is resolved from `slug` for the user.
-
-    Projects the user may not see are a 404, the same as unknown ones. Members who try
-    to change something get a 403: they know the project exists.
-    """
-
-    def decorator(view):
-        @login_required
-        @wraps(view)
-        def wrapper(request, slug, *args, **kwargs):
-            try:
-                project, access = selectors.project_get_for_user(
-                    user=request.user, slug=slug
-                )
-            except Project.DoesNotExist:
-                raise Http404 from None
-            if permission == "manage" and not access.can_manage:
-                raise PermissionDenied
-            if permission == "members" and not access.can_manage_members:
-                raise PermissionDenied
-            return view(request, project, access, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
 
 
 @login_required
@@ -71,7 +42,6 @@ def project_list(request):
                 project = services.project_create(
                     name=form.cleaned_data["name"],
                     slug=form.cleaned_data["slug"],
-                    actor=request.user,
                 )
             except ProjectError as exc:
                 form.add_error(None, exc.message)
@@ -215,23 +185,6 @@ def finding_detail(request, project, access, finding_id):
     )
 
 
-def _notification_tools_url(project):
-    """Project › Settings › Notification Tools, once the notifications app serves it.
-
-    That page is built in the notifications app at a fixed address; it is linked from
-    here only when the address resolves, whichever URLconf provides it.
-    """
-    url = (
-        reverse("projects:settings", kwargs={"slug": project.slug})
-        + "notification-tools/"
-    )
-    try:
-        resolve(url)
-    except Resolver404:
-        return None
-    return url
-
-
 def _settings_page(request, project, access, *, status=200, **context):
     context.setdefault(
         "member_form", MembershipForm() if access.can_manage_members else None
@@ -245,7 +198,10 @@ def _settings_page(request, project, access, *, status=200, **context):
             "access": access,
             "memberships": selectors.memberships_for_project(project=project),
             "tokens": selectors.api_tokens_for_project(project=project),
-            "notification_tools_url": _notification_tools_url(project),
+            # Served by the notifications app, in this namespace (projects/urls.py).
+            "notification_tools_url": reverse(
+                "projects:notification_tools", kwargs={"slug": project.slug}
+            ),
             **context,
         },
         status=status,
@@ -268,7 +224,6 @@ def membership_add(request, project, access):
                 project=project,
                 user=form.cleaned_data["user"],
                 role=form.cleaned_data["role"],
-                actor=request.user,
             )
         except ProjectError as exc:
             form.add_error(None, exc.message)
@@ -293,9 +248,7 @@ def membership_remove(request, project, access, membership_id):
     membership = Membership.objects.filter(project=project, pk=membership_id).first()
     if membership is None:
         raise Http404
-    services.membership_remove(
-        project=project, user=membership.user, actor=request.user
-    )
+    services.membership_remove(project=project, user=membership.user)
     messages.success(
         request, _("%(user)s removed.") % {"user": membership.user.get_username()}
     )
@@ -331,6 +284,6 @@ def token_revoke(request, project, access, token_id):
     )
     if token is None:
         raise Http404
-    services.api_token_revoke(token=token, actor=request.user)
+    services.api_token_revoke(token=token)
     messages.success(request, _("Token “%(name)s” revoked.") % {"name": token.name})
     return redirect("projects:settings", slug=project.slug)

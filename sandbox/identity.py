@@ -337,19 +337,45 @@ def client_credentials(ctx, request, form, tenant, app, appidacr) -> dict:
     }
 
 
+def _grant_for(store: dict, key: str, tenant, app, *, spent: str, spent_error: int):
+    """The grant `key` names in `store` (codes or refresh tokens), if this client of
+    this tenant may redeem it; AADError otherwise. Call with the state's lock held.
+
+    `spent` is the grant's flag set once redeemed; a spent grant is `spent_error`.
+    """
+    grant = store.get(key)
+    if grant is None or grant["tenant_id"] != tenant.tenant_id:
+        raise AADError(70008)
+    if grant["client_id"] != app.client_id:
+        raise AADError(70000)
+    if grant[spent]:
+        raise AADError(spent_error)
+    return grant
+
+
+def _grant_user(state, tenant, grant, *, issued: float):
+    """The grant's user; AADError if deleted, or if their tokens were revoked after
+    the grant was issued. The error dates the grant at `issued` (for a refresh
+    token, when its chain was first issued)."""
+    user = state.user(tenant, grant["user"])
+    if user is None:
+        raise AADError(70008)
+    if user.tokens_valid_from > grant["issued_at"]:
+        raise AADError(
+            50173, issued=iso(issued), valid_from=iso(user.tokens_valid_from)
+        )
+    return user
+
+
 def redeem_code(ctx, request, form, tenant, app, appidacr) -> dict:
     state = ctx.state
     code = form.get("code")
     if not code:
         raise AADError(900144, field="code")
     with state.lock:
-        grant = state.codes.get(code)
-        if grant is None or grant["tenant_id"] != tenant.tenant_id:
-            raise AADError(70008)
-        if grant["client_id"] != app.client_id:
-            raise AADError(70000)
-        if grant["redeemed"]:
-            raise AADError(54005)
+        grant = _grant_for(
+            state.codes, code, tenant, app, spent="redeemed", spent_error=54005
+        )
         if state.clock.now() > grant["issued_at"] + CODE_LIFETIME:
             raise AADError(70008)
         redirect_uri = form.get("redirect_uri")
@@ -367,15 +393,7 @@ def redeem_code(ctx, request, form, tenant, app, appidacr) -> dict:
             if computed != challenge:
                 raise AADError(501481)
         grant["redeemed"] = True
-        user = state.user(tenant, grant["user"])
-        if user is None:
-            raise AADError(70008)
-        if user.tokens_valid_from > grant["issued_at"]:
-            raise AADError(
-                50173,
-                issued=iso(grant["issued_at"]),
-                valid_from=iso(user.tokens_valid_from),
-            )
+        user = _grant_user(state, tenant, grant, issued=grant["issued_at"])
     requested = scopes.parse(grant["scope"])
     return delegated_response(
         ctx,
@@ -396,22 +414,10 @@ def redeem_refresh_token(ctx, request, form, tenant, app, appidacr) -> dict:
     if not token:
         raise AADError(900144, field="refresh_token")
     with state.lock:
-        grant = state.refresh_tokens.get(token)
-        if grant is None or grant["tenant_id"] != tenant.tenant_id:
-            raise AADError(70008)
-        if grant["client_id"] != app.client_id:
-            raise AADError(70000)
-        if grant["used"]:
-            raise AADError(70008)
-        user = state.user(tenant, grant["user"])
-        if user is None:
-            raise AADError(70008)
-        if user.tokens_valid_from > grant["issued_at"]:
-            raise AADError(
-                50173,
-                issued=iso(grant["first_issued_at"]),
-                valid_from=iso(user.tokens_valid_from),
-            )
+        grant = _grant_for(
+            state.refresh_tokens, token, tenant, app, spent="used", spent_error=70008
+        )
+        user = _grant_user(state, tenant, grant, issued=grant["first_issued_at"])
         now = state.clock.now()
         inactive = now - grant["last_used"]
         if inactive > float(tenant.refresh_token_inactivity):

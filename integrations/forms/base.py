@@ -15,6 +15,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.utils.translation import gettext_lazy as _
 
+from integrations.text import CONTROL_CHARACTER
+
 _DOMAIN = re.compile(
     r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}$",
     re.IGNORECASE,
@@ -30,8 +32,6 @@ _MARKUP = frozenset("<>\"'`")
 #: quotes or backslashes), without markup either, and bounded.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")
 MAX_SCOPES = 20
-#: C0 and C1 control characters (CR, LF, TAB, NUL, ESC, ...).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def reject_line_breaks(value):
@@ -106,7 +106,7 @@ def validate_token(value):
 
 def validate_display_name(value):
     """A name shown in the From header: no control characters, no <, > or \"."""
-    if _CONTROL.search(value) or any(c in value for c in '<>"'):
+    if CONTROL_CHARACTER.search(value) or any(c in value for c in '<>"'):
         raise ValidationError(
             _('Use letters, digits and punctuation other than <, > and ".'),
             code="display_name",
@@ -289,18 +289,24 @@ class EmailListField(forms.CharField):
         return list(dict.fromkeys(a.lower() for a in addresses))
 
 
+class SecretInput(forms.PasswordInput):
+    """A password box that never renders a value back, nor lets the browser fill
+    in a saved password. `attrs` adds to those."""
+
+    def __init__(self, attrs=None):
+        super().__init__(
+            attrs={"autocomplete": "new-password", **(attrs or {})}, render_value=False
+        )
+
+
 class SecretField(forms.CharField):
     """Write-only: never rendered back. Blank means "keep the saved value"."""
+
+    widget = SecretInput
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 1024)
         kwargs.setdefault("required", False)
-        kwargs.setdefault(
-            "widget",
-            forms.PasswordInput(
-                render_value=False, attrs={"autocomplete": "new-password"}
-            ),
-        )
         kwargs.setdefault("strip", True)
         super().__init__(**kwargs)
 

@@ -1,5 +1,7 @@
 """The "SMTP" drawer: any SMTP server, or Exchange Online with Basic or OAuth 2.0."""
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,6 +15,7 @@ from integrations.forms.base import (
     ProviderForm,
     ScopeField,
     SecretField,
+    SecretInput,
     TenantField,
     validate_display_name,
     validate_guid,
@@ -20,41 +23,16 @@ from integrations.forms.base import (
 )
 from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud, preset
-
-OTHER_SERVER = "other"
-DEFAULT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
-MICROSOFT_SMTP_HOSTS = frozenset(preset(cloud).smtp_host for cloud in Cloud)
-
-
-class AuthType:
-    NONE = "none"
-    BASIC = "basic"
-    OAUTH_APP = "oauth_app"
-    OAUTH_DELEGATED = "oauth_delegated"
-
-    choices = [
-        (NONE, _("None")),
-        (BASIC, _("Basic")),
-        (OAUTH_APP, _("OAuth 2.0 (application)")),
-        (OAUTH_DELEGATED, _("OAuth 2.0 (delegated: a user signs in)")),
-    ]
-
-
-class CommunicationType:
-    SMTP = "smtp"
-    API = "api"
-
-    choices = [
-        (SMTP, _("SMTP (XOAUTH2)")),
-        (API, _("API (Microsoft Graph)")),
-    ]
-
-
-def redirect_url() -> str:
-    """The one OAuth callback URL, absolute from SITE_URL."""
-    from integrations.selectors import oauth_redirect_url
-
-    return oauth_redirect_url()
+from integrations.providers.smtp_choices import (
+    DEFAULT_SMTP_SCOPE,
+    MICROSOFT_SMTP_HOSTS,
+    OTHER_SERVER,
+    AuthType,
+    CommunicationType,
+    MinimumTls,
+    Security,
+)
+from integrations.selectors import oauth_redirect_url
 
 
 def _show(rule: str) -> dict:
@@ -62,8 +40,6 @@ def _show(rule: str) -> dict:
 
 
 def _cloud_presets() -> str:
-    import json
-
     return json.dumps(
         {
             cloud.value: {"smtp_host": preset(cloud).smtp_host, "smtp_port": "587"}
@@ -87,11 +63,11 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
     smtp_port = forms.IntegerField(
         label=_("SMTP port"), min_value=1, max_value=65535, initial=587, required=False
     )
-    security = forms.ChoiceField(label=_("Security"), initial="starttls")
+    security = forms.ChoiceField(label=_("Security"), initial=Security.STARTTLS)
     minimum_tls = forms.ChoiceField(
         label=_("Minimum TLS version"),
-        choices=[("1.2", "TLS 1.2"), ("1.3", "TLS 1.3")],
-        initial="1.2",
+        choices=MinimumTls.choices,
+        initial=MinimumTls.TLS_1_2,
     )
     sender = EmailAddressField(
         label=_("From address"),
@@ -131,11 +107,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         ),
     )
     password = SecretField(
-        label=_("Password"),
-        widget=forms.PasswordInput(
-            render_value=False,
-            attrs={"autocomplete": "new-password", **_show("auth_type=basic")},
-        ),
+        label=_("Password"), widget=SecretInput(_show("auth_type=basic"))
     )
     tenant_id = TenantField(
         label=_("Tenant ID"),
@@ -154,13 +126,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
     )
     client_secret = SecretField(
         label=_("Client Secret"),
-        widget=forms.PasswordInput(
-            render_value=False,
-            attrs={
-                "autocomplete": "new-password",
-                **_show("auth_type=oauth_app|oauth_delegated"),
-            },
-        ),
+        widget=SecretInput(_show("auth_type=oauth_app|oauth_delegated")),
         help_text=_("The secret's Value (not its Secret ID)."),
     )
     authorization_endpoint = EndpointUrlField(
@@ -238,11 +204,12 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = [("starttls", _("STARTTLS")), ("ssl", _("SSL/TLS"))]
-        if settings.SMTP_ALLOW_INSECURE:
-            choices.append(("none", _("None (plain text)")))
-        self.fields["security"].choices = choices
-        self.fields["redirect_url"].initial = redirect_url()
+        self.fields["security"].choices = [
+            (value, label)
+            for value, label in Security.choices
+            if value != Security.NONE or settings.SMTP_ALLOW_INSECURE
+        ]
+        self.fields["redirect_url"].initial = oauth_redirect_url()
         self.fields["cloud"].widget.attrs["data-presets"] = _cloud_presets()
         for name in ("certificate", "private_key", *self.FILE_FIELDS.values()):
             self.fields[name].widget.attrs["data_show_when"] = "auth_type=oauth_app"
@@ -264,7 +231,9 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
                 else:
                     self.add_error("smtp_host", _("This field is required."))
             if not cleaned.get("smtp_port"):
-                cleaned["smtp_port"] = 465 if cleaned.get("security") == "ssl" else 587
+                cleaned["smtp_port"] = (
+                    465 if cleaned.get("security") == Security.SSL else 587
+                )
         if auth == AuthType.BASIC:
             self._clean_basic_username(cleaned)
         if auth in (AuthType.OAUTH_APP, AuthType.OAUTH_DELEGATED):
@@ -317,7 +286,10 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             cleaned["username"] = username
             if not api and not cleaned.get("scope"):
                 cleaned["scope"] = DEFAULT_SMTP_SCOPE
-        if cleaned.get("security") == "none" and not settings.SMTP_ALLOW_INSECURE:
+        if (
+            cleaned.get("security") == Security.NONE
+            and not settings.SMTP_ALLOW_INSECURE
+        ):
             self.add_error(
                 "security", _("Plain-text SMTP is not allowed on this server.")
             )

@@ -12,28 +12,17 @@ A provider is mostly declarations (`key`, `name`, `description`, `form_class`,
 Providers raise only `integrations.exceptions.IntegrationError` subclasses.
 """
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from django import forms
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import IntegrationError, UnexpectedResponse
+from integrations.providers.delegated import GrantStore
 from integrations.providers.identity import TokenStore
-
-
-class GrantStore(Protocol):
-    """Where a saved integration keeps a delegated grant (access and refresh token).
-
-    `refresh(update)` locks the integration's row, calls `update(secrets)` with the
-    stored secrets and saves what it returns (nothing when it returns None) in the
-    same transaction, so one process at a time redeems a refresh token and the
-    rotated one is never lost. It returns the secrets as they are after the call.
-    """
-
-    def refresh(self, update: Callable[[dict], dict | None]) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -48,11 +37,11 @@ class OutgoingEmail:
     headers: dict = field(default_factory=dict)
 
 
-class StepStatus:
-    PENDING = "pending"
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
+class StepStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    PASSED = "passed", _("Passed")
+    FAILED = "failed", _("Failed")
+    SKIPPED = "skipped", _("Skipped")
 
 
 @dataclass
@@ -145,7 +134,7 @@ class NotificationToolProvider:
         config: dict,
         secrets: dict,
         token_store: TokenStore | None = None,
-        grant_store: "GrantStore | None" = None,
+        grant_store: GrantStore | None = None,
     ):
         self.config = config
         self.secrets = secrets

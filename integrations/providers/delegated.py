@@ -1,6 +1,7 @@
 """
 Delegated OAuth 2.0 (authorization code flow with PKCE and a nonce), for a mailbox that
-a person signs in to once: start the flow, redeem the code, refresh the tokens.
+a person signs in to once: start the flow, redeem the code, refresh the tokens, and
+keep a stored grant's access token fresh (`fresh_grant`, one refresh at a time).
 
 Microsoft tenants go through msal's `ConfidentialClientApplication`; any other OAuth
 server (given its authorization and token endpoints) through msal's bundled OpenID
@@ -13,7 +14,9 @@ https://learn.microsoft.com/entra/identity-platform/refresh-tokens
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import msal
@@ -29,7 +32,11 @@ from integrations.exceptions import (
     PermissionMissing,
 )
 from integrations.providers.http import error_from_exception
-from integrations.providers.identity import error_from_aad, msal_http_client
+from integrations.providers.identity import (
+    EXPIRY_MARGIN,
+    error_from_aad,
+    msal_http_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,18 @@ class Grant:
             "refresh_token": self.refresh_token,
             "token_expires_at": self.expires_at,
         }
+
+
+class GrantStore(Protocol):
+    """Where a saved integration keeps a delegated grant (access and refresh token).
+
+    `refresh(update)` locks the integration's row, calls `update(secrets)` with the
+    stored secrets and saves what it returns (nothing when it returns None) in the
+    same transaction, so one process at a time redeems a refresh token and the
+    rotated one is never lost. It returns the secrets as they are after the call.
+    """
+
+    def refresh(self, update: Callable[[dict], dict | None]) -> dict: ...
 
 
 def clean_scopes(scopes) -> list[str]:
@@ -212,3 +231,48 @@ def refresh(client: DelegatedClient, *, refresh_token: str, scopes: list[str]) -
         logger.warning("Refresh token redemption failed: %s", error.detail)
         raise error
     return _grant(result, previous_refresh_token=refresh_token)
+
+
+def _is_fresh(secrets: dict) -> bool:
+    """Whether `secrets` hold an access token good for EXPIRY_MARGIN more seconds."""
+    expires_at = float(secrets.get("token_expires_at") or 0)
+    return bool(secrets.get("access_token")) and (
+        expires_at - time.time() > EXPIRY_MARGIN
+    )
+
+
+def fresh_grant(
+    secrets: dict,
+    *,
+    redeem: Callable[[str], Grant],
+    store: GrantStore | None = None,
+) -> dict:
+    """`secrets` with a grant whose access token is not near expiry.
+
+    A fresh stored token is used as it is. Otherwise `redeem(refresh_token)` (for
+    instance `refresh` with the tool's client and scopes) gets a new one, under the
+    store's row lock when there is a store: a process that waited for the lock uses
+    the token another one just obtained, and the rotated refresh token is saved.
+    Raises `AuthorizationRequired` when no grant is stored.
+    """
+    if _is_fresh(secrets):
+        return secrets
+    if not secrets.get("refresh_token") and not (store and secrets.get("access_token")):
+        raise AuthorizationRequired(
+            "no delegated grant stored", code="authorization_missing"
+        )
+
+    def update(current: dict) -> dict | None:
+        if _is_fresh(current):
+            return None  # another process refreshed while we waited for the lock
+        if not current.get("refresh_token"):
+            raise AuthorizationRequired(
+                "no delegated grant stored", code="authorization_missing"
+            )
+        return redeem(current["refresh_token"]).as_secrets()
+
+    if store is not None:
+        stored = store.refresh(update)
+    else:
+        stored = {**secrets, **(update(secrets) or {})}
+    return {**secrets, **{key: stored.get(key) for key in GRANT_KEYS}}

@@ -1,5 +1,6 @@
 """
-Microsoft Graph mail client: `sendMail` for a user (app-only) or for `me` (delegated).
+Microsoft Graph mail client: `sendMail` for a user (app-only) or for `me` (delegated),
+through one shared client per Graph host (`graph_client`).
 
 https://learn.microsoft.com/graph/api/user-sendmail
 https://learn.microsoft.com/graph/errors
@@ -74,11 +75,11 @@ def error_from_response(response: requests.Response) -> IntegrationError:
     return UnexpectedResponse(detail, **kwargs)
 
 
-def message_payload(
-    email, *, save_to_sent_items: bool = False, sender: str = "", sender_name: str = ""
-) -> dict:
+def message_payload(email, *, sender: str = "", sender_name: str = "") -> dict:
     """The sendMail body for an `OutgoingEmail`; with `sender_name`, a From of that
-    name and `sender`'s address (Graph otherwise shows the mailbox's own name)."""
+    name and `sender`'s address (Graph otherwise shows the mailbox's own name).
+
+    Notifications are not kept in the sender's Sent Items."""
     message = {
         "subject": email.subject,
         "body": (
@@ -99,7 +100,7 @@ def message_payload(
             for name, value in email.headers.items()
             if name.lower().startswith("x-")
         ]
-    return {"message": message, "saveToSentItems": save_to_sent_items}
+    return {"message": message, "saveToSentItems": False}
 
 
 class GraphClient:
@@ -130,3 +131,14 @@ class GraphClient:
             "Graph sendMail failed: %s (request-id %s)", error.detail, error.request_id
         )
         raise error
+
+
+_clients: dict[str, GraphClient] = {}
+
+
+def graph_client(graph_host: str) -> GraphClient:
+    """One Graph client (one keep-alive session) per Graph host, per process."""
+    client = _clients.get(graph_host)
+    if client is None:
+        client = _clients.setdefault(graph_host, GraphClient(graph_host, M365Session()))
+    return client

@@ -179,6 +179,25 @@ class AppCredentials:
         return hashlib.sha256(material.encode()).hexdigest()
 
 
+def app_credentials(authority_host: str, config: dict, secrets: dict) -> AppCredentials:
+    """Client credentials from a tool's saved settings (`tenant_id`, `client_id`, and
+    `client_secret` or a certificate): the certificate when one is configured (a
+    stored private key without a certificate thumbprint is left over and ignored),
+    otherwise the client secret."""
+    use_certificate = bool(config.get("certificate_thumbprint")) and bool(
+        secrets.get("private_key")
+    )
+    return AppCredentials(
+        authority_host=authority_host,
+        tenant=config["tenant_id"],
+        client_id=config["client_id"],
+        client_secret="" if use_certificate else secrets.get("client_secret", ""),
+        private_key=secrets.get("private_key", "") if use_certificate else "",
+        certificate=config.get("certificate", "") if use_certificate else "",
+        thumbprint=config.get("certificate_thumbprint", "") if use_certificate else "",
+    )
+
+
 _apps: dict[str, msal.ConfidentialClientApplication] = {}
 _apps_lock = threading.Lock()
 _session = None

@@ -12,25 +12,15 @@ https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-au
 https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
 """
 
-import time
-
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import (
-    AuthorizationRequired,
     ConnectionFailed,
     PermissionMissing,
     UnexpectedResponse,
 )
-from integrations.forms.smtp import (
-    DEFAULT_SMTP_SCOPE,
-    MICROSOFT_SMTP_HOSTS,
-    OTHER_SERVER,
-    AuthType,
-    CommunicationType,
-    SmtpForm,
-)
+from integrations.forms.smtp import SmtpForm
 from integrations.providers import clouds, delegated, identity
 from integrations.providers.base import (
     Connection,
@@ -38,8 +28,16 @@ from integrations.providers.base import (
     Step,
     TestReport,
 )
-from integrations.providers.graph import message_payload
-from integrations.providers.graph_mail import app_credentials, graph_client
+from integrations.providers.graph import graph_client, message_payload
+from integrations.providers.smtp_choices import (
+    DEFAULT_SMTP_SCOPE,
+    MICROSOFT_SMTP_HOSTS,
+    OTHER_SERVER,
+    AuthType,
+    CommunicationType,
+    MinimumTls,
+    Security,
+)
 from integrations.providers.smtp_client import SmtpSession, build_message
 
 
@@ -206,51 +204,26 @@ class SmtpProvider(NotificationToolProvider):
 
     def app_token(self) -> str:
         """Client credentials token for Exchange Online (SMTP.SendAsApp)."""
-        creds = app_credentials(self.endpoints, self.config, self.secrets)
+        creds = identity.app_credentials(
+            self.endpoints.authority_host, self.config, self.secrets
+        )
         scopes = [f"{self.endpoints.exchange_resource}/.default"]
         return identity.acquire_app_token(creds, scopes, store=self.token_store)
 
-    @staticmethod
-    def _fresh(secrets: dict) -> bool:
-        expires_at = float(secrets.get("token_expires_at") or 0)
-        return bool(secrets.get("access_token")) and (
-            expires_at - time.time() > identity.EXPIRY_MARGIN
-        )
-
     def delegated_token(self) -> str:
         """The signed-in user's access token, refreshed (under a row lock) near expiry."""
-        if self._fresh(self.secrets):
-            return self.secrets["access_token"]
-        if not self.secrets.get("refresh_token") and not (
-            self.grant_store and self.secrets.get("access_token")
-        ):
-            raise AuthorizationRequired(
-                "no delegated grant stored", code="authorization_missing"
-            )
-
-        def update(current: dict) -> dict | None:
-            if self._fresh(current):
-                return None  # another process refreshed while we waited for the lock
-            if not current.get("refresh_token"):
-                raise AuthorizationRequired(
-                    "no delegated grant stored", code="authorization_missing"
-                )
-            grant = delegated.refresh(
-                self.delegated_client(),
-                refresh_token=current["refresh_token"],
-                scopes=self.delegated_scopes,
-            )
-            return grant.as_secrets()
-
-        if self.grant_store is not None:
-            secrets = self.grant_store.refresh(update)
-        else:
-            secrets = {**self.secrets, **(update(self.secrets) or {})}
-        self.secrets = {
-            **self.secrets,
-            **{k: secrets.get(k) for k in delegated.GRANT_KEYS},
-        }
+        self.secrets = delegated.fresh_grant(
+            self.secrets, redeem=self.redeem_refresh_token, store=self.grant_store
+        )
         return self.secrets["access_token"]
+
+    def redeem_refresh_token(self, refresh_token: str) -> delegated.Grant:
+        """A new grant for the delegated client and scopes these settings name."""
+        return delegated.refresh(
+            self.delegated_client(),
+            refresh_token=refresh_token,
+            scopes=self.delegated_scopes,
+        )
 
     # --- sending -----------------------------------------------------------------
 
@@ -264,8 +237,8 @@ class SmtpProvider(NotificationToolProvider):
         return SmtpSession(
             host=host,
             port=port,
-            security=self.config.get("security") or "starttls",
-            minimum_tls=self.config.get("minimum_tls") or "1.2",
+            security=self.config.get("security") or Security.STARTTLS,
+            minimum_tls=self.config.get("minimum_tls") or MinimumTls.TLS_1_2,
         )
 
     def authenticate(self, session: SmtpSession) -> str:

@@ -31,26 +31,21 @@ from integrations.exceptions import (
     ServiceUnavailable,
     Throttled,
     UnexpectedResponse,
-    one_line,
 )
 from integrations.providers.http import (
     error_from_exception,
     remaining_time,
     ssl_context,
 )
+from integrations.providers.smtp_choices import MinimumTls, Security
+from integrations.text import single_line
 
 logger = logging.getLogger(__name__)
 
 
-class Security:
-    STARTTLS = "starttls"
-    SSL = "ssl"
-    NONE = "none"
-
-
 TLS_VERSIONS = {
-    "1.2": ssl.TLSVersion.TLSv1_2,
-    "1.3": ssl.TLSVersion.TLSv1_3,
+    MinimumTls.TLS_1_2: ssl.TLSVersion.TLSv1_2,
+    MinimumTls.TLS_1_3: ssl.TLSVersion.TLSv1_3,
 }
 
 # Enhanced status code (or reply code) -> (exception class, our code). Checked in
@@ -138,9 +133,7 @@ def _cte(text: str) -> str:
     )
 
 
-def build_message(
-    email, *, sender: str, sender_name: str = "", reply_to: str = ""
-) -> EmailMessage:
+def build_message(email, *, sender: str, sender_name: str = "") -> EmailMessage:
     """A MIME message for an `OutgoingEmail`: text, with an HTML alternative if any."""
     message = EmailMessage(policy=email_policy.SMTP)
     message["Subject"] = email.subject
@@ -148,13 +141,11 @@ def build_message(
     # headerregistry quotes and RFC 2047-encodes the display name; it refuses CR and
     # LF, which a name saved before the form checked it could hold: made spaces.
     message["From"] = Address(
-        display_name=one_line(sender_name, 100), username=local, domain=domain
+        display_name=single_line(sender_name, 100), username=local, domain=domain
     )
     message["To"] = ", ".join(email.to)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = email.message_id or make_msgid(domain=domain or None)
-    if reply_to:
-        message["Reply-To"] = reply_to
     for name, value in (email.headers or {}).items():
         if name.lower() in {"from", "to", "subject", "message-id", "date", "cc", "bcc"}:
             continue
@@ -179,7 +170,7 @@ class SmtpSession:
         host: str,
         port: int,
         security: str = Security.STARTTLS,
-        minimum_tls: str = "1.2",
+        minimum_tls: str = MinimumTls.TLS_1_2,
         timeout: float | None = None,
     ):
         if security == Security.NONE and not settings.SMTP_ALLOW_INSECURE:

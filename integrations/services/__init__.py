@@ -1,10 +1,18 @@
 """Writes for notification tools. Views and other apps import from here.
 
-- `tools`: save, deactivate, test, validate and save, mark for attention, audit.
+- `tools`: save, deactivate, test, validate and save.
 - `authorization`: Save & Authorize (delegated OAuth 2.0) and its callback.
 - `stores`: a saved integration's token cache and delegated grant; `provider_for`.
+- `attention`: mark a tool that cannot send "Needs attention" or "Needs
+  re-authorization".
+- `audit`: the audit trail.
 """
 
+from integrations.services.attention import (
+    integration_mark_needs_attention,
+    integration_mark_needs_reauthorization,
+)
+from integrations.services.audit import audit_record
 from integrations.services.authorization import (
     integration_authorize_complete,
     integration_authorize_start,
@@ -15,10 +23,7 @@ from integrations.services.stores import (
     provider_for,
 )
 from integrations.services.tools import (
-    audit_record,
     integration_deactivate,
-    integration_mark_needs_attention,
-    integration_mark_needs_reauthorization,
     integration_save,
     integration_test_connection,
     integration_validate_and_save,

@@ -12,7 +12,6 @@ from integrations.exceptions import (
     AuthorizationRefused,
     ConfigurationError,
     IntegrationError,
-    one_line,
 )
 from integrations.models import (
     AuditAction,
@@ -23,8 +22,10 @@ from integrations.models import (
 from integrations.providers import delegated
 from integrations.registry import get_provider_class
 from integrations.selectors import integration_for
+from integrations.services.audit import audit_record
 from integrations.services.stores import provider_for
-from integrations.services.tools import _split, audit_record, integration_save
+from integrations.services.tools import _split, integration_save
+from integrations.text import single_line
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +141,10 @@ def integration_authorize_complete(
             raise AuthorizationRefused("flow expired", code="authorization_expired")
         if query.get("error"):
             # Anyone can put anything in the callback's query: it is logged on one
-            # line and bounded (one_line), and never shown on the page.
-            error = one_line(query["error"], 64)
+            # line and bounded (single_line), and never shown on the page.
+            error = single_line(query["error"], 64)
             code = _CALLBACK_ERRORS.get(error, "authorization_failed")
-            description = one_line(query.get("error_description"), 200)
+            description = single_line(query.get("error_description"), 200)
             raise AuthorizationRefused(f"{error}: {description}", code=code)
         integration = row.integration
         provider = provider_for(integration)

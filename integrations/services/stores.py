@@ -1,20 +1,13 @@
 """Where a saved integration keeps its msal token cache and its delegated grant,
 and the provider instance that sends for it."""
 
-import logging
-
 from django.db import transaction
 
-from integrations.exceptions import (
-    AuthorizationRequired,
-)
-from integrations.models import (
-    Integration,
-)
+from integrations.exceptions import AuthorizationRequired
+from integrations.models import Integration
 from integrations.providers.base import NotificationToolProvider
 from integrations.registry import get_provider_class
-
-logger = logging.getLogger(__name__)
+from integrations.services.attention import integration_mark_needs_reauthorization
 
 
 class IntegrationTokenStore:
@@ -65,11 +58,6 @@ class IntegrationGrantStore:
                     )
                 return secrets
         except AuthorizationRequired as error:
-            # tools imports this module; import back at call time.
-            from integrations.services.tools import (
-                integration_mark_needs_reauthorization,
-            )
-
             integration_mark_needs_reauthorization(
                 integration_id=self.integration_id, error=error
             )

@@ -1,5 +1,4 @@
-"""Writes for notification tools: save, deactivate, test, validate and save, mark
-for attention, and the audit trail.
+"""Writes for notification tools: save, deactivate, test, validate and save.
 
 Views call these with cleaned form data; nothing here reads a request."""
 
@@ -14,22 +13,13 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.exceptions import (
-    AuthorizationRequired,
-    ConfigurationError,
-    ConnectionFailed,
-    IntegrationError,
-)
-from integrations.models import (
-    AuditAction,
-    AuditEntry,
-    Integration,
-    IntegrationState,
-)
+from integrations.exceptions import ConfigurationError, ConnectionFailed
+from integrations.models import AuditAction, Integration, IntegrationState
 from integrations.providers.base import TestReport
 from integrations.providers.http import time_limit
 from integrations.registry import get_provider_class
 from integrations.selectors import integration_for
+from integrations.services.audit import audit_record
 from integrations.services.stores import IntegrationGrantStore
 
 logger = logging.getLogger(__name__)
@@ -90,26 +80,6 @@ def _changed_fields(provider_cls, before: Integration, config: dict, secrets: di
     return [provider_cls.field_label(name) for name in names]
 
 
-def audit_record(
-    *,
-    provider_key: str,
-    action: AuditAction,
-    actor=None,
-    changed_fields=(),
-    error: IntegrationError | None = None,
-) -> AuditEntry:
-    """Append to the audit log. Field names only, never values."""
-    return AuditEntry.objects.create(
-        provider=provider_key,
-        action=action,
-        actor=actor if actor and actor.is_authenticated else None,
-        actor_name=actor.get_username() if actor and actor.is_authenticated else "",
-        changed_fields=list(changed_fields),
-        succeeded=error is None,
-        error_code=error.code if error else "",
-    )
-
-
 @transaction.atomic
 def integration_save(
     *,
@@ -161,34 +131,6 @@ def integration_deactivate(*, provider_key: str, actor) -> Integration:
     integration.save(update_fields=["state", "updated_by", "updated_at"])
     audit_record(provider_key=provider_key, action=AuditAction.DEACTIVATED, actor=actor)
     return integration
-
-
-@transaction.atomic
-def integration_mark_needs_attention(
-    *, integration: Integration, error: IntegrationError
-) -> None:
-    """A permanent sending failure: show it on the card until someone saves again.
-
-    A delegated grant that is gone asks for re-authorization instead."""
-    if isinstance(error, AuthorizationRequired):
-        integration_mark_needs_reauthorization(
-            integration_id=integration.pk, error=error
-        )
-        return
-    updated = Integration.objects.filter(
-        pk=integration.pk,
-        state__in=[IntegrationState.ACTIVE, IntegrationState.NEEDS_ATTENTION],
-    ).update(
-        state=IntegrationState.NEEDS_ATTENTION,
-        attention_code=error.code,
-        attention_detail=str(error.troubleshooting.title)[:500],
-    )
-    if updated:
-        audit_record(
-            provider_key=integration.provider,
-            action=AuditAction.NEEDS_ATTENTION,
-            error=error,
-        )
 
 
 def test_connection_allowed(user) -> bool:
@@ -260,36 +202,6 @@ def integration_test_connection(
         provider_key=provider_key, action=AuditAction.TESTED, actor=actor, error=error
     )
     return report
-
-
-# --- Validate and Save, delegated authorization ---------------------------------------
-
-
-def integration_mark_needs_reauthorization(
-    *, integration_id: int, error: IntegrationError
-) -> None:
-    """A delegated grant is gone (expired, revoked): a person must sign in again."""
-    integration = Integration.objects.filter(pk=integration_id).first()
-    if integration is None:
-        return
-    updated = (
-        Integration.objects.filter(pk=integration_id)
-        .exclude(state__in=[IntegrationState.INACTIVE])
-        .update(
-            state=IntegrationState.NEEDS_REAUTHORIZATION,
-            attention_code=error.code,
-            attention_detail=str(error.troubleshooting.title)[:500],
-        )
-    )
-    if updated:
-        logger.warning(
-            "%s needs re-authorization: %s", integration.provider, error.detail
-        )
-        audit_record(
-            provider_key=integration.provider,
-            action=AuditAction.NEEDS_ATTENTION,
-            error=error,
-        )
 
 
 def integration_validate_and_save(

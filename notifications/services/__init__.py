@@ -2,6 +2,9 @@
 
 - `events`: `event_emit`, the transactional outbox (an event and its deliveries in
   the caller's transaction);
+- `outbox`: `enqueue_on_commit`, which hands committed deliveries to the `deliver`
+  task (`notifications.tasks` imports the services, never the other way round at
+  load time);
 - `links`: Project › Settings › Notification Tools;
 - `delivery`: claiming, sending, retrying and resending deliveries;
 - `pacing`: each sender mailbox's budget under Microsoft's limits;

@@ -31,7 +31,10 @@ from integrations.exceptions import (
 from integrations.models import Integration, IntegrationState
 from integrations.services import integration_mark_needs_attention, provider_for
 from notifications.emails import email_for
+from notifications.exceptions import DeliveryInternalError
 from notifications.models import Delivery, DeliveryStatus
+from notifications.services.events import link_recipients
+from notifications.services.outbox import enqueue_on_commit
 from notifications.services.pacing import (
     mailbox_budget,
     mailbox_slot_settle,
@@ -39,10 +42,6 @@ from notifications.services.pacing import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _setting(name: str, default):
-    return getattr(settings, name, default)
 
 
 def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
@@ -58,15 +57,15 @@ def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
     a buggy or hostile server cannot park a delivery for years (or, with "inf",
     overflow the date).
     """
-    base = float(_setting("NOTIFICATIONS_RETRY_BASE_SECONDS", 30.0))
+    base = float(settings.NOTIFICATIONS_RETRY_BASE_SECONDS)
     if retry_after is not None:
-        ceiling = float(_setting("NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS", 3600.0))
+        ceiling = float(settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS)
         if not math.isfinite(retry_after) or retry_after > ceiling:
             retry_after = ceiling
         # A little jitter on top, so a throttled batch does not come back as a burst.
         jitter = random.uniform(0, min(1.0, base / 10))  # noqa: S311
         return max(0.0, retry_after) + jitter
-    cap = float(_setting("NOTIFICATIONS_RETRY_MAX_SECONDS", 3600.0))
+    cap = float(settings.NOTIFICATIONS_RETRY_MAX_SECONDS)
     # The exponent is bounded so that a very high attempt count cannot overflow.
     backoff = min(cap, base * 2.0 ** min(max(0, attempts - 1), 64))
     return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311
@@ -86,8 +85,8 @@ def deliveries_claim(
     limit: int | None = None,
 ) -> list[Delivery]:
     """Claim up to `limit` due deliveries (of `delivery_ids`, or any) for `worker`."""
-    limit = limit or int(_setting("NOTIFICATIONS_CLAIM_BATCH", 25))
-    lease = float(_setting("NOTIFICATIONS_LEASE_SECONDS", 300.0))
+    limit = limit or int(settings.NOTIFICATIONS_CLAIM_BATCH)
+    lease = float(settings.NOTIFICATIONS_LEASE_SECONDS)
     now = timezone.now()
     with transaction.atomic():
         candidates = Delivery.objects.filter(_due_q(now))
@@ -200,23 +199,28 @@ class _Run:
         self.worker = uuid.uuid4().hex
         self.summary = SendSummary()
         self.connections = _Connections()
-        #: Integrations this run stops sending through, and until when.
-        self.paused: dict[int, datetime] = {}
-        #: Of those, the ones paused because their mailbox's budget is spent.
+        #: Integrations this run stops sending through, and until when (throttled,
+        #: needing attention, or their mailbox's budget spent).
+        self.waiting: dict[int, datetime] = {}
+        #: Of those, the ones waiting because their mailbox's budget is spent.
         self.paced: set[int] = set()
         #: Per integration: (sender mailbox, budget), or None when not paced.
         self.budgets: dict[int, tuple[str, int] | None] = {}
 
-    def pause(self, integration_id: int, until: datetime) -> None:
-        self.paused[integration_id] = max(until, self.paused.get(integration_id, until))
+    def wait(self, integration_id: int, until: datetime) -> None:
+        """Send nothing more through the tool in this run; its deliveries wait until
+        `until`."""
+        self.waiting[integration_id] = max(
+            until, self.waiting.get(integration_id, until)
+        )
 
-    def defer_paused(self, delivery_ids: list[int] | None) -> None:
-        """Push the due, unclaimed deliveries of paused tools to the pause's end.
+    def defer_waiting(self, delivery_ids: list[int] | None) -> None:
+        """Push the due, unclaimed deliveries of waiting tools to the wait's end.
 
         Of `delivery_ids` (a task's own rows), or of every row for a sweep, so that
-        the caller schedules one follow-up task for them at the pause's end.
+        the caller schedules one follow-up task for them at the wait's end.
         """
-        for integration_id, until in self.paused.items():
+        for integration_id, until in self.waiting.items():
             rows = Delivery.objects.filter(
                 integration_id=integration_id,
                 status=DeliveryStatus.PENDING,
@@ -232,8 +236,8 @@ class _Run:
 
     def send(self, delivery: Delivery) -> None:
         integration = delivery.integration
-        if delivery.integration_id in self.paused:
-            at = self.paused[delivery.integration_id]
+        if delivery.integration_id in self.waiting:
+            at = self.waiting[delivery.integration_id]
             _release([delivery], self.worker, at=at)
             if delivery.integration_id in self.paced:
                 self.summary.deferred += 1
@@ -242,7 +246,7 @@ class _Run:
             self.summary.retry_at[delivery.pk] = at
             return
         if integration.state == IntegrationState.INACTIVE:
-            self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_paused")
+            self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_inactive")
             return
         if delivery.link_id is None:
             self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_unlinked")
@@ -269,10 +273,7 @@ class _Run:
             # A bug (a template error, say) must not leave the row claimed forever:
             # it is retried like a transient failure and fails after the last attempt.
             logger.exception("Delivery %s could not be sent", delivery.uuid)
-            error = IntegrationError(
-                "unexpected error while sending", code="unexpected"
-            )
-            error.retryable = True
+            error = DeliveryInternalError("unexpected error while sending")
             self.connections.drop(integration.pk)
             self.failed(delivery, error)
             return
@@ -306,7 +307,7 @@ class _Run:
         """The mailbox's budget is spent: the delivery (not attempted) and the tool's
         others wait until a slot frees."""
         _release([delivery], self.worker, at=until)
-        self.pause(delivery.integration_id, until)
+        self.wait(delivery.integration_id, until)
         self.paced.add(delivery.integration_id)
         self.summary.deferred += 1
         self.summary.retry_at[delivery.pk] = until
@@ -330,7 +331,7 @@ class _Run:
 
     def failed(self, delivery: Delivery, error: IntegrationError) -> None:
         integration = delivery.integration
-        max_attempts = int(_setting("NOTIFICATIONS_MAX_ATTEMPTS", 8))
+        max_attempts = int(settings.NOTIFICATIONS_MAX_ATTEMPTS)
         common = {
             "error_code": error.code[:64],
             "request_id": (error.request_id or "")[:500],
@@ -354,14 +355,14 @@ class _Run:
             if isinstance(error, Throttled):
                 # The server asked this client to slow down: the tool's other
                 # deliveries wait too instead of being refused one by one.
-                self.pause(integration.pk, at)
+                self.wait(integration.pk, at)
             return
         self.finish(delivery, DeliveryStatus.FAILED, **common)
         if error.needs_attention:
             integration_mark_needs_attention(integration=integration, error=error)
             # The rest would fail the same way; they wait for the next run.
-            base = float(_setting("NOTIFICATIONS_RETRY_BASE_SECONDS", 30.0))
-            self.pause(integration.pk, timezone.now() + timedelta(seconds=base))
+            base = float(settings.NOTIFICATIONS_RETRY_BASE_SECONDS)
+            self.wait(integration.pk, timezone.now() + timedelta(seconds=base))
 
 
 def deliveries_send(
@@ -384,28 +385,26 @@ def deliveries_send(
             batch = deliveries_claim(
                 worker=run.worker,
                 delivery_ids=delivery_ids,
-                exclude_integrations=list(run.paused),
+                exclude_integrations=list(run.waiting),
             )
             if not batch:
                 break
             for delivery in batch:
                 run.send(delivery)
-        run.defer_paused(delivery_ids)
+        run.defer_waiting(delivery_ids)
     finally:
         run.connections.close()
     return run.summary
 
 
 @transaction.atomic
-def delivery_resend(*, delivery: Delivery, actor=None) -> Delivery:
+def delivery_resend(*, delivery: Delivery) -> Delivery:
     """Send a failed (or not sent) delivery again, as the same message.
 
     Same row, same Message-ID; recipients are looked up again only when there were
     none.
     """
     if not delivery.recipients and delivery.link_id:
-        from notifications.services.events import link_recipients
-
         Delivery.objects.filter(pk=delivery.pk).update(
             recipients=link_recipients(delivery.link)
         )
@@ -422,7 +421,5 @@ def delivery_resend(*, delivery: Delivery, actor=None) -> Delivery:
     )
     delivery.refresh_from_db()
     if updated:
-        from notifications.services.events import enqueue_on_commit
-
         enqueue_on_commit([delivery])
     return delivery

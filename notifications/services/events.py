@@ -1,4 +1,6 @@
-"""The transactional outbox: an event and the deliveries it causes, in one transaction."""
+"""The transactional outbox: an event and the deliveries it causes, in one transaction.
+
+Sending starts once that transaction commits (`outbox.enqueue_on_commit`)."""
 
 import logging
 
@@ -16,6 +18,7 @@ from notifications.models import (
     ToolLink,
 )
 from notifications.routing import link_wants
+from notifications.services.outbox import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def link_recipients(link: ToolLink) -> list[str]:
 
 
 def links_sending_for(project) -> list[ToolLink]:
-    """The project's enabled links whose tool is active (not paused by an admin)."""
+    """The project's enabled links whose tool is active (not deactivated by an admin)."""
     return list(
         ToolLink.objects.filter(project=project, enabled=True)
         .exclude(integration__state=IntegrationState.INACTIVE)
@@ -79,32 +82,6 @@ def delivery_create(
             return None
         raise
     return delivery
-
-
-def enqueue_on_commit(deliveries) -> None:
-    """Start sending `deliveries` once the current transaction commits.
-
-    Deliveries created in one transaction (a scan's several events) go out in one
-    task, so they share one connection: every call registers a callback, and the
-    first callback to run takes all the ids gathered so far. A callback discarded
-    with a rolled-back savepoint loses nothing, since a later one drains the list.
-    """
-    ids = [d.pk for d in deliveries if d.status == DeliveryStatus.PENDING]
-    if not ids:
-        return
-    connection = transaction.get_connection()
-    pending = connection.__dict__.setdefault("notifications_pending_ids", [])
-    pending.extend(ids)
-
-    def enqueue():
-        gathered = list(dict.fromkeys(pending))
-        pending.clear()
-        if gathered:
-            from notifications import tasks
-
-            tasks.deliveries_enqueue(delivery_ids=gathered)
-
-    transaction.on_commit(enqueue)
 
 
 @transaction.atomic

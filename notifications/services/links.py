@@ -13,7 +13,8 @@ from notifications.models import (
     EventKind,
     ToolLink,
 )
-from notifications.services.events import delivery_create, enqueue_on_commit
+from notifications.services.events import delivery_create
+from notifications.services.outbox import enqueue_on_commit
 from projects.models import Severity
 
 
@@ -44,7 +45,6 @@ def link_update(
     status_transitions: list[str],
     recipients: list[str],
     delivery_mode: str,
-    actor=None,
 ) -> ToolLink:
     """Change which events reach whom through `link`."""
     if minimum_severity not in Severity.values:
@@ -64,7 +64,7 @@ def link_update(
 
 
 @transaction.atomic
-def link_delete(*, link: ToolLink, actor=None) -> None:
+def link_delete(*, link: ToolLink) -> None:
     """Unlink. Past deliveries stay in the log; pending ones will not be sent."""
     link.delete()
 
@@ -73,13 +73,13 @@ def link_delete(*, link: ToolLink, actor=None) -> None:
 def link_send_test(*, link: ToolLink, actor=None) -> Delivery:
     """Send a test notification through `link` to its recipients, in the background.
 
-    Refused while the link is paused (a security admin deactivated the tool) or
+    Refused while the link is inactive (a security admin deactivated the tool) or
     switched off (Enabled unticked): neither sends anything, tests included.
     """
     if not active_integrations().filter(pk=link.integration_id).exists():
         raise NotificationError(
             _(
-                "This link is paused: a security admin deactivated the notification "
+                "This link is inactive: a security admin deactivated the notification "
                 "tool, so it sends nothing, not even a test. Ask them to activate it "
                 "again."
             )

@@ -44,13 +44,13 @@ def mailbox_budget(provider) -> int | None:
     NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE when set (0 turns pacing off), else the
     provider's own figure (`messages_per_minute`).
     """
-    override = getattr(settings, "NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE", None)
+    override = settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE
     budget = provider.messages_per_minute if override is None else override
     return int(budget) if budget else None
 
 
 def _window() -> float:
-    return float(getattr(settings, "NOTIFICATIONS_PACING_WINDOW_SECONDS", 60.0))
+    return float(settings.NOTIFICATIONS_PACING_WINDOW_SECONDS)
 
 
 def _locked_window(integration_id: int, mailbox: str) -> SendWindow:

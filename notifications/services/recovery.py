@@ -16,13 +16,13 @@ from django.utils import timezone
 from notifications.models import Delivery, DeliveryStatus, RecoverySchedule
 
 
-def _seconds(name: str, default: float) -> timedelta:
-    return timedelta(seconds=float(getattr(settings, name, default)))
+def _lease() -> timedelta:
+    return timedelta(seconds=float(settings.NOTIFICATIONS_LEASE_SECONDS))
 
 
 def recovery_watchdog_at() -> datetime:
     """When a lease taken now runs out: when to look after a task starting now."""
-    return timezone.now() + _seconds("NOTIFICATIONS_LEASE_SECONDS", 300.0)
+    return timezone.now() + _lease()
 
 
 def deliveries_recovery_at() -> datetime | None:
@@ -32,7 +32,7 @@ def deliveries_recovery_at() -> datetime | None:
     one lease after a pending delivery fell due (its own task should have sent it by
     then); never sooner than NOTIFICATIONS_RETRY_BASE_SECONDS from now.
     """
-    lease = _seconds("NOTIFICATIONS_LEASE_SECONDS", 300.0)
+    lease = _lease()
     open_ = Delivery.objects.aggregate(
         pending=Min("next_attempt_at", filter=Q(status=DeliveryStatus.PENDING)),
         sending=Min("lease_expires_at", filter=Q(status=DeliveryStatus.SENDING)),
@@ -44,7 +44,9 @@ def deliveries_recovery_at() -> datetime | None:
         candidates.append(open_["sending"])
     if not candidates:
         return None
-    floor = timezone.now() + _seconds("NOTIFICATIONS_RETRY_BASE_SECONDS", 30.0)
+    floor = timezone.now() + timedelta(
+        seconds=float(settings.NOTIFICATIONS_RETRY_BASE_SECONDS)
+    )
     return max(min(candidates), floor)
 
 

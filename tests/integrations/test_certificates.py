@@ -12,10 +12,10 @@ from cryptography.x509.oid import NameOID
 from django.test import Client
 from django.urls import reverse
 
-from integrations.forms.graph_mail import GraphMailForm
+from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 from integrations.forms.smtp import SmtpForm
 from integrations.models import Integration
-from integrations.providers.graph_mail import GraphMailProvider
+from integrations.providers.microsoft_azure_mail import MicrosoftAzureMailProvider
 from integrations.providers.smtp import SmtpProvider
 from integrations.services import provider_for
 from tests.integrations.smtp_support import drawer_data
@@ -132,9 +132,11 @@ def test_private_key_is_never_rendered_back(sandbox, certificate):
     assert "BEGIN CERTIFICATE" in html
 
 
-def test_graph_mail_form_accepts_a_certificate_instead_of_a_secret(certificate):
+def test_microsoft_azure_mail_form_accepts_a_certificate_instead_of_a_secret(
+    certificate,
+):
     cert_pem, key_pem, thumbprint = certificate
-    form = GraphMailForm(
+    form = MicrosoftAzureMailForm(
         {
             "tenant_id": "b5a0c1e2-3f47-4d8a-9c6b-2e1f0a9d8c7b",
             "client_id": "4e9d2a71-8c3b-4f05-a6d2-91b7e0c3f58a",
@@ -149,7 +151,9 @@ def test_graph_mail_form_accepts_a_certificate_instead_of_a_secret(certificate):
 
     assert form.is_valid(), form.errors
     assert form.cleaned_data["certificate_thumbprint"] == thumbprint
-    no_credential = GraphMailForm({**form.data, "certificate": "", "private_key": ""})
+    no_credential = MicrosoftAzureMailForm(
+        {**form.data, "certificate": "", "private_key": ""}
+    )
     assert not no_credential.is_valid()
     assert "client_secret" in no_credential.errors
 
@@ -203,7 +207,7 @@ def test_unregistered_certificate_is_refused_with_words(sandbox, certificate):
 def test_azure_mail_with_a_certificate_sends_through_graph(sandbox, ctl, certificate):
     cert_pem, key_pem, thumbprint = certificate
     ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
-    provider = GraphMailProvider(
+    provider = MicrosoftAzureMailProvider(
         config={
             "tenant_id": sandbox.seed["tenant_id"],
             "client_id": sandbox.seed["client_id"],
@@ -297,7 +301,7 @@ def test_uploaded_certificate_and_key_replace_the_client_secret(
     form = (
         SmtpForm(drawer_data(sandbox, "oauth_app", client_secret=""), files)
         if form_for == "smtp"
-        else GraphMailForm(graph_data(), files)
+        else MicrosoftAzureMailForm(graph_data(), files)
     )
 
     assert form.is_multipart()
@@ -386,7 +390,7 @@ def test_hostile_uploads_are_refused_at_the_file_field(
     form = (
         SmtpForm(drawer_data(sandbox, "oauth_app", client_secret=""), files)
         if form_for == "smtp"
-        else GraphMailForm(graph_data(), files)
+        else MicrosoftAzureMailForm(graph_data(), files)
     )
 
     assert not form.is_valid()

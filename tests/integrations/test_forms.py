@@ -2,7 +2,7 @@
 
 import pytest
 
-from integrations.forms.graph_mail import GraphMailForm
+from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 
 GOOD = {
     "tenant_id": "b5a0c1e2-3f47-4d8a-9c6b-2e1f0a9d8c7b",
@@ -16,7 +16,7 @@ GOOD = {
 
 
 def errors_for(**overrides):
-    form = GraphMailForm({**GOOD, **overrides})
+    form = MicrosoftAzureMailForm({**GOOD, **overrides})
     form.is_valid()
     return form.errors
 
@@ -72,7 +72,7 @@ def test_from_must_be_a_single_address():
 
 
 def test_to_accepts_several_addresses_and_deduplicates():
-    form = GraphMailForm(
+    form = MicrosoftAzureMailForm(
         {**GOOD, "recipients": "a@contoso.com; B@contoso.com,a@contoso.com"}
     )
     assert form.is_valid()
@@ -100,5 +100,5 @@ def test_expiry_must_be_a_date(date):
 
 
 def test_client_secret_is_never_rendered_back():
-    form = GraphMailForm({**GOOD, "client_secret": "do-not-render"})
+    form = MicrosoftAzureMailForm({**GOOD, "client_secret": "do-not-render"})
     assert "do-not-render" not in str(form)

@@ -151,7 +151,7 @@ def test_api_communication_type_sends_through_graph_me(sandbox, client_admin, ht
 def test_api_communication_type_sends_with_the_sender_name(
     sandbox, client_admin, http, monkeypatch
 ):
-    from integrations.providers.graph_mail import graph_client
+    from integrations.providers.graph import graph_client
 
     data = drawer_data(
         sandbox,

@@ -8,10 +8,10 @@ from django.db import connection
 from django.urls import reverse
 
 from integrations.models import AuditEntry, Integration
-from integrations.providers.graph_mail import GraphMailProvider
+from integrations.providers.microsoft_azure_mail import MicrosoftAzureMailProvider
 from tests.integrations.conftest import SENTINEL_SECRET
 
-KEY = GraphMailProvider.key
+KEY = MicrosoftAzureMailProvider.key
 pytestmark = pytest.mark.django_db
 
 

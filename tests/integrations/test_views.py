@@ -5,9 +5,9 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from integrations.models import AuditAction, AuditEntry, Integration, IntegrationState
-from integrations.providers.graph_mail import GraphMailProvider
+from integrations.providers.microsoft_azure_mail import MicrosoftAzureMailProvider
 
-KEY = GraphMailProvider.key
+KEY = MicrosoftAzureMailProvider.key
 LIST = reverse("integrations:notification_tools")
 TOOL = reverse("integrations:tool", args=[KEY])
 TEST = reverse("integrations:test", args=[KEY])

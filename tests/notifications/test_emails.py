@@ -2,12 +2,12 @@
 
 import pytest
 
-from notifications.emails import email_for, one_line
+from notifications.emails import email_for, header_text
 from notifications.models import Delivery, DeliveryStatus, EventKind
 from notifications.services import event_emit
 from projects.models import FindingStatus, ScanSource
 from projects.services import finding_status_change, scan_import
-from tests.projects.factories import sarif_bytes, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 
@@ -134,6 +134,6 @@ def test_project_recipients_replace_the_tools_to(project, link):
     assert Delivery.objects.get().recipients == ["appsec-shop@contoso.onmicrosoft.com"]
 
 
-def test_one_line_strips_every_kind_of_line_break():
-    assert one_line("a\r\nb\nc\rd\u2028e\x00f") == "a b c d ef"
-    assert len(one_line("x" * 1000)) == 250
+def test_header_text_strips_every_kind_of_line_break():
+    assert header_text("a\r\nb\nc\rd\u2028e\x00f") == "a b c d ef"
+    assert len(header_text("x" * 1000)) == 250

@@ -7,7 +7,7 @@ from notifications.services import event_emit
 from projects.models import ScanSource
 from projects.services import scan_import
 from tests.notifications.conftest import settle
-from tests.projects.factories import sarif_bytes, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 

@@ -157,13 +157,13 @@ def test_owner_sends_a_test_notification(
     assert message["subject"] == "Test notification for Shop"
 
 
-def test_deactivated_tool_shows_its_link_as_paused(
+def test_deactivated_tool_shows_its_link_as_inactive(
     client, owner, project, link, graph_tool
 ):
     integration_deactivate(provider_key=graph_tool.provider, actor=None)
     as_user(client, owner)
     body = client.get(tools_url(project)).content.decode()
-    assert "Paused" in body
+    assert "Inactive" in body
     assert "sends nothing" in body
     event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
     assert not Delivery.objects.exists()
@@ -208,12 +208,12 @@ def test_linking_a_deactivated_tool_is_refused_on_the_page(
 
 
 @pytest.mark.parametrize("switch", ["deactivate the tool", "untick Enabled"])
-def test_test_send_on_a_paused_or_switched_off_link_is_refused(
+def test_test_send_on_an_inactive_or_switched_off_link_is_refused(
     client, owner, project, link, graph_tool, sandbox, switch
 ):
     if switch == "deactivate the tool":
         integration_deactivate(provider_key=graph_tool.provider, actor=None)
-        says = "This link is paused: a security admin deactivated"
+        says = "This link is inactive: a security admin deactivated"
     else:
         link.enabled = False
         link.save()

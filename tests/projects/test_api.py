@@ -7,11 +7,12 @@ from urllib.parse import quote
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.urls import reverse
 
 from notifications.models import Event, EventKind
 from projects.models import ApiToken, Finding, Scan
 from projects.services import api_token_create, api_token_revoke, scan_import
-from tests.projects.factories import sarif_bytes, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +76,7 @@ def test_missing_or_wrong_token_is_401(client, project, headers, code):
 
 def test_revoked_token_is_401(client, project, owner):
     token, raw = api_token_create(project=project, name="CI", actor=owner)
-    api_token_revoke(token=token, actor=owner)
+    api_token_revoke(token=token)
     response = client.get("/api/v1/projects/shop/findings", **auth(raw))
     assert response.status_code == 401
     assert "revoked" in error_of(response)["message"]
@@ -207,6 +208,16 @@ def test_hostile_text_is_stored_as_data(client, project, token):
 def test_wrong_method_is_405_json(client, project, token):
     response = client.get("/api/v1/projects/shop/scans", **auth(token))
     assert response.status_code == 405 and response["Allow"] == "POST"
+    assert error_of(response)["code"] == "method_not_allowed"
+
+
+def test_wrong_method_is_answered_before_the_token(client, project):
+    response = client.delete("/api/v1/projects/shop/findings/1")
+    assert response.status_code == 405 and response["Allow"] == "GET, PATCH"
+    assert error_of(response)["message"] == "Use GET, PATCH on this URL."
+    response = client.post("/api/v1/openapi.json")
+    assert response.status_code == 405 and response["Allow"] == "GET"
+    assert error_of(response)["code"] == "method_not_allowed"
 
 
 # -- findings -------------------------------------------------------------------
@@ -372,7 +383,7 @@ def test_raw_token_never_reaches_the_logs(
     )
     assert client.get(url, **auth(token + "x")).status_code == 401
     assert client.get(url, HTTP_AUTHORIZATION=token).status_code == 401  # no scheme
-    api_token_revoke(token=ApiToken.objects.get(project=project), actor=owner)
+    api_token_revoke(token=ApiToken.objects.get(project=project))
     assert client.get(url, **auth(token)).status_code == 401
 
     assert any(r.name == "django.request" for r in caplog.records)
@@ -413,6 +424,9 @@ def test_patch_changes_status_and_emits_event(client, project, owner, token):
         (b'{"status": 3}', "invalid_body"),
         (b'{"status": "fixed"}', "invalid_status"),
         (b'{"status": "reopened"}', "invalid_status"),
+        (b"", "invalid_body"),
+        (b"null", "invalid_body"),
+        (b"\xff", "invalid_json"),
     ],
 )
 def test_bad_patch_is_400(client, project, token, body, code):
@@ -425,6 +439,19 @@ def test_bad_patch_is_400(client, project, token, body, code):
     assert finding.status == "open"
 
 
+def test_patch_body_over_djangos_limit_is_413(client, project, token, settings):
+    seed(project)
+    finding = Finding.objects.get(rule_id="B602")
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+    response = client.patch(
+        f"/api/v1/projects/shop/findings/{finding.pk}",
+        {"status": "confirmed"},
+        content_type="application/json",
+        **auth(token),
+    )
+    assert response.status_code == 413 and error_of(response)["code"] == "too_large"
+
+
 def test_openapi_description_is_served(client, db):
     body = client.get("/api/v1/openapi.json").json()
     assert body["openapi"].startswith("3.1")
@@ -434,6 +461,8 @@ def test_openapi_description_is_served(client, db):
         "/projects/{slug}/findings/{id}",
     }
     json.dumps(body)
+    # The name the project settings page links with.
+    assert reverse("api:openapi") == "/api/v1/openapi.json"
 
 
 def test_api_needs_no_csrf_token_but_pages_do(project, owner, token):

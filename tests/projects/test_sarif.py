@@ -7,7 +7,7 @@ import pytest
 from projects.exceptions import SarifError
 from projects.models import Severity
 from projects.sarif import sarif_parse, severity_from_score
-from tests.projects.factories import sarif_bytes, sarif_doc, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_doc, sarif_result
 
 
 def parse(results, **kwargs):

@@ -13,6 +13,7 @@ from projects.exceptions import (
     SarifError,
     SarifTooLarge,
     StatusTransitionError,
+    TokenError,
 )
 from projects.models import (
     ApiToken,
@@ -25,7 +26,6 @@ from projects.models import (
     ScanSource,
 )
 from projects.services import (
-    TokenError,
     api_token_authenticate,
     api_token_create,
     api_token_revoke,
@@ -35,7 +35,7 @@ from projects.services import (
     project_create,
     scan_import,
 )
-from tests.projects.factories import many_results, sarif_bytes, sarif_result
+from tests.projects.sarif_documents import many_results, sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 
@@ -432,17 +432,17 @@ def test_bad_tokens_are_refused(project, header, code):
 
 def test_revoked_token_is_refused(project, owner):
     token, raw = api_token_create(project=project, name="CI", actor=owner)
-    api_token_revoke(token=token, actor=owner)
+    api_token_revoke(token=token)
     with pytest.raises(TokenError) as caught:
         api_token_authenticate(authorization=f"Bearer {raw}")
     assert caught.value.code == "token_revoked"
 
 
 def test_project_create_and_members(security_admin, outsider):
-    project = project_create(name="New app", actor=security_admin)
+    project = project_create(name="New app")
     assert project.slug == "new-app"
     with pytest.raises(ProjectError, match="exists already"):
-        project_create(name="Other", slug="new-app", actor=security_admin)
+        project_create(name="Other", slug="new-app")
     membership_set(project=project, user=outsider, role=Role.MEMBER)
     membership_set(project=project, user=outsider, role=Role.OWNER)
     assert Membership.objects.get(project=project).role == Role.OWNER

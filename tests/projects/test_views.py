@@ -9,7 +9,7 @@ from django.urls import Resolver404, resolve, reverse
 from notifications.models import Event, EventKind
 from projects.models import ApiToken, Finding, Membership, Project, Role, Scan
 from projects.services import api_token_create, scan_import
-from tests.projects.factories import sarif_bytes, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 

@@ -1,5 +1,7 @@
 """manage.py import_sarif <project-slug> <file>: import a SARIF 2.1.0 report."""
 
+import sys
+
 from django.core.management.base import BaseCommand, CommandError
 
 from projects.exceptions import ProjectError
@@ -31,8 +33,6 @@ class Command(BaseCommand):
             raise CommandError(f"No project with the slug “{project}”.{hint}") from None
         try:
             if file == "-":
-                import sys
-
                 scan = self._import(target, sys.stdin.buffer)
             else:
                 with open(file, "rb") as handle:

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from integrations.forms.graph_mail import GraphMailForm
+from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 from integrations.forms.smtp import SmtpForm
 from integrations.models import Integration, IntegrationState
 from integrations.providers import delegated
@@ -85,7 +85,7 @@ class Tool:
 class AzureMail(Tool):
     id = "microsoft_azure_mail"
     key = "microsoft_azure_mail"
-    form_class = GraphMailForm
+    form_class = MicrosoftAzureMailForm
     application_permission = "Mail.Send"
 
     def drawer_values(self):

@@ -24,13 +24,13 @@ def test_linking_an_active_tool_twice_keeps_one_link(project, graph_tool, owner)
     assert first.pk == again.pk and ToolLink.objects.count() == 1
 
 
-def test_test_send_on_a_paused_link_is_refused_with_a_clear_message(
+def test_test_send_on_an_inactive_link_is_refused_with_a_clear_message(
     project, link, graph_tool, owner, sandbox
 ):
     integration_deactivate(provider_key=graph_tool.provider, actor=None)
     with pytest.raises(NotificationError) as refused:
         link_send_test(link=link, actor=owner)
-    assert "paused" in refused.value.message
+    assert "inactive" in refused.value.message
     assert "security admin deactivated" in refused.value.message
     assert not Event.objects.exists() and not Delivery.objects.exists()
     assert sandbox.messages() == []

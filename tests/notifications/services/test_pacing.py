@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.providers.graph_mail import GraphMailProvider
+from integrations.providers.microsoft_azure_mail import MicrosoftAzureMailProvider
 from integrations.providers.smtp import SmtpProvider
 from integrations.services import provider_for
 from notifications.models import Delivery, DeliveryStatus, EventKind
@@ -128,6 +128,6 @@ def test_exchange_smtp_is_paced_at_30_a_minute_and_graph_is_not(
     )
     assert mailbox_budget(delegated_api) is None  # Graph /me/sendMail
     settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 10
-    assert mailbox_budget(GraphMailProvider(config={}, secrets={})) == 10
+    assert mailbox_budget(MicrosoftAzureMailProvider(config={}, secrets={})) == 10
     settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
     assert mailbox_budget(provider_for(smtp_link.integration)) is None

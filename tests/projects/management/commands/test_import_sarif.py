@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from projects.models import Finding, Scan
-from tests.projects.factories import sarif_bytes, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 

@@ -9,43 +9,16 @@ https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import PermissionMissing
-from integrations.forms.graph_mail import GraphMailForm
+from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 from integrations.providers import clouds, identity
 from integrations.providers.base import Connection, NotificationToolProvider
-from integrations.providers.graph import GraphClient, message_payload
-from integrations.providers.http import M365Session
-
-_clients: dict[str, GraphClient] = {}
-
-
-def graph_client(graph_host: str) -> GraphClient:
-    """One Graph client (one keep-alive session) per Graph host, per process."""
-    client = _clients.get(graph_host)
-    if client is None:
-        client = _clients.setdefault(graph_host, GraphClient(graph_host, M365Session()))
-    return client
-
-
-def app_credentials(endpoints, config: dict, secrets: dict) -> identity.AppCredentials:
-    """Client credentials from saved settings: the certificate when one is configured
-    (a stored private key without a certificate thumbprint is left over and ignored),
-    otherwise the client secret."""
-    use_certificate = bool(config.get("certificate_thumbprint")) and bool(
-        secrets.get("private_key")
-    )
-    return identity.AppCredentials(
-        authority_host=endpoints.authority_host,
-        tenant=config["tenant_id"],
-        client_id=config["client_id"],
-        client_secret="" if use_certificate else secrets.get("client_secret", ""),
-        private_key=secrets.get("private_key", "") if use_certificate else "",
-        certificate=config.get("certificate", "") if use_certificate else "",
-        thumbprint=config.get("certificate_thumbprint", "") if use_certificate else "",
-    )
+from integrations.providers.graph import graph_client, message_payload
 
 
 class GraphConnection(Connection):
-    def __init__(self, provider: "GraphMailProvider"):
+    """App-only Graph `sendMail` as the configured sender, over the shared client."""
+
+    def __init__(self, provider: "MicrosoftAzureMailProvider"):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)
 
@@ -59,13 +32,13 @@ class GraphConnection(Connection):
         )
 
 
-class GraphMailProvider(NotificationToolProvider):
+class MicrosoftAzureMailProvider(NotificationToolProvider):
     key = "microsoft_azure_mail"
     name = _("Microsoft Azure Mail")
     description = _(
         "Email through Microsoft Graph with an Entra ID app (client credentials)."
     )
-    form_class = GraphMailForm
+    form_class = MicrosoftAzureMailForm
     secret_fields = ("client_secret", "private_key")
     test_steps = (
         ("tenant", _("Tenant found")),
@@ -91,7 +64,9 @@ class GraphMailProvider(NotificationToolProvider):
         return [f"{self.endpoints.graph_resource}/.default"]
 
     def credentials(self) -> identity.AppCredentials:
-        return app_credentials(self.endpoints, self.config, self.secrets)
+        return identity.app_credentials(
+            self.endpoints.authority_host, self.config, self.secrets
+        )
 
     def access_token(self) -> str:
         return identity.acquire_app_token(

@@ -15,7 +15,7 @@ from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud
 
 
-class GraphMailForm(CertificateCredentialMixin, ProviderForm):
+class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
     """Client secret, or a certificate and its private key: one of them is required."""
 
     required_secrets = ("client_secret",)

@@ -8,19 +8,21 @@ import pytest
 
 from integrations.models import Integration, IntegrationState
 from integrations.providers.base import OutgoingEmail, StepStatus
-from integrations.providers.graph_mail import GraphMailProvider
+from integrations.providers.microsoft_azure_mail import MicrosoftAzureMailProvider
 from integrations.services import integration_test_connection, provider_for
 
 pytestmark = pytest.mark.django_db
 
 
 def run_test(values, actor=None):
-    from integrations.forms.graph_mail import GraphMailForm
+    from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 
-    form = GraphMailForm(values)
+    form = MicrosoftAzureMailForm(values)
     assert form.is_valid(), form.errors
     return integration_test_connection(
-        provider_key=GraphMailProvider.key, cleaned_data=form.cleaned_data, actor=actor
+        provider_key=MicrosoftAzureMailProvider.key,
+        cleaned_data=form.cleaned_data,
+        actor=actor,
     )
 
 
@@ -226,7 +228,7 @@ def test_extra_ca_is_trusted_although_requests_ca_bundle_is_set(sandbox, graph_v
 
 def saved_integration(values):
     return Integration.objects.create(
-        provider=GraphMailProvider.key,
+        provider=MicrosoftAzureMailProvider.key,
         state=IntegrationState.ACTIVE,
         config={k: v for k, v in values.items() if k != "client_secret"}
         | {"recipients": [values["recipients"]]},

@@ -1,0 +1,39 @@
+"""
+The SMTP tool's choices and constants. The provider and the SMTP transport read them;
+the drawer's form imports them from here, never the other way round.
+"""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from integrations.providers.clouds import Cloud, preset
+
+#: The Cloud field's choice for a server outside Microsoft 365.
+OTHER_SERVER = "other"
+#: Exchange Online's delegated scope for SMTP AUTH XOAUTH2.
+DEFAULT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
+#: Exchange Online's SMTP hosts, one per cloud (M365_SMTP_HOST stands in for them).
+MICROSOFT_SMTP_HOSTS = frozenset(preset(cloud).smtp_host for cloud in Cloud)
+
+
+class AuthType(models.TextChoices):
+    NONE = "none", _("None")
+    BASIC = "basic", _("Basic")
+    OAUTH_APP = "oauth_app", _("OAuth 2.0 (application)")
+    OAUTH_DELEGATED = "oauth_delegated", _("OAuth 2.0 (delegated: a user signs in)")
+
+
+class CommunicationType(models.TextChoices):
+    SMTP = "smtp", _("SMTP (XOAUTH2)")
+    API = "api", _("API (Microsoft Graph)")
+
+
+class Security(models.TextChoices):
+    STARTTLS = "starttls", _("STARTTLS")
+    SSL = "ssl", _("SSL/TLS")
+    NONE = "none", _("None (plain text)")
+
+
+class MinimumTls(models.TextChoices):
+    TLS_1_2 = "1.2", "TLS 1.2"
+    TLS_1_3 = "1.3", "TLS 1.3"
