@@ -177,8 +177,15 @@ def test_two_workers_on_postgresql_never_send_one_delivery_twice(
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         base = postgres_url.rpartition("/")[0]
+        # No worker dies here, so the lease is long: a live worker stalled by a
+        # loaded machine must not be overtaken (that would be a real double send,
+        # which is what the short lease of the recovery tests allows on purpose).
         env = worker_env(
-            sandbox, tmp_path, f"{base}/{name}", NOTIFICATIONS_CLAIM_BATCH="3"
+            sandbox,
+            tmp_path,
+            f"{base}/{name}",
+            NOTIFICATIONS_CLAIM_BATCH="3",
+            NOTIFICATIONS_LEASE_SECONDS="60",
         )
         # 6 transactions: 6 tasks, for two workers and a recovery sweep to share.
         run(env, "-m", "tests.notifications.worker_script", "setup", str(count), "6")
