@@ -146,6 +146,9 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# Uploaded files waiting for the worker (queued SARIF imports, deleted once imported).
+# Never served: there is no MEDIA_URL route.
+MEDIA_ROOT = VAR_DIR / "media"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
@@ -234,6 +237,15 @@ LOGGING = {
 
 # The largest SARIF file accepted by upload, API or `manage.py import_sarif`.
 SARIF_MAX_BYTES = env.int("SARIF_MAX_BYTES", default=50 * 1024 * 1024)
+# Uploads (page or API) larger than this are stored and imported by the task worker
+# (`manage.py db_worker`) instead of inside the request; the API answers 202 and a
+# status URL. `manage.py import_sarif` always imports at once.
+SARIF_ASYNC_THRESHOLD_BYTES = env.int(
+    "SARIF_ASYNC_THRESHOLD_BYTES", default=4 * 1024 * 1024
+)
+# How long one queued import may run. A scan still "processing" after this is
+# taken to be lost with its worker (killed, out of memory) and is marked failed.
+SARIF_IMPORT_TIMEOUT_SECONDS = env.int("SARIF_IMPORT_TIMEOUT_SECONDS", default=3600)
 
 # ---------------------------------------------------------------------------
 # Notifications (delivery of vulnerability emails)

@@ -88,15 +88,13 @@ class FindingLine:
 
 
 def _finding_line(finding, project) -> FindingLine:
-    location = finding.path or ""
-    if finding.start_line:
-        location = f"{location}:{finding.start_line}"
     return FindingLine(
-        rule=finding.rule_id,
+        # "No rule" for a result that names none.
+        rule=str(finding.rule_label),
         rule_name=finding.rule_name,
         severity=finding.severity,
         severity_label=severity_label(finding.severity),
-        location=location,
+        location=finding.location,
         message=(finding.message or "")[:300],
         url=site_url(reverse("projects:finding", args=[project.slug, finding.pk])),
     )

@@ -4,7 +4,9 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
+from projects.exceptions import ProjectError
 from projects.models import FindingStatus, Role, Severity
+from projects.services import MAX_CATEGORY, scan_category_clean
 
 
 class ProjectCreateForm(forms.Form):
@@ -48,6 +50,22 @@ class ScanUploadForm(forms.Form):
         label=_("SARIF file"),
         help_text=_("A SARIF 2.1.0 JSON file, e.g. from `bandit -r . -f sarif`."),
     )
+    category = forms.CharField(
+        label=_("Category"),
+        max_length=MAX_CATEGORY,
+        required=False,
+        help_text=_(
+            "Optional, e.g. “codeql-javascript”: the scan replaces only the earlier "
+            "results of its tool and category. Empty: each run's own "
+            "(runAutomationDetails.id)."
+        ),
+    )
+
+    def clean_category(self):
+        try:
+            return scan_category_clean(category=self.cleaned_data["category"])
+        except ProjectError as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
 class FindingFilterForm(forms.Form):

@@ -58,12 +58,45 @@ class ScanSource(models.TextChoices):
     COMMAND = "command", _("Command")
 
 
+class ScanStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
+    COMPLETE = "complete", _("Complete")
+    FAILED = "failed", _("Failed")
+
+
 class Scan(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scans")
     # From the SARIF runs' tool.driver; several runs give a comma-separated list.
-    tool_name = models.CharField(_("tool"), max_length=200)
+    # Empty while a queued upload waits for its import.
+    tool_name = models.CharField(_("tool"), max_length=200, blank=True)
     tool_version = models.CharField(_("tool version"), max_length=100, blank=True)
+    # The analysis category (GitHub code scanning's `category`, SARIF
+    # runAutomationDetails.id): a scan replaces the results of its tool and category.
+    # Several runs give a comma-separated list.
+    category = models.CharField(_("category"), max_length=255, blank=True)
     source = models.CharField(_("source"), max_length=16, choices=ScanSource.choices)
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=ScanStatus.choices,
+        default=ScanStatus.COMPLETE,
+    )
+    # Why a queued import failed, for the people who uploaded it.
+    error = models.TextField(_("error"), blank=True)
+    # A run failed or reported `results: null`: its tool and category resolved nothing.
+    incomplete = models.BooleanField(_("incomplete"), default=False)
+    # Error-level tool notifications, at most 20:
+    # [{"tool": ..., "category": ..., "message": ...}, ...].
+    tool_notifications = models.JSONField(
+        _("tool notifications"), default=list, blank=True
+    )
+    # Results identical to another one of the same file, counted once.
+    duplicate_count = models.PositiveIntegerField(_("duplicates"), default=0)
+    # A queued upload awaiting its import; deleted once imported.
+    sarif_file = models.FileField(_("SARIF file"), upload_to="sarif/", blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -104,19 +137,30 @@ class FindingStatus(models.TextChoices):
 class Finding(models.Model):
     """One vulnerability in a project, identified across scans by its fingerprint."""
 
+    # No index of its own: the unique (project, fingerprint) index serves it, and
+    # every index costs each import's inserts and updates.
     project = models.ForeignKey(
-        Project, on_delete=models.CASCADE, related_name="findings"
+        Project, on_delete=models.CASCADE, related_name="findings", db_index=False
     )
-    # The SARIF tool.driver.name that reports it; a scan only resolves its own tool's
-    # findings.
+    # The SARIF tool.driver.name and category that report it; a scan only resolves
+    # the findings of its own tool and category.
     tool_name = models.CharField(_("tool"), max_length=200)
+    category = models.CharField(_("category"), max_length=255, blank=True)
+    # The SARIF reader's identity of the result (projects/sarif.py): 64 hex digits.
     fingerprint = models.CharField(_("fingerprint"), max_length=64)
-    rule_id = models.CharField(_("rule"), max_length=255)
+    # Empty when the result names no rule ("No rule" on pages and in emails).
+    rule_id = models.CharField(_("rule"), max_length=255, blank=True)
     rule_name = models.CharField(_("rule name"), max_length=255, blank=True)
     message = models.TextField(_("message"), blank=True)
     severity = models.CharField(_("severity"), max_length=16, choices=Severity.choices)
     path = models.CharField(_("path"), max_length=1000, blank=True)
     start_line = models.PositiveIntegerField(_("line"), null=True, blank=True)
+    start_column = models.PositiveIntegerField(_("column"), null=True, blank=True)
+    logical_location = models.CharField(
+        _("logical location"), max_length=1000, blank=True
+    )
+    # How many identical results the last scan reporting it had (counted once).
+    occurrences = models.PositiveIntegerField(_("occurrences"), default=1)
     status = models.CharField(
         _("status"),
         max_length=16,
@@ -145,7 +189,24 @@ class Finding(models.Model):
         ordering = ["-id"]
 
     def __str__(self):
-        return f"{self.rule_id} at {self.path}:{self.start_line or ''}"
+        return f"{self.rule_label} at {self.location}"
+
+    @property
+    def rule_label(self) -> str:
+        """The rule id, or "No rule" for a result that names none."""
+        return self.rule_id or str(_("No rule"))
+
+    @property
+    def location(self) -> str:
+        """path:line:column as far as known; else the logical location, if any."""
+        if not self.path:
+            return self.logical_location
+        location = self.path
+        if self.start_line:
+            location += f":{self.start_line}"
+            if self.start_column:
+                location += f":{self.start_column}"
+        return location
 
 
 class FindingStatusChange(models.Model):

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from ninja import Schema
 from pydantic import (
     AliasPath,
@@ -24,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, PydanticUseDefault
 
 from projects.converters import decimal_id
-from projects.models import FindingStatus, ScanSource, Severity
+from projects.models import FindingStatus, ScanSource, ScanStatus, Severity
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -73,19 +74,29 @@ def _whole_number(name: str, maximum: int):
     return parse
 
 
-def _finding_id(value):
-    number = decimal_id(value) if isinstance(value, str) else None
-    if number is None:
-        # Not a validation error but a 404, raised as it is found: the path names no
-        # finding, whatever else is wrong with the request.
-        raise Http404(_("No finding %(id)s in this project.") % {"id": str(value)[:40]})
-    return number
+def _row_id(not_found: str):
+    """A path's row id: 1 to 18 ASCII digits (projects/converters.py)."""
+
+    def parse(value):
+        number = decimal_id(value) if isinstance(value, str) else None
+        if number is None:
+            # Not a validation error but a 404, raised as it is found: the path
+            # names no row, whatever else is wrong with the request.
+            raise Http404(_(not_found) % {"id": str(value)[:40]})
+        return number
+
+    return parse
 
 
-# 1 to 18 ASCII digits (projects/converters.py); anything else is a 404.
+# 1 to 18 ASCII digits; anything else is a 404.
 FindingId = Annotated[
     int,
-    BeforeValidator(_finding_id),
+    BeforeValidator(_row_id(gettext_noop("No finding %(id)s in this project."))),
+    WithJsonSchema({"type": "integer", "minimum": 0}),
+]
+ScanId = Annotated[
+    int,
+    BeforeValidator(_row_id(gettext_noop("No scan %(id)s in this project."))),
     WithJsonSchema({"type": "integer", "minimum": 0}),
 ]
 
@@ -147,20 +158,58 @@ class Answer(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class ToolNotification(Answer):
+    tool: str
+    category: str = ""
+    message: str
+
+
 class Scan(Answer):
     id: int
+    url: str = Field(
+        description="Where to read this scan: GET it until `status` is final."
+    )
     project: str = Field(validation_alias=AliasPath("project", "slug"))
-    tool_name: str
+    status: ScanStatus = Field(
+        description=(
+            "`queued` and `processing` until the import is over; then `complete`, "
+            "or `failed` with `error` saying what to fix."
+        )
+    )
+    tool_name: str = Field(description="Empty until the import has read the file.")
     tool_version: str
+    category: str
     source: ScanSource
     created_at: Timestamp
+    started_at: Timestamp | None = Field(
+        description="When the worker started a queued import."
+    )
+    finished_at: Timestamp | None = Field(
+        description="When a queued import completed or failed."
+    )
     new: int = Field(validation_alias="new_count")
     seen_again: int = Field(validation_alias="seen_again_count")
     resolved: int = Field(validation_alias="resolved_count")
     reopened: int = Field(validation_alias="reopened_count")
+    duplicates: int = Field(
+        validation_alias="duplicate_count",
+        description="Results identical to another one of the file, counted once.",
+    )
+    incomplete: bool = Field(
+        description=(
+            "A run failed or sent no results: its tool and category resolved nothing."
+        )
+    )
+    tool_notifications: list[ToolNotification] = Field(
+        description="Error-level notifications the tools reported in the file."
+    )
+    # The row's error is "" unless the import failed.
+    error: Annotated[str | None, BeforeValidator(lambda value: value or None)] = Field(
+        description="Why the import failed (status `failed`), else null."
+    )
 
 
-class ScanCreated(Answer):
+class ScanOne(Answer):
     scan: Scan
 
 

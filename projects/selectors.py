@@ -70,6 +70,13 @@ def scans_for_project(*, project: Project) -> QuerySet[Scan]:
     return Scan.objects.filter(project=project).select_related("created_by")
 
 
+def scan_get(*, project: Project, scan_id) -> Scan:
+    """A scan of `project`; Scan.DoesNotExist for another project's scan."""
+    return Scan.objects.select_related("project", "created_by").get(
+        project=project, pk=scan_id
+    )
+
+
 def memberships_for_project(*, project: Project) -> QuerySet[Membership]:
     return Membership.objects.filter(project=project).select_related("user")
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
-from collections import Counter
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import IO
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from notifications.models import EventKind
 from notifications.services import event_emit
-from projects.bulk import ids_update, rows_insert
+from projects.bulk import ImportStage
 from projects.exceptions import (
     MembershipError,
     ProjectError,
@@ -35,9 +38,10 @@ from projects.models import (
     Role,
     Scan,
     ScanSource,
+    ScanStatus,
     Severity,
 )
-from projects.sarif import SarifReport, sarif_parse
+from projects.sarif import SarifRun, sarif_open
 from projects.workflow import ACTIVE_STATUSES, next_statuses
 
 # Tokens look like "m365as_<43 url-safe characters>"; the fixed prefix lets secret
@@ -173,185 +177,262 @@ def api_token_authenticate(*, authorization: str | None) -> ApiToken:
 
 # -- scan import ------------------------------------------------------------------
 
+# An import's `progress` callback is called after this many results, and at the end.
+PROGRESS_EVERY = 1000
+MAX_CATEGORY = 255
+MAX_TOOL_NOTIFICATIONS = 20
+# Unseekable input (stdin) up to this size is spooled in memory, beyond it to a file.
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
-def _severity_counts(severities) -> dict[str, int]:
-    counter = Counter(severities)
-    return {severity: counter.get(severity, 0) for severity in Severity.values}
 
-
-def _sarif_bytes(sarif, limit: int) -> bytes:
-    def too_large(size):
-        return SarifTooLarge(
-            _(
-                "The file is %(size)s; the limit is %(limit)s. Import fewer results "
-                "per file (e.g. one per tool or per directory) or raise "
-                "SARIF_MAX_BYTES."
-            )
-            % {"size": _megabytes(size), "limit": _megabytes(limit)}
-        )
-
-    if isinstance(sarif, str):
-        data = sarif.encode("utf-8")
-    elif isinstance(sarif, (bytes, bytearray, memoryview)):
-        data = bytes(sarif)
-    elif hasattr(sarif, "read"):
-        size = getattr(sarif, "size", None)
-        if isinstance(size, int) and size > limit:
-            raise too_large(size)
-        data = sarif.read(limit + 1)
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-    else:
-        raise TypeError("sarif must be bytes, str or a binary file")
-    if len(data) > limit:
-        raise too_large(len(data))
-    return data
+def _severity_counts(counts: dict[str, int]) -> dict[str, int]:
+    return {severity: counts.get(severity, 0) for severity in Severity.values}
 
 
 def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB"
 
 
+def _too_large(size: int, limit: int) -> SarifTooLarge:
+    return SarifTooLarge(
+        _(
+            "The file is %(size)s; the limit is %(limit)s. Import fewer results "
+            "per file (e.g. one per tool or per directory) or raise "
+            "SARIF_MAX_BYTES."
+        )
+        % {"size": _megabytes(size), "limit": _megabytes(limit)}
+    )
+
+
+@contextmanager
+def _sarif_source(sarif, limit: int):
+    """`sarif` as sarif_open() takes it, after checking its size against `limit`
+    without reading it. A stream that cannot seek (stdin) is spooled first."""
+    if isinstance(sarif, (bytes, bytearray, memoryview)):
+        if len(sarif) > limit:
+            raise _too_large(len(sarif), limit)
+        yield sarif
+    elif isinstance(sarif, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(sarif)
+        except OSError:
+            size = 0  # sarif_open says what is wrong with the path
+        if size > limit:
+            raise _too_large(size, limit)
+        yield sarif
+    elif hasattr(sarif, "read"):
+        size = getattr(sarif, "size", None)  # Django's UploadedFile knows it
+        seekable = getattr(sarif, "seekable", lambda: True)()
+        if seekable and not isinstance(size, int):
+            start = sarif.tell()
+            size = sarif.seek(0, os.SEEK_END) - start
+            sarif.seek(start)
+        if seekable:
+            if size > limit:
+                raise _too_large(size, limit)
+            yield sarif
+            return
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            copied = 0
+            while chunk := sarif.read(64 * 1024):
+                copied += len(chunk)
+                if copied > limit:
+                    raise _too_large(copied, limit)
+                spool.write(chunk)
+            spool.seek(0)
+            yield spool
+    else:
+        raise TypeError("sarif must be bytes, a path or a binary file")
+
+
+def scan_category_clean(*, category: str) -> str:
+    """`category` stripped; ProjectError (code invalid_category) unless it is at
+    most MAX_CATEGORY printable characters. The upload form and the API check it
+    with this before queueing a file; scan_import checks it again."""
+    category = (category or "").strip()
+    if len(category) > MAX_CATEGORY or not category.isprintable():
+        raise ProjectError(
+            _(
+                "The category must be at most %(max)s printable characters (no "
+                "tabs, line breaks or control characters), e.g. "
+                "“codeql-javascript”."
+            )
+            % {"max": MAX_CATEGORY},
+            code="invalid_category",
+        )
+    return category
+
+
+def _staged(results, progress) -> Iterator[tuple]:
+    """The rows ImportStage.fill() takes, numbered in file order."""
+    done = 0
+    for done, r in enumerate(results, 1):
+        yield (
+            done,
+            r.identity,
+            r.tool_name,
+            r.category,
+            r.rule_id,
+            r.rule_name,
+            r.message,
+            r.severity,
+            r.path,
+            r.start_line,
+            r.start_column,
+            r.logical_location,
+        )
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done)
+    if progress is not None:
+        progress(done)
+
+
+def _joined(values, limit: int) -> str:
+    return ", ".join(dict.fromkeys(v for v in values if v))[:limit]
+
+
 def scan_import(
     *,
     project: Project,
-    sarif: bytes | IO[bytes],
+    sarif: bytes | str | os.PathLike | IO[bytes],
     source: str = ScanSource.UPLOAD,
     actor=None,
+    category: str = "",
+    scan: Scan | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Scan:
-    """Import a SARIF 2.1.0 report into `project` and return the new Scan.
+    """Import a SARIF 2.1.0 report into `project` and return its Scan.
 
-    Validation (size, JSON, version, structure) happens first and writes nothing:
-    a SarifError says what to fix. The writes then happen in one transaction with
-    the events they cause, so a failure leaves neither half a scan nor its events.
-    See projects/sarif.py for fingerprints and severities.
+    `sarif` is bytes, a path, or a binary file. `category`, when given, is the
+    category of every run (else each run's automationDetails.id gives its own). With
+    `scan`, a queued Scan of `project`, that row is filled in instead of a new one.
+    `progress`, if given, is called with the number of results read so far (it
+    must not use the database: it runs while the results are being staged).
+
+    The file is checked (size, JSON, SARIF structure) before anything is written: a
+    SarifError says what to fix. The results are then streamed into a temporary table
+    and compared with the project's findings in a fixed number of statements
+    (projects/bulk.py), in one transaction with the events they cause: a failure
+    leaves neither half a scan nor its events (a given `scan` stays as it was, for
+    the caller to mark failed).
+
+    A scan replaces the earlier results of its tool and category only: their active
+    findings it does not report are resolved, unless the run was incomplete (failed,
+    or `results` null), which resolves nothing. Identical results are one finding
+    that records how many times it occurred.
     """
     if source not in ScanSource.values:
         raise ValueError(f"unknown scan source {source!r}")
-    limit = settings.SARIF_MAX_BYTES
-    # Parsed outside the transaction: a large file should not hold the write lock.
-    report = sarif_parse(_sarif_bytes(sarif, limit))
-    if not report.runs:
-        raise SarifError(
-            _("The file has no runs: there is no tool and no result to import.")
-        )
-    return _scan_record(project=project, report=report, source=source, actor=actor)
+    if scan is not None and scan.project_id != project.pk:
+        raise ValueError("the scan belongs to another project")
+    category = scan_category_clean(category=category)
+    started = timezone.now()
+    with _sarif_source(sarif, settings.SARIF_MAX_BYTES) as readable:
+        document = sarif_open(readable, category=category)
+        if not document.runs:
+            raise SarifError(
+                _("The file has no runs: there is no tool and no result to import.")
+            )
+        with ImportStage() as stage:
+            # Read and staged before the import's transaction, so that parsing a
+            # large file holds no lock; inside a caller's transaction, a savepoint
+            # keeps a failure here from breaking it.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                stage.fill(_staged(document.results(), progress))
+            return _scan_record(
+                project=project,
+                runs=document.runs,
+                stage=stage,
+                source=source,
+                actor=actor,
+                scan=scan,
+                started=started,
+            )
 
 
 @transaction.atomic
-def _scan_record(*, project: Project, report: SarifReport, source: str, actor) -> Scan:
+def _scan_record(
+    *,
+    project: Project,
+    runs: list[SarifRun],
+    stage: ImportStage,
+    source: str,
+    actor,
+    scan: Scan | None,
+    started,
+) -> Scan:
     # One import per project at a time (a no-op on SQLite, whose writes are serial).
     Project.objects.select_for_update().filter(pk=project.pk).exists()
     now = timezone.now()
-    tools = set(report.tool_names)
-
-    # The only read of existing findings: one query, whatever the size.
-    existing = {
-        fingerprint: (pk, status, tool_name)
-        for fingerprint, pk, status, tool_name in Finding.objects.filter(
-            project=project
-        ).values_list("fingerprint", "pk", "status", "tool_name")
-    }
-    new_rows, seen_ids, reopened_ids = [], [], []
-    reopened_severity = []
-    for result in report.results:
-        known = existing.get(result.fingerprint)
-        if known is None:
-            new_rows.append(
-                {
-                    "tool_name": result.tool_name,
-                    "fingerprint": result.fingerprint,
-                    "rule_id": result.rule_id,
-                    "rule_name": result.rule_name,
-                    "message": result.message,
-                    "severity": result.severity,
-                    "path": result.path,
-                    "start_line": result.start_line,
-                }
-            )
-        elif known[1] == FindingStatus.RESOLVED:
-            reopened_ids.append(known[0])
-            reopened_severity.append(result.severity)
-        else:
-            seen_ids.append(known[0])
-    reported = {result.fingerprint for result in report.results}
-    resolved = [
-        (pk, status)
-        for fingerprint, (pk, status, tool_name) in existing.items()
-        if tool_name in tools
-        and status in ACTIVE_STATUSES
-        and fingerprint not in reported
-    ]
-
-    scan = Scan.objects.create(
-        project=project,
-        tool_name=", ".join(report.tool_names)[:200],
-        tool_version=", ".join(
-            dict.fromkeys(run.tool_version for run in report.runs if run.tool_version)
-        )[:100],
-        source=source,
-        created_by=actor,
-        new_count=len(new_rows),
-        seen_again_count=len(seen_ids),
-        resolved_count=len(resolved),
-        reopened_count=len(reopened_ids),
+    incomplete = {(run.tool_name, run.category) for run in runs if not run.complete}
+    # Only a complete run proves that what it does not report is gone.
+    scopes = sorted(
+        {(run.tool_name, run.category) for run in runs if run.complete} - incomplete
     )
-    try:
-        rows_insert(
-            Finding,
-            new_rows,
-            constants={
-                "project": project,
-                "status": FindingStatus.OPEN,
-                "first_seen_scan": scan,
-                "last_seen_scan": scan,
-                "created_at": now,
-                "updated_at": now,
-            },
+    described = {
+        "tool_name": _joined((run.tool_name for run in runs), 200),
+        "tool_version": _joined((run.tool_version for run in runs), 100),
+        "category": _joined((run.category for run in runs), MAX_CATEGORY),
+        "incomplete": bool(incomplete),
+        "tool_notifications": [
+            {"tool": run.tool_name, "category": run.category, "message": message}
+            for run in runs
+            for message in run.notifications
+        ][:MAX_TOOL_NOTIFICATIONS],
+    }
+    if scan is None:
+        # Its findings and events refer to it; its counts are filled in last.
+        scan = Scan.objects.create(
+            project=project,
+            source=source,
+            created_by=actor,
+            status=ScanStatus.COMPLETE,
+            started_at=started,
+            **described,
         )
+
+    stage.classify(project_id=project.pk)
+    try:
+        stage.insert_new(project_id=project.pk, scan_id=scan.pk, now=now)
     except IntegrityError:
         raise SarifError(
             _("Another import of this project changed its findings. Try again.")
         ) from None
-    new_ids = (
-        list(
-            Finding.objects.filter(project=project, first_seen_scan=scan)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        if new_rows
-        else []
+    stage.update_seen(project_id=project.pk, scan_id=scan.pk, now=now)
+    stage.record_status_changes(
+        project_id=project.pk,
+        scan_id=scan.pk,
+        scopes=scopes,
+        resolvable=sorted(ACTIVE_STATUSES),
+        now=now,
     )
-    ids_update(Finding.objects, seen_ids, last_seen_scan=scan, updated_at=now)
-    ids_update(
-        Finding.objects,
-        reopened_ids,
-        status=FindingStatus.REOPENED,
-        last_seen_scan=scan,
-        updated_at=now,
-    )
-    ids_update(
-        Finding.objects,
-        [pk for pk, _status in resolved],
-        status=FindingStatus.RESOLVED,
-        updated_at=now,
+    stage.resolve_recorded(scan_id=scan.pk, now=now)
+
+    totals = stage.totals()
+    new_ids = list(
+        Finding.objects.filter(first_seen_scan=scan)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
     changes = [
-        {"finding_id": pk, "from": "resolved", "to": "reopened"} for pk in reopened_ids
-    ] + [
-        {"finding_id": pk, "from": status, "to": "resolved"} for pk, status in resolved
+        {"finding_id": finding_id, "from": from_status, "to": to_status}
+        for finding_id, from_status, to_status in FindingStatusChange.objects.filter(
+            scan=scan
+        )
+        .order_by("pk")
+        .values_list("finding_id", "from_status", "to_status")
     ]
-    rows_insert(
-        FindingStatusChange,
-        [
-            {
-                "finding_id": c["finding_id"],
-                "from_status": c["from"],
-                "to_status": c["to"],
-            }
-            for c in changes
-        ],
-        constants={"scan": scan, "actor": None, "created_at": now},
+    reopened_ids = [c["finding_id"] for c in changes if c["to"] == "reopened"]
+    counts = {
+        "new_count": sum(new for _s, _n, _r, new, _o in totals),
+        "reopened_count": len(reopened_ids),
+        "resolved_count": len(changes) - len(reopened_ids),
+        "duplicate_count": sum(r - n for _s, n, r, _new, _o in totals),
+    }
+    counts["seen_again_count"] = (
+        sum(n for _s, n, _r, _new, _o in totals)
+        - counts["new_count"]
+        - counts["reopened_count"]
     )
 
     if new_ids or reopened_ids:
@@ -363,7 +444,7 @@ def _scan_record(*, project: Project, report: SarifReport, source: str, actor) -
             payload={
                 "finding_ids": new_ids + reopened_ids,
                 "counts": _severity_counts(
-                    [row["severity"] for row in new_rows] + reopened_severity
+                    {s: new + reopened for s, _n, _r, new, reopened in totals}
                 ),
             },
         )
@@ -382,13 +463,28 @@ def _scan_record(*, project: Project, report: SarifReport, source: str, actor) -
         actor=actor,
         payload={
             "scan_id": scan.pk,
-            "new": scan.new_count,
-            "seen_again": scan.seen_again_count,
-            "resolved": scan.resolved_count,
-            "reopened": scan.reopened_count,
-            "counts": _severity_counts(result.severity for result in report.results),
+            "new": counts["new_count"],
+            "seen_again": counts["seen_again_count"],
+            "resolved": counts["resolved_count"],
+            "reopened": counts["reopened_count"],
+            "duplicates": counts["duplicate_count"],
+            "category": described["category"],
+            "incomplete": described["incomplete"],
+            "counts": _severity_counts({s: n for s, n, _r, _new, _o in totals}),
         },
     )
+
+    finished = {
+        **described,
+        **counts,
+        "status": ScanStatus.COMPLETE,
+        "error": "",
+        "started_at": scan.started_at or started,
+        "finished_at": timezone.now(),
+    }
+    Scan.objects.filter(pk=scan.pk).update(**finished)
+    for name, value in finished.items():
+        setattr(scan, name, value)
     return scan
 
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("", views.project_list, name="list"),
     path("<slug:slug>/", views.project_detail, name="detail"),
     path("<slug:slug>/scans/upload/", views.scan_upload, name="scan_upload"),
+    path("<slug:slug>/scans/<id:scan_id>/", views.scan_detail, name="scan"),
     path(
         "<slug:slug>/findings/<id:finding_id>/",
         views.finding_detail,

@@ -1,5 +1,6 @@
 """Project pages. Each view parses the request, calls one service, renders."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -12,7 +13,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from integrations.permissions import is_security_admin
-from projects import selectors, services
+from projects import scan_queue, selectors, services
 from projects.access import project_view
 from projects.exceptions import ProjectError
 from projects.forms import (
@@ -23,7 +24,7 @@ from projects.forms import (
     ProjectCreateForm,
     ScanUploadForm,
 )
-from projects.models import Finding, Membership, ScanSource
+from projects.models import Finding, Membership, Scan, ScanSource, ScanStatus
 from projects.workflow import ACTIVE_STATUSES
 
 FINDINGS_PER_PAGE = 50
@@ -92,6 +93,7 @@ def project_detail(request, project, access):
             "query": query.urlencode(),
             "scans": selectors.scans_for_project(project=project)[:5],
             "upload_form": ScanUploadForm() if access.can_manage else None,
+            "async_threshold": settings.SARIF_ASYNC_THRESHOLD_BYTES,
         },
     )
 
@@ -102,15 +104,20 @@ def scan_upload(request, project, access):
     form = ScanUploadForm(request.POST, request.FILES)
     if form.is_valid():
         try:
-            scan = services.scan_import(
+            scan = scan_queue.scan_submit(
                 project=project,
                 sarif=form.cleaned_data["file"],
                 source=ScanSource.UPLOAD,
                 actor=request.user,
+                category=form.cleaned_data.get("category") or "",
             )
         except ProjectError as exc:
             form.add_error("file", exc.message)
         else:
+            if scan.status == ScanStatus.QUEUED:
+                # Too large to import inside this request: the worker does it, and
+                # the scan's page follows it.
+                return redirect("projects:scan", slug=project.slug, scan_id=scan.pk)
             messages.success(
                 request,
                 _(
@@ -124,13 +131,54 @@ def scan_upload(request, project, access):
                     "reopened": scan.reopened_count,
                 },
             )
+            if scan.incomplete:
+                messages.warning(
+                    request,
+                    _(
+                        "A run in this file failed or sent no results, so its tool "
+                        "and category resolved no findings. See the scan's notes."
+                    ),
+                )
             return redirect("projects:detail", slug=project.slug)
     return render(
         request,
         "projects/upload.html",
-        {"project": project, "access": access, "upload_form": form},
+        {
+            "project": project,
+            "access": access,
+            "upload_form": form,
+            "async_threshold": settings.SARIF_ASYNC_THRESHOLD_BYTES,
+        },
         status=400,
     )
+
+
+@require_GET
+@project_view()
+def scan_detail(request, project, access, scan_id):
+    """A scan's status and summary. A queued import's page asks again every few
+    seconds (static/js/scan_status.js, with X-Requested-With: fetch) for the status
+    part only, until the scan is complete or failed."""
+    try:
+        scan = selectors.scan_get(project=project, scan_id=scan_id)
+    except Scan.DoesNotExist:
+        raise Http404 from None
+    template = "projects/scan.html"
+    if request.headers.get("X-Requested-With") == "fetch":
+        template += "#status"
+    response = render(
+        request,
+        template,
+        {
+            "project": project,
+            "access": access,
+            "scan": scan,
+            "final": scan.status in scan_queue.FINAL_STATUSES,
+        },
+    )
+    # The status changes: every poll must reach the server.
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _finding_or_404(project, finding_id) -> Finding:

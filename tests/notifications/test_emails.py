@@ -127,6 +127,23 @@ def test_scan_completed_email_summarises_the_scan(project, link):
     assert "Tool: Bandit" in email.text
 
 
+def test_a_finding_without_a_rule_is_no_rule_in_emails(project, link):
+    link.status_transitions = [FindingStatus.RESOLVED]
+    link.save()
+    result = sarif_result(None, uri="lib/a.py", line=4, level="error")
+    del result["ruleId"]
+    result["locations"][0]["physicalLocation"]["region"]["startColumn"] = 2
+    scan_import(project=project, sarif=sarif_bytes([result]), source=ScanSource.API)
+    new = email_for(Delivery.objects.get(event__kind=EventKind.NEW_VULNERABILITIES))
+    assert "- [High] No rule" in new.text and "lib/a.py:4:2" in new.text
+    assert "No rule</a>" in new.html
+    finding_status_change(
+        finding=project.findings.get(), status=FindingStatus.RESOLVED, actor=None
+    )
+    changed = email_for(Delivery.objects.get(event__kind=EventKind.STATUS_CHANGED))
+    assert changed.subject == "[High] No rule is now Resolved in Shop"
+
+
 def test_project_recipients_replace_the_tools_to(project, link):
     link.recipients = ["appsec-shop@contoso.onmicrosoft.com"]
     link.save()

@@ -60,3 +60,33 @@ def many_results(count, *, tool_rule="R1"):
         )
         for i in range(count)
     ]
+
+
+def sarif_run(
+    results,
+    *,
+    tool="Bandit",
+    version="1.9.4",
+    automation_id=None,
+    successful=None,
+    notifications=(),
+):
+    """One run; `results=None` writes `"results": null`. `successful` and
+    `notifications` (error-level texts) make an invocation."""
+    run = {"tool": {"driver": {"name": tool, "version": version}}, "results": results}
+    if automation_id is not None:
+        run["automationDetails"] = {"id": automation_id}
+    if successful is not None or notifications:
+        invocation = {
+            "executionSuccessful": True if successful is None else successful,
+            "toolExecutionNotifications": [
+                {"level": "error", "message": {"text": text}} for text in notifications
+            ],
+        }
+        run["invocations"] = [invocation]
+    return run
+
+
+def sarif_runs_bytes(*runs) -> bytes:
+    """A document of several runs (see sarif_run)."""
+    return json.dumps({"version": "2.1.0", "runs": list(runs)}).encode()

@@ -12,7 +12,8 @@ from openapi_core.contrib.django import DjangoOpenAPIRequest, DjangoOpenAPIRespo
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
 
-from projects.models import Finding
+from projects.models import Finding, Scan, ScanStatus
+from projects.scan_queue import scan_import_queued
 from projects.services import api_token_create, scan_import
 from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
@@ -79,10 +80,13 @@ def error_schema_validator(document):
 @pytest.fixture
 def call(client, finding, token):
     """call(method, "/findings/{id}", ...): the API under /api/v1/projects/<slug>,
-    with the project's token unless `authorization` says otherwise ("" for none)."""
+    with the project's token unless `authorization` says otherwise ("" for none).
+    `{id}` is the finding's id, or `id` when given (a scan's)."""
 
-    def call(method, path, *, slug="shop", authorization=None, **kwargs):
-        url = f"/api/v1/projects/{slug}" + path.format(id=finding.pk)
+    def call(method, path, *, slug="shop", authorization=None, id=None, **kwargs):
+        url = f"/api/v1/projects/{slug}" + path.format(
+            id=finding.pk if id is None else id
+        )
         if authorization is None:
             authorization = f"Bearer {token}"
         headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
@@ -93,6 +97,25 @@ def call(client, finding, token):
 
 def sarif_upload():
     return {"file": SimpleUploadedFile("bandit.sarif", sarif_bytes([sarif_result()]))}
+
+
+def large_sarif() -> bytes:
+    """A report over SARIF_ASYNC_THRESHOLD_BYTES (lowered by `queue_small`)."""
+    return sarif_bytes([sarif_result()]) + b" " * 2048
+
+
+@pytest.fixture(autouse=True)
+def queue_small(settings, tmp_path):
+    """Reports over 1 KiB are queued for the worker (`large_sarif`); the others are
+    imported at once."""
+    settings.SARIF_ASYNC_THRESHOLD_BYTES = 1024
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
+def queued_scan(call) -> int:
+    response = call("post", "/scans", data=large_sarif(), content_type=JSON)
+    assert response.status_code == 202
+    return response.json()["scan"]["id"]
 
 
 JSON = "application/json"
@@ -117,6 +140,26 @@ ANSWERS = {
         lambda call: call("post", "/scans", data=sarif_upload()),
         201,
     ),
+    "queue a large SARIF body": (
+        lambda call: call("post", "/scans", data=large_sarif(), content_type=JSON),
+        202,
+    ),
+    "queue a large SARIF file": (
+        lambda call: call(
+            "post",
+            "/scans",
+            data={"file": SimpleUploadedFile("big.sarif", large_sarif())},
+        ),
+        202,
+    ),
+    "one scan, queued": (
+        lambda call: call("get", "/scans/{id}", id=queued_scan(call)),
+        200,
+    ),
+    "one scan, imported": (
+        lambda call: call("get", "/scans/{id}", id=Scan.objects.earliest("pk").pk),
+        200,
+    ),
     "change a status": (
         lambda call: call(
             "patch", "/findings/{id}", data={"status": "confirmed"}, content_type=JSON
@@ -134,6 +177,8 @@ ANSWERS = {
         404,
     ),
     "not a finding id": (lambda call: call("get", "/findings/abc"), 404),
+    "not a scan id": (lambda call: call("get", "/scans/abc"), 404),
+    "no such scan": (lambda call: call("get", "/scans/99999"), 404),
     "no such finding": (
         lambda call: call(
             "patch", "/findings/99999", data={"status": "confirmed"}, content_type=JSON
@@ -194,6 +239,7 @@ def test_every_documented_operation_answers(document, openapi, call):
         "listFindings": {},
         "getFinding": {},
         "changeFindingStatus": {"data": {"status": "confirmed"}, "content_type": JSON},
+        "getScan": {"id": Scan.objects.earliest("pk").pk},
     }
     documented = {
         operation["operationId"]: (method, path)
@@ -257,3 +303,19 @@ def test_answers_outside_the_operations_have_the_documented_error_shape(
     assert response.status_code == status
     assert response["Content-Type"] == JSON
     error_schema_validator(document).validate(response.json())
+
+
+def test_a_failed_and_a_completed_queued_scan_match_the_document(openapi, call):
+    """Every state a polled scan goes through answers as documented."""
+    for data, status in [
+        (large_sarif(), ScanStatus.COMPLETE),
+        (b'{"version": "2.0.0", "runs": []}' + b" " * 2048, ScanStatus.FAILED),
+    ]:
+        response = call("post", "/scans", data=data, content_type=JSON)
+        assert response.status_code == 202
+        assert_documented(openapi, response)
+        scan_id = response.json()["scan"]["id"]
+        scan_import_queued(scan_id=scan_id)
+        response = call("get", "/scans/{id}", id=scan_id)
+        assert response.json()["scan"]["status"] == status
+        assert_documented(openapi, response)

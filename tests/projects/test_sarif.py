@@ -46,7 +46,12 @@ def only(results, **kwargs):
             b'"results": {}}]}',
             "runs[0].results must be a list",
         ),
-        (b"[" * 100_000, "nested too deeply"),
+        (b"[" * 100_000, "must be a JSON object"),
+        (b'{"version": "2.1.0", "runs": [{"x": ' + b"[" * 100_000, "nested too deeply"),
+        (
+            b'{"version": "2.1.0", "runs": [{"results": [{"x": ' + b'{"a":' * 50_000,
+            "nested too deeply",
+        ),
     ],
 )
 def test_invalid_files_say_what_to_fix(data, says):
@@ -55,11 +60,13 @@ def test_invalid_files_say_what_to_fix(data, says):
     assert says in caught.value.message
 
 
-def test_result_without_any_rule_is_rejected_with_its_position():
+def test_result_without_any_rule_is_a_finding_without_rule_id():
+    # SARIF §3.27.5: a result need not name a rule.
     result = sarif_result()
     del result["ruleId"]
-    with pytest.raises(SarifError, match=r"runs\[0\]\.results\[0\] has no rule"):
-        parse([result])
+    found = only([result])
+    assert (found.rule_id, found.rule_name, found.path) == ("", "", "app.py")
+    assert len(found.fingerprint) == 64
 
 
 def test_byte_order_mark_is_accepted():
@@ -136,8 +143,18 @@ def test_artifact_given_by_index_is_resolved():
 
 
 def test_nonsense_line_numbers_are_ignored():
-    for line in (0, -5, "12", True, 2**40):
+    for line in (0, -5, 2**40):
         assert only([sarif_result(line=line)]).start_line is None
+
+
+@pytest.mark.parametrize("line", ["12", True, 1.5, [], {}])
+def test_line_number_of_the_wrong_type_is_refused_with_its_path(line):
+    with pytest.raises(SarifError) as caught:
+        parse([sarif_result(line=line)])
+    assert caught.value.message == (
+        "runs[0].results[0].locations[0].physicalLocation.region.startLine "
+        "must be an integer."
+    )
 
 
 def test_passing_and_suppressed_results_are_not_findings():
@@ -153,9 +170,9 @@ def test_passing_and_suppressed_results_are_not_findings():
     assert [r.rule_id for r in report.results] == ["C"]
 
 
-def test_nul_characters_are_dropped_and_long_text_is_cut():
+def test_nul_characters_are_shown_and_long_text_is_cut():
     result = only([sarif_result(message="a\x00b" + "x" * 50_000, uri="p" * 5000)])
-    assert result.message.startswith("ab")
+    assert result.message.startswith("a⟨U+0000⟩b")
     assert len(result.message) == 20_000
     assert len(result.path) == 1000
 
@@ -174,8 +191,13 @@ def test_nul_characters_are_dropped_and_long_text_is_cut():
         (4.0, "medium"),
         (3.9, "low"),
         (0.2, "low"),
-        (0.1, "info"),
-        (0.0, "info"),
+        (0.1, "low"),
+        # No band: the SARIF level decides.
+        (0.05, None),
+        (0.0, None),
+        (10.1, None),
+        (-1.0, None),
+        (float("nan"), None),
     ],
 )
 def test_security_severity_score_maps_to_severity(score, severity):
@@ -217,19 +239,25 @@ def test_fingerprint_is_stable_and_64_hex():
     assert len(a.fingerprint) == 64 and int(a.fingerprint, 16) >= 0
 
 
-def test_fallback_fingerprint_uses_rule_uri_line_and_snippet_or_message():
+def test_fallback_fingerprint_uses_rule_uri_line_snippet_and_message():
     base = only([sarif_result()]).fingerprint
     assert only([sarif_result("B603")]).fingerprint != base
     assert only([sarif_result(uri="other.py")]).fingerprint != base
     assert only([sarif_result(line=11)]).fingerprint != base
     assert only([sarif_result(message="other")]).fingerprint != base
-    # With a snippet, the message no longer matters, but the snippet does.
+    # The snippet counts (trimmed), and so does the message next to it: one snippet
+    # with two different messages is two findings.
     with_snippet = only([sarif_result(snippet="call(x, shell=True)\n")]).fingerprint
+    assert with_snippet != base
+    assert (
+        only([sarif_result(snippet="  call(x, shell=True)")]).fingerprint
+        == with_snippet
+    )
     assert (
         only(
-            [sarif_result(snippet="  call(x, shell=True)", message="reworded")]
+            [sarif_result(snippet="call(x, shell=True)", message="reworded")]
         ).fingerprint
-        == with_snippet
+        != with_snippet
     )
     assert (
         only([sarif_result(snippet="call(y, shell=True)")]).fingerprint != with_snippet

@@ -3,11 +3,9 @@
 import io
 
 import pytest
-from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
+from django.db import transaction
 
 from notifications.models import Event, EventKind
-from projects import bulk
 from projects.exceptions import (
     ProjectError,
     SarifError,
@@ -35,7 +33,7 @@ from projects.services import (
     project_create,
     scan_import,
 )
-from tests.projects.sarif_documents import many_results, sarif_bytes, sarif_result
+from tests.projects.sarif_documents import sarif_bytes, sarif_result
 
 pytestmark = pytest.mark.django_db
 
@@ -123,6 +121,9 @@ def test_first_import_emits_new_vulnerabilities_and_scan_completed(project, owne
         "seen_again": 0,
         "resolved": 0,
         "reopened": 0,
+        "duplicates": 0,
+        "category": "",
+        "incomplete": False,
         "counts": {"critical": 1, "high": 1, "medium": 0, "low": 1, "info": 0},
     }
     assert events(EventKind.STATUS_CHANGED) == []
@@ -299,52 +300,8 @@ def test_failure_inside_the_import_rolls_back_its_writes(project, monkeypatch):
     assert not Scan.objects.exists() and not Finding.objects.exists()
 
 
-# -- size: bounded queries --------------------------------------------------------
-
-
-def _queries_for_import(project, results):
-    data = sarif_bytes(results)
-    with CaptureQueriesContext(connection) as captured:
-        scan_import(project=project, sarif=data, source=ScanSource.API)
-    return len(captured)
-
-
-@pytest.mark.parametrize(
-    "json_each", [True, False], ids=["sqlite-json_each", "bulk_create"]
-)
-def test_query_count_does_not_grow_with_results(
-    project, other_project, monkeypatch, json_each
-):
-    if not json_each:
-        monkeypatch.setattr(bulk, "_use_json_each", lambda: False)
-        monkeypatch.setattr(bulk, "IMPORT_BATCH_SIZE", 5000)
-    small = _queries_for_import(project, many_results(50))
-    large = _queries_for_import(other_project, many_results(3000))
-    if json_each:
-        assert small == large
-    else:
-        # bulk_create is still batched by Django's SQLite parameter cap here.
-        assert large < 200
-    # Re-import (everything seen again) and a scan that resolves everything.
-    again = _queries_for_import(other_project, many_results(3000))
-    gone = _queries_for_import(other_project, [])
-    if json_each:
-        assert again <= small + 2 and gone <= small + 2
-    assert (
-        Finding.objects.filter(project=other_project, status="resolved").count() == 3000
-    )
-    assert (
-        FindingStatusChange.objects.filter(finding__project=other_project).count()
-        == 3000
-    )
-
-
-def test_bulk_create_path_gives_the_same_result(project, monkeypatch):
-    monkeypatch.setattr(bulk, "_use_json_each", lambda: False)
-    import_(project, [A, B])
-    scan = import_(project, [A])
-    assert (scan.seen_again_count, scan.resolved_count) == (1, 1)
-    assert FindingStatusChange.objects.get().to_status == "resolved"
+# The query count for 1,000 vs 20,000 results, duplicates, category scopes and
+# incomplete runs: tests/projects/test_scan_import.py.
 
 
 # -- status changes ---------------------------------------------------------------

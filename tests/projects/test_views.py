@@ -9,7 +9,12 @@ from django.urls import Resolver404, resolve, reverse
 from notifications.models import Event, EventKind
 from projects.models import ApiToken, Finding, Membership, Project, Role, Scan
 from projects.services import api_token_create, scan_import
-from tests.projects.sarif_documents import sarif_bytes, sarif_result
+from tests.projects.sarif_documents import (
+    sarif_bytes,
+    sarif_result,
+    sarif_run,
+    sarif_runs_bytes,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -170,7 +175,8 @@ def test_overview_lists_and_filters_findings(client, project, member):
 
 
 def test_hostile_finding_text_is_stored_as_data_and_escaped(client, finding, member):
-    assert finding.message == HOSTILE  # stored exactly, CR/LF included
+    # Stored as data: line breaks as newlines (CRLF too), the markup as it was.
+    assert finding.message == HOSTILE.replace("\r\n", "\n")
     login(client, member)
     for url in (
         reverse("projects:detail", args=[finding.project.slug]),
@@ -210,6 +216,32 @@ def test_owner_uploads_a_scan(client, project, owner):
     assert (scan.source, scan.created_by, scan.new_count) == ("upload", owner, 1)
     follow = client.get(response["Location"]).content.decode()
     assert "Scan imported: 1 new" in follow
+
+
+def test_upload_with_a_category(client, project, owner):
+    login(client, owner)
+    page = client.get(reverse("projects:detail", args=[project.slug]))
+    assert 'name="category"' in page.content.decode()
+    response = client.post(
+        reverse("projects:scan_upload", args=[project.slug]),
+        {"file": upload(), "category": " codeql-python "},
+    )
+    assert response.status_code == 302
+    assert Scan.objects.get().category == "codeql-python"
+    assert Finding.objects.get().category == "codeql-python"
+
+
+@pytest.mark.parametrize("category", ["x" * 256, "line\nbreak", "\u202e"])
+def test_upload_with_an_invalid_category_says_so(client, project, owner, category):
+    login(client, owner)
+    response = client.post(
+        reverse("projects:scan_upload", args=[project.slug]),
+        {"file": upload(), "category": category},
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "printable characters" in body or "at most 255 characters" in body
+    assert not Scan.objects.exists()
 
 
 def test_bad_upload_shows_what_to_fix_and_writes_nothing(client, project, owner):
@@ -457,3 +489,41 @@ def test_hostile_query_parameters_still_show_the_overview(
     login(client, member)
     response = client.get(reverse("projects:detail", args=[project.slug]), params)
     assert response.status_code == 200
+
+
+# -- scan summaries and findings without a rule --------------------------------------
+
+
+def test_findings_without_a_rule_show_no_rule(client, project, member):
+    result = sarif_result(None, uri="lib/a.py", line=3, message="Odd thing")
+    del result["ruleId"]
+    result["locations"][0]["physicalLocation"]["region"]["startColumn"] = 9
+    scan_import(project=project, sarif=sarif_bytes([result, result]), source="api")
+    finding = Finding.objects.get()
+    login(client, member)
+    listing = client.get(reverse("projects:detail", args=[project.slug]))
+    body = listing.content.decode()
+    assert "No rule" in body and "lib/a.py:3:9" in body
+    assert "(reported 2 times)" in body
+    page = client.get(reverse("projects:finding", args=[project.slug, finding.pk]))
+    body = page.content.decode()
+    assert "<title>No rule ·" in body and "No rule" in body
+    assert "line 3, column 9" in body and "Reported 2 times" in body
+
+
+def test_scan_list_shows_category_incomplete_run_and_duplicates(
+    client, project, member
+):
+    run = sarif_run(
+        [sarif_result(), sarif_result(), sarif_result()],
+        automation_id="backend/nightly",
+        successful=False,
+        notifications=["Analysis timed out"],
+    )
+    scan_import(project=project, sarif=sarif_runs_bytes(run), source="api")
+    login(client, member)
+    body = client.get(reverse("projects:detail", args=[project.slug])).content.decode()
+    assert "<td>backend</td>" in body
+    assert "Incomplete:" in body and "resolved no findings" in body
+    assert "Bandit: Analysis timed out" in body
+    assert "2 results were identical to others and counted once." in body
