@@ -217,13 +217,21 @@ class Finding(Answer):
     id: int
     fingerprint: str
     tool_name: str
-    rule_id: str
+    category: str = Field(description='The scan category it belongs to; `""` for none.')
+    rule_id: str = Field(description='`""` when the result named no rule.')
     rule_name: str
     message: str
     severity: Severity
     status: FindingStatus
-    path: str
+    path: str = Field(description="Relative to the source root, percent-decoded.")
     start_line: int | None
+    start_column: int | None
+    logical_location: str = Field(
+        description="A fully qualified name, for results without a file location."
+    )
+    occurrences: int = Field(
+        description="How many identical results the last scan reporting it held."
+    )
     first_seen_scan_id: int | None
     last_seen_scan_id: int | None
     created_at: Timestamp
