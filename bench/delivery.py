@@ -1,184 +1,423 @@
-"""Delivery of 1,000 notifications through the Microsoft 365 sandbox.
+"""Delivering N notifications through real db_worker processes, against bare clients.
 
-Starts a sandbox on free ports and a throwaway SQLite database in a temporary
-directory, activates Microsoft Azure Mail (Graph, client credentials) or the SMTP tool
-(OAuth 2.0 application), links it to a project, emits N events in one transaction (the
-outbox: N Delivery rows), then runs the delivery task's code and prints:
+    .venv/bin/python bench/delivery.py [--messages 1000] [--database-url URL]
+        [--tools graph,smtp] [--worker-interval 0.1] [--keep]
 
-- messages per second (claiming, rendering, sending and recording each delivery);
-- token requests the sandbox answered (must be 1: one token for the whole batch);
-- TCP connections the sandbox accepted;
-- the tool's per-mailbox pacing (Exchange Online SMTP: 30 messages a minute), which is
-  off for the throughput figure unless --paced: then the task sends the budget's worth
-  and defers the rest to free slots.
+Starts the Microsoft 365 sandbox in a process of its own (`python -m sandbox serve`,
+free ports, its CA in a temporary directory) and waits until it answers. Then, in a
+throwaway SQLite database (and, with --database-url, in a database of its own that it
+creates on that PostgreSQL server and drops at the end), it activates Microsoft Azure
+Mail and the SMTP tool (OAuth 2.0 application, XOAUTH2) from the sandbox's seed,
+creates a project linked to the tool and emits N new-vulnerabilities events of 10
+findings each, in two modes:
 
-Usage:
-    .venv/bin/python bench/delivery.py [--messages 1000] [--tool graph|smtp] [--paced]
-(--count is the same as --messages). The temporary directory is removed at exit.
-Exits 1 if a delivery was neither sent nor (with --paced) deferred, or more than one
-token was requested.
+- together: all N events in one transaction (one delivery task);
+- separate: each event in its own transaction, as imports commit (N tasks).
+
+For each mode the events (and their tasks) are written first; then a real `manage.py
+db_worker` process is started and sends them; the time runs from the first claim of a
+delivery to the last delivery's `sent_at`, both read from the database, so it is the
+worker's speed (the cost of writing events is printed apart). It prints messages per second, token requests, the TCP
+connections the sandbox accepted, and delivered / lost / doubled by Message-ID.
+
+Then the same messages again without the product, to the same sandbox:
+
+- Graph: one keep-alive `requests.Session`, one token, posting the product's own
+  sendMail JSON (`integrations.providers.graph.message_payload` of the same
+  rendered emails); target: product >= 0.8x of it in both modes;
+- SMTP: Django's `django.core.mail.backends.smtp.EmailBackend`, Basic auth, one
+  connection, the same emails; target: product >= 0.95x of it.
+
+Per-mailbox pacing is off (NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE=0), and so is the
+sandbox's throttling: this measures what the product costs, not Microsoft's limits
+(bench/throttling.py measures those). Exits 1 if a message was lost.
 """
 
 import argparse
-import atexit
-import json
 import os
-import shutil
+import platform
+import ssl
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import (  # noqa: E402
+    ROOT,
+    SandboxClient,
+    SandboxProcess,
+    activate_graph,
+    activate_smtp_app,
+    counter_delta,
+    database_label,
+    django_setup,
+    emit_new_vulnerabilities,
+    expected_message_ids,
+    failed_tasks,
+    first_enqueue_and_last_sent,
+    forget_tokens,
+    heading,
+    postgres_database,
+    product_env,
+    project_with_findings,
+    row,
+    sqlite_database,
+    tally,
+    wait_until_settled,
+    workdir,
+    workers,
+)
+
+TOOLS = {
+    "graph": "Graph (Microsoft Azure Mail, client credentials)",
+    "smtp": "SMTP (XOAUTH2, application)",
+}
+MODES = {
+    "together": "all events in one transaction",
+    "separate": "each event in its own transaction",
+}
+TARGETS = {"graph": 0.8, "smtp": 0.95}
+BASELINES = {
+    "graph": "bare requests.Session, one token",
+    "smtp": "Django EmailBackend, Basic auth",
+}
+
+
+# -- one database, in a child process ------------------------------------------------
+
+
+def child(args) -> int:
+    env = dict(os.environ)
+    django_setup(env)
+    sandbox = SandboxClient.from_env(env)
+    label = database_label(env["DATABASE_URL"])
+    tools = {
+        "graph": activate_graph(sandbox.seed),
+        "smtp": activate_smtp_app(sandbox),
+    }
+    log_dir = Path(env["VAR_DIR"])
+    lost = 0
+    for key in args.tools:
+        runs = {}
+        for mode in MODES:
+            heading(f"{label} - {TOOLS[key]} - {MODES[mode]}")
+            runs[mode] = product_run(sandbox, env, log_dir, tools[key], key, mode, args)
+            lost += runs[mode]["lost"]
+        heading(f"{label} - {TOOLS[key]} - baseline: {BASELINES[key]}")
+        emails = rendered_emails(runs["together"]["project"])
+        if key == "graph":
+            rate = bare_graph(sandbox, emails)
+        else:
+            rate = django_smtp(sandbox, emails)
+        heading(f"{label} - {TOOLS[key]} - product / baseline")
+        for mode in MODES:
+            ratio = runs[mode]["rate"] / rate if rate else 0.0
+            verdict = "meets" if ratio >= TARGETS[key] else "MISSES"
+            row(
+                f"ratio, {mode}",
+                f"{ratio:.2f}x (target >= {TARGETS[key]}x: {verdict})",
+            )
+    return 1 if lost else 0
+
+
+def product_run(sandbox, env, log_dir, tool, key, mode, args) -> dict:
+    """Emit N events in `mode` while a db_worker runs; wait until all are settled."""
+    from django.utils import timezone
+
+    count = args.messages
+    project = project_with_findings(f"bench-{key}-{mode}", [tool])
+    forget_tokens(tool)  # each mode starts cold: its worker's first send needs a token
+    sandbox.clear_messages()
+    before, calls = sandbox.counters(), sandbox.calls
+    failed_before = len(failed_tasks())
+    since = timezone.now()
+    # The events (and their tasks) are written first, with no worker running, so the
+    # figure is the worker's own speed, not how fast this script can commit events.
+    emit_seconds = emit_new_vulnerabilities(
+        project, count, per_transaction=count if mode == "together" else 1
+    )
+    with workers(env, log_dir, 1, interval=args.worker_interval) as started:
+        states = wait_until_settled([project], count, timeout=args.timeout)
+        errors = started[0].errors()
+    after = sandbox.counters()
+    delta = counter_delta(before, after)
+    # The counters() call just made opened one connection too, as every control call.
+    https = delta["tcp_connections"]["https"] - (sandbox.calls - calls - 1)
+    _enqueued, last = first_enqueue_and_last_sent([project], since)
+    first = first_claim([project])
+    sent = states.get("sent", 0)
+    seconds = (last - first).total_seconds() if first and last else float("nan")
+    rate = sent / seconds if sent and seconds > 0 else 0.0
+    figures = tally(sandbox.messages(), expected_message_ids([project]))
+
+    row("worker", f"1 x {started[0].command}")
+    how = "one transaction" if mode == "together" else f"{count} transactions"
+    row("events written", f"{count} in {emit_seconds:.2f} s ({how}, before the worker)")
+    row("first claim -> last sent", f"{seconds:.2f} s")
+    row("product", f"{rate:.1f} messages/s ({sent} sent)")
+    other = {s: n for s, n in states.items() if s != "sent"}
+    if other:
+        row("  not sent", ", ".join(f"{n} {s}" for s, n in sorted(other.items())))
+    tokens = sum(delta["token_requests"].values())
+    row(
+        "token requests",
+        f"{tokens} for {count:,} messages (target: 1 per 1,000; the tool's stored "
+        "token cache was emptied first)",
+    )
+    row(
+        "TCP connections opened",
+        f"https {https}, smtp {delta['tcp_connections']['smtp']} (sandbox counters, "
+        "this run's own control calls taken off)",
+    )
+    if key == "smtp":
+        row("SMTP sessions (AUTH)", delta["smtp_sessions"])
+    row(
+        "delivered / lost / doubled",
+        f"{figures['delivered']} / {figures['lost']} / {figures['doubled']} "
+        "(by Message-ID in the sandbox)",
+    )
+    report_failures(failed_tasks()[failed_before:], errors)
+    return {"project": project, "rate": rate, "lost": figures["lost"]}
+
+
+def first_claim(projects):
+    """When the worker first claimed one of the projects' deliveries."""
+    from django.db.models import Min
+
+    from notifications.models import Delivery
+
+    return Delivery.objects.filter(project__in=projects).aggregate(
+        first=Min("claimed_at")
+    )["first"]
+
+
+def report_failures(tasks: list[str], errors: list[str]) -> None:
+    if tasks:
+        row("FAILED tasks", f"{len(tasks)}: " + ", ".join(sorted(set(tasks)))[:300])
+    if errors:
+        row("worker errors", f"{len(errors)}; first: {errors[0][:200]}")
+
+
+def rendered_emails(project) -> list:
+    """The product's rendered emails for the project's deliveries, in order."""
+    from notifications.emails import email_for
+    from notifications.models import Delivery
+
+    deliveries = Delivery.objects.filter(project=project).select_related(
+        "project", "event", "event__scan", "link", "integration"
+    )
+    return [email_for(d) for d in deliveries.order_by("pk")]
+
+
+def bare_graph(sandbox, emails) -> float:
+    """sendMail in a loop: one keep-alive session, one token, the product's JSON."""
+    from integrations.providers.graph import message_payload
+
+    seed = sandbox.seed
+    payloads = [message_payload(email) for email in emails]
+    url = f"{sandbox.base_url}/v1.0/users/{seed['sender']}/sendMail"
+    sandbox.clear_messages()
+    before, calls = sandbox.counters(), sandbox.calls
+    began = time.perf_counter()
+    with sandbox.session() as session:
+        token = session.post(
+            f"{seed['authority']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": seed["client_id"],
+                "client_secret": seed["client_secret"],
+                "scope": "https://graph.microsoft.com/.default",
+            },
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        refused = 0
+        for payload in payloads:
+            response = session.post(url, json=payload, headers=headers)
+            refused += response.status_code != 202
+    seconds = time.perf_counter() - began
+    delta = counter_delta(before, sandbox.counters())
+    https = delta["tcp_connections"]["https"] - (sandbox.calls - calls - 1)
+    rate = (len(payloads) - refused) / seconds
+    row(
+        "bare loop",
+        f"{rate:.1f} messages/s ({len(payloads) - refused} sendMail in "
+        f"{seconds:.2f} s, token request included)",
+    )
+    row(
+        "token requests / TCP connections",
+        f"{sum(delta['token_requests'].values())} / https {https}",
+    )
+    if refused:
+        row("  refused", refused)
+    return rate
+
+
+def django_smtp(sandbox, emails) -> float:
+    """Django's SMTP backend, Basic auth, one connection, the same emails."""
+    from django.core.mail import EmailMultiAlternatives
+    from django.core.mail.backends.smtp import EmailBackend
+
+    seed = sandbox.seed
+    backend = EmailBackend(
+        host=sandbox.smtp_host,
+        port=sandbox.smtp_port,
+        username=seed["user"],
+        password=seed["password"],
+        use_tls=True,
+        timeout=30,
+    )
+    # Trust the sandbox's CA, as the product does through M365_CA_BUNDLE.
+    backend.ssl_context = ssl.create_default_context(cafile=str(sandbox.ca_path))
+    messages = []
+    for email in emails:
+        message = EmailMultiAlternatives(
+            subject=email.subject,
+            body=email.text,
+            from_email=seed["user"],
+            to=list(email.to),
+            headers={"Message-ID": email.message_id, **email.headers},
+            connection=backend,
+        )
+        if email.html:
+            message.attach_alternative(email.html, "text/html")
+        messages.append(message)
+    sandbox.clear_messages()
+    before = sandbox.counters()
+    began = time.perf_counter()
+    sent = backend.send_messages(messages)  # opens one connection, closes it
+    seconds = time.perf_counter() - began
+    delta = counter_delta(before, sandbox.counters())
+    rate = sent / seconds
+    row(
+        "Django EmailBackend",
+        f"{rate:.1f} messages/s ({sent} messages in {seconds:.2f} s, connect, "
+        "STARTTLS and AUTH included)",
+    )
+    row(
+        "SMTP sessions / TCP connections",
+        f"{delta['smtp_sessions']} / smtp {delta['tcp_connections']['smtp']}",
+    )
+    return rate
+
+
+# -- the parent: the sandbox, the databases, one child per database ---------------------
+
+
+NOT_MEASURED = """\
+Not measured here:
+- real Microsoft 365: the sandbox answers on loopback in about a millisecond, so the
+  product's own cost (claiming, rendering, recording each delivery) weighs far more
+  in these ratios than it would against Graph's or Exchange Online's latency;
+- Microsoft's limits: pacing and the sandbox's throttling are off (bench/throttling.py);
+- faults and worker crashes (bench/fault_drill.py);
+- more than one worker, and event emission itself (written before the commit in one
+  transaction; concurrently with the worker, and so inside the time, one by one);
+- TCP connections are the sandbox's accept counts per port: the https port serves
+  the token endpoint and Graph alike."""
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--messages",
         "--count",
-        dest="count",
+        dest="messages",
         type=int,
         default=1000,
         metavar="N",
         help="notifications to deliver (default: %(default)s)",
     )
-    parser.add_argument("--tool", choices=["graph", "smtp"], default="graph")
     parser.add_argument(
-        "--paced", action="store_true", help="keep per-mailbox pacing on (default: off)"
+        "--database-url",
+        metavar="URL",
+        help="also measure on this PostgreSQL server, in a database of its own",
     )
+    parser.add_argument(
+        "--tools",
+        default="graph,smtp",
+        help="comma-separated: graph, smtp (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--worker-interval",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="db_worker --interval (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up waiting for a mode's deliveries after S seconds "
+        "(default: 120 + N / 2)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs)"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.count < 1:
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if args.messages < 1:
         parser.error("--messages must be at least 1")
+    if not args.tools or set(args.tools) - set(TOOLS):
+        parser.error("--tools takes graph, smtp or both")
+    if args.timeout is None:
+        args.timeout = 120 + args.messages / 2
+    if args.child:
+        return child(args)
 
-    from cryptography.fernet import Fernet
-
-    from sandbox import Sandbox
-
-    workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    with Sandbox(state_dir=workdir / "sandbox") as sb:
-        os.environ.update(
-            DJANGO_SETTINGS_MODULE="config.settings",
-            DEBUG="True",
-            VAR_DIR=str(workdir / "var"),
-            DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
-            SECRET_KEY="bench-" + "x" * 50,
-            FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
-            # Enqueueing is not measured: the task's body runs below, in this process.
-            TASKS_BACKEND="django_tasks.backends.dummy.DummyBackend",
-            M365_AUTHORITY_HOST=sb.authority_host,
-            M365_GRAPH_HOST=sb.graph_host,
-            M365_SMTP_HOST=sb.smtp_host,
-            M365_SMTP_PORT=str(sb.smtp_port),
-            M365_CA_BUNDLE=str(sb.ca_path),
-            LOG_LEVEL="WARNING",
-        )
-        if not args.paced:
-            os.environ["NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE"] = "0"
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-        from django.db import transaction
-
-        from integrations.services import integration_save, provider_for
-        from notifications import tasks
-        from notifications.models import Delivery, DeliveryStatus, EventKind, ToolLink
-        from notifications.services import event_emit
-        from notifications.services.pacing import mailbox_budget
-        from projects.models import Project
-        from tests.tools import activate_azure_mail
-
-        call_command("migrate", verbosity=0)
-        seed = sb.seed
-        if args.tool == "graph":
-            tool = activate_azure_mail(seed)
-        else:
-            from integrations.forms.smtp import SmtpForm
-            from tests.integrations.smtp_support import drawer_data
-
-            form = SmtpForm(drawer_data(sb, "oauth_app"))
-            if not form.is_valid():
-                raise SystemExit(f"SMTP settings invalid: {form.errors.as_json()}")
-            tool = integration_save(
-                provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
-            )
-        project = Project.objects.create(name="Benchmark", slug="benchmark")
-        ToolLink.objects.create(
-            project=project,
-            integration=tool,
-            notify_new_vulnerabilities=False,
-            notify_scan_completed=True,
-        )
-
-        started = time.perf_counter()
-        with transaction.atomic():
-            for i in range(args.count):
-                event_emit(
-                    project=project,
-                    kind=EventKind.SCAN_COMPLETED,
-                    payload={
-                        "scan_id": None,
-                        "new": i % 7,
-                        "seen_again": i % 3,
-                        "resolved": i % 2,
-                        "reopened": 0,
-                        "counts": {"high": i % 7, "low": i % 3},
-                    },
+    print(
+        f"Delivery benchmark: {args.messages:,} new-vulnerabilities events of 10 "
+        f"findings, Python {platform.python_version()}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    status = 0
+    with workdir("bench-delivery-", keep=args.keep) as work:
+        with SandboxProcess(work / "sandbox") as sandbox:
+            row("sandbox", f"python -m sandbox serve, {sandbox.base_url}, own process")
+            databases = [("sqlite", lambda: sqlite_database(work / "sqlite"))]
+            if args.database_url:
+                databases.append(
+                    (
+                        "postgres",
+                        lambda: postgres_database(args.database_url, "bench_delivery"),
+                    )
                 )
-        outbox_seconds = time.perf_counter() - started
-        ids = list(Delivery.objects.values_list("pk", flat=True))
-
-        sb.control("DELETE", "/_sandbox/counters")
-        sb.clear_messages()
-        started = time.perf_counter()
-        result = tasks.deliver.call(ids)
-        seconds = time.perf_counter() - started
-
-        counters = sb.counters()
-        sent = Delivery.objects.filter(status=DeliveryStatus.SENT).count()
-        # The task's own deferrals, and the rows it never claimed, moved to a free slot.
-        deferred = Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, attempts=0
-        ).count()
-        provider = provider_for(tool)
-        figure = provider.messages_per_minute
-        if figure:
-            minutes = -(-args.count // figure)
-            pacing = (
-                f"{figure} messages/min per mailbox (the tool's), "
-                f"{args.count} messages take {minutes} min at that pace; "
-                + ("on" if mailbox_budget(provider) else "off for this measurement")
-            )
-        else:
-            pacing = "none for this tool (the server's 429 + Retry-After are honoured)"
-        tokens = sum(counters["token_requests"].values())
-        print(f"tool:               {args.tool}")
-        print(
-            f"deliveries:         {len(ids)} written in {outbox_seconds:.2f}s (outbox)"
-        )
-        print(
-            f"sent:               {sent} in {seconds:.2f}s -> {sent / seconds:.0f} messages/s"
-        )
-        print(f"task result:        {json.dumps(result)}")
-        print(f"token requests:     {tokens} {json.dumps(counters['token_requests'])}")
-        print(f"TCP connections:    {json.dumps(counters['tcp_connections'])}")
-        print(
-            f"sandbox received:   {len(sb.messages())} messages, "
-            f"{counters.get('smtp_sessions', 0)} SMTP sessions"
-        )
-        print(f"mailbox pacing:     {pacing}")
-        if deferred:
-            print(f"deferred by pacing: {deferred} (sent later, as slots free)")
-        ok = sent + deferred == len(ids) == args.count and tokens == 1
-        if not ok:
-            print(
-                "FAILED: not every delivery was sent or deferred, or more than one "
-                "token was requested"
-            )
-        return 0 if ok else 1
+            for name, database in databases:
+                with database() as url:
+                    var_dir = work / f"var-{name}"
+                    var_dir.mkdir()
+                    env = product_env(
+                        sandbox,
+                        database_url=url,
+                        var_dir=var_dir,
+                        NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE=0,
+                    )
+                    argv = [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        f"--messages={args.messages}",
+                        f"--tools={','.join(args.tools)}",
+                        f"--worker-interval={args.worker_interval}",
+                        f"--timeout={args.timeout}",
+                    ]
+                    result = subprocess.run(argv, cwd=ROOT, env=env)
+                    if result.returncode:
+                        print(
+                            f"FAILED on {database_label(url)}: exit status "
+                            f"{result.returncode}",
+                            flush=True,
+                        )
+                        status = 1
+    print("\n" + NOT_MEASURED, flush=True)
+    return status
 
 
 if __name__ == "__main__":

@@ -265,18 +265,44 @@ NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS = env.float(
     "NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS", default=3600.0
 )
 NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
-# How long a worker may hold a claimed delivery before another one takes it over;
-# also when a dead worker's batch is recovered (each delivery task books a `recover`
-# task for the end of its lease).
-NOTIFICATIONS_LEASE_SECONDS = env.float("NOTIFICATIONS_LEASE_SECONDS", default=300.0)
-# Per-mailbox pacing: messages one sender mailbox may submit through one tool per
-# window. Unset: the tool's own figure (Exchange Online SMTP 30 a minute, Graph none);
-# a number overrides it for every tool; 0 turns pacing off.
+# How long a worker's claim on a delivery lasts without being renewed. A live worker
+# renews the leases it holds every third of this (its heartbeat, also from a thread
+# while one send blocks), so only a dead worker's run out; its batch is then taken
+# over about this long after it died (each delivery task books a `recover` task for
+# the end of its lease).
+NOTIFICATIONS_LEASE_SECONDS = env.float("NOTIFICATIONS_LEASE_SECONDS", default=30.0)
+# How long one delivery task keeps claiming more due deliveries of its tools before
+# it stops and leaves the rest to a follow-up task.
+NOTIFICATIONS_RUN_MAX_SECONDS = env.float("NOTIFICATIONS_RUN_MAX_SECONDS", default=60.0)
+# Outcomes a worker keeps in memory before writing them in one transaction. A worker
+# killed before writing them sends at most these again (with the same Message-ID).
+NOTIFICATIONS_OUTCOME_FLUSH = env.int("NOTIFICATIONS_OUTCOME_FLUSH", default=10)
+# A `deliver` or `recover` task still RUNNING after this long, with no live lease on
+# any delivery, was left by a killed worker: the `recover` task marks it FAILED.
+# Keep it above NOTIFICATIONS_RUN_MAX_SECONDS plus a lease.
+NOTIFICATIONS_TASK_STALE_SECONDS = env.float(
+    "NOTIFICATIONS_TASK_STALE_SECONDS", default=120.0
+)
+# Per-mailbox pacing: what one sender mailbox may submit through one tool, all
+# workers together. Unset: the tool's "Messages per minute", else Microsoft's limits
+# (Exchange Online SMTP 30 a minute; Graph 10,000 per 10 minutes, 4 at a time); a
+# number is the budget of every tool without its own; 0 turns pacing off.
 NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = env.int(
     "NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE", default=None
 )
+# The pacing "minute" in seconds (tests shorten it; Graph's period is 10 of them).
 NOTIFICATIONS_PACING_WINDOW_SECONDS = env.float(
     "NOTIFICATIONS_PACING_WINDOW_SECONDS", default=60.0
+)
+# Throttling (429, SMTP 4.3.2 / 421) delays a delivery without using up its attempts;
+# it fails as "throttled_too_long" once it is this old (seconds since it was written).
+NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS = env.float(
+    "NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS", default=86400.0
+)
+# A Retry-After (or a wait for the mailbox's budget) shorter than this is waited out
+# inside the task, on the same connection, instead of rescheduling the delivery.
+NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS = env.float(
+    "NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS", default=3.0
 )
 # Deliveries claimed at a time by one worker (one connection serves them all).
 NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=25)

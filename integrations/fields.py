@@ -35,6 +35,20 @@ def fernet() -> MultiFernet:
     return _multifernet(tuple(settings.FIELD_ENCRYPTION_KEYS))
 
 
+@lru_cache(maxsize=32)
+def _decrypt(keys: tuple, token: str) -> str:
+    """The plain text of a stored token, decrypted once per token and key set.
+
+    Every row of a batch that loads the same tool (a claim selects each delivery's
+    integration) holds the same tokens, so each is decrypted once, not once per row.
+    A changed value is a new token (Fernet encrypts with a fresh IV and timestamp),
+    so it is never answered from here; neither is a token under other keys. The
+    process holds the keys themselves, so keeping a few plain values adds nothing
+    a memory reader could not get anyway; nothing is cached when decryption fails.
+    """
+    return _multifernet(keys).decrypt(token.encode()).decode()
+
+
 class DecryptionError(Exception):
     """A stored value could not be decrypted with any configured key."""
 
@@ -57,7 +71,7 @@ class EncryptedTextField(models.TextField):
         if not value:
             return self.empty_value()
         try:
-            plain = fernet().decrypt(value.encode()).decode()
+            plain = _decrypt(tuple(settings.FIELD_ENCRYPTION_KEYS), value)
         except InvalidToken as exc:
             raise DecryptionError(
                 f"{self.model.__name__}.{self.name} cannot be decrypted with any key "

@@ -190,7 +190,13 @@ TROUBLESHOOTING = {
     "throttled": Troubleshooting(
         _("Too many requests"),
         _(
-            "Microsoft 365 is throttling this app or mailbox (HTTP 429, or an SMTP 4.3.2 / 421 reply: Exchange Online accepts 30 messages a minute and 10,000 recipients a day per mailbox). Sending will be retried automatically after the delay the service asked for; if it persists, reduce how many notifications are sent at once (use digests)."
+            "Microsoft 365 is throttling this app or mailbox (HTTP 429, or an SMTP 4.3.2 / 421 reply: Exchange Online accepts 30 messages a minute and 10,000 recipients a day per mailbox; Microsoft Graph 10,000 requests per 10 minutes per app and mailbox). Sending slows down and is retried automatically after the delay the service asked for, without using up the email's attempts; if it persists, another program may be sending from the same mailbox, or lower the tool's Messages per minute, or use digests."
+        ),
+    ),
+    "mailbox_concurrency": Troubleshooting(
+        _("Too many messages at once for this mailbox"),
+        _(
+            "Microsoft Graph accepts 4 requests at a time per app and mailbox, and refused one more (MailboxConcurrency). Sending is retried automatically after the delay Microsoft asked for, without using up the email's attempts. If it persists, another program is probably using the same app registration and mailbox at the same time: give it its own app registration or mailbox."
         ),
     ),
     "service_unavailable": Troubleshooting(

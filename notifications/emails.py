@@ -1,4 +1,8 @@
-"""Render a delivery into an `OutgoingEmail`: subject, plain text and HTML.
+"""Render deliveries into `OutgoingEmail`s: subject, plain text and HTML.
+
+`emails_for` renders a claimed batch: the findings of all its events come from one
+query, each project's links from one `reverse()`, and the templates are fetched
+once; `email_for` renders one delivery the same way, to the same bytes.
 
 Everything that came from a scan (rule ids, paths, messages, project names) is
 untrusted: the HTML part relies on Django's autoescaping, and the subject is reduced
@@ -6,12 +10,13 @@ to one line, since a CR or LF there would start a new header.
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db.models import Case, IntegerField, Value, When
-from django.template.loader import render_to_string
+from django.template.loader import get_template
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -30,6 +35,12 @@ from projects.models import Finding, FindingStatus, Severity
 #: Findings listed in one email; the counts cover the rest.
 TOP_FINDINGS = 10
 SUBJECT_MAX = 250
+#: Finding ids one query of a batch asks for. An event that names more (a first
+#: scan's thousands of new findings) has a query of its own, which fetches only the
+#: findings it lists.
+BATCH_FINDING_IDS = 1000
+TEXT_TEMPLATE = "notifications/email/message.txt"
+HTML_TEMPLATE = "notifications/email/message.html"
 
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 _NON_WHITESPACE_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
@@ -75,6 +86,10 @@ def _severity_order():
     )
 
 
+#: The new-vulnerabilities list: most severe first, then by place in the code.
+_FINDING_ORDER = (_severity_order(), "path", "start_line", "pk")
+
+
 @dataclass
 class FindingLine:
     rule: str
@@ -87,7 +102,7 @@ class FindingLine:
     change: str = ""
 
 
-def _finding_line(finding, project) -> FindingLine:
+def _finding_line(finding, links: "_ProjectLinks") -> FindingLine:
     return FindingLine(
         # "No rule" for a result that names none.
         rule=str(finding.rule_label),
@@ -96,8 +111,118 @@ def _finding_line(finding, project) -> FindingLine:
         severity_label=severity_label(finding.severity),
         location=finding.location,
         message=(finding.message or "")[:300],
-        url=site_url(reverse("projects:finding", args=[project.slug, finding.pk])),
+        url=links.finding(finding.pk),
     )
+
+
+class _ProjectLinks:
+    """A project's addresses in emails, each reversed once: a finding's address is
+    the reversed address of a placeholder id, with the finding's id put in."""
+
+    _PLACEHOLDER = 999_999_999_999_999_999  # an id of 18 digits, as `<id:...>` takes
+
+    def __init__(self, project):
+        self.project = site_url(reverse("projects:detail", args=[project.slug]))
+        self.settings = site_url(
+            reverse("projects:notification_tools", args=[project.slug])
+        )
+        path = reverse("projects:finding", args=[project.slug, self._PLACEHOLDER])
+        head, _, tail = path.rpartition(str(self._PLACEHOLDER))
+        self._head, self._tail = site_url(head), tail
+
+    def finding(self, pk: int) -> str:
+        return f"{self._head}{pk}{self._tail}"
+
+
+def _int_ids(values) -> list[int] | None:
+    """`values` when they are all ids (ints), else None: such a list is left to the
+    query of its own that it had before (the same answer, or the same error)."""
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        return None
+    return values
+
+
+def _finding_ids(event: Event) -> list[int] | None:
+    """The ids of the findings `event`'s section may list, for a batch to fetch;
+    None for an event that lists none, or whose ids a batch leaves alone."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    if event.kind == EventKind.NEW_VULNERABILITIES:
+        return _int_ids(payload.get("finding_ids") or [])
+    if event.kind == EventKind.STATUS_CHANGED:
+        try:
+            ids = [c.get("finding_id") for c in status_changes(payload)]
+        except (AttributeError, TypeError):
+            return None
+        return _int_ids([i for i in ids if i is not None])
+    return None
+
+
+class _Findings:
+    """The findings a batch's emails list: fetched by a few queries for the whole
+    batch (one, usually), each in the order the new-vulnerabilities list uses, so
+    that an event's top findings are its rows in query order.
+
+    An event the batch did not fetch (too many ids, or ids that are not ints) is
+    answered by the query it always had.
+    """
+
+    def __init__(self, events: Iterable[Event]):
+        self.rows: dict[int, Finding] = {}
+        #: Event pk -> {finding pk: position in its query's order}.
+        self.positions: dict[int, dict[int, int]] = {}
+        groups, group, size = [], [], 0
+        for event in {e.pk: e for e in events}.values():
+            ids = _finding_ids(event)
+            if ids is None or len(ids) > BATCH_FINDING_IDS:
+                continue
+            if size + len(ids) > BATCH_FINDING_IDS:
+                groups.append(group)
+                group, size = [], 0
+            group.append((event.pk, ids))
+            size += len(ids)
+        if group:
+            groups.append(group)
+        for group in groups:
+            ids = {pk for _event, event_ids in group for pk in event_ids}
+            rows = Finding.objects.filter(pk__in=ids).order_by(*_FINDING_ORDER)
+            position = {}
+            for i, finding in enumerate(rows):
+                self.rows[finding.pk] = finding
+                position[finding.pk] = i
+            for event_pk, _ids in group:
+                self.positions[event_pk] = position
+
+    def top(self, event: Event, project, allowed: list[str]) -> list[Finding]:
+        """The first TOP_FINDINGS new findings of `event` at `allowed` severities."""
+        ids = event.payload.get("finding_ids") or []
+        position = self.positions.get(event.pk)
+        if position is None:
+            return list(
+                Finding.objects.filter(
+                    project=project, pk__in=ids, severity__in=allowed
+                ).order_by(*_FINDING_ORDER)[:TOP_FINDINGS]
+            )
+        found = [
+            self.rows[pk]
+            for pk in set(ids)
+            if pk in position
+            and self.rows[pk].project_id == project.pk
+            and self.rows[pk].severity in allowed
+        ]
+        found.sort(key=lambda finding: position[finding.pk])
+        return found[:TOP_FINDINGS]
+
+    def by_id(self, event: Event, project, ids: list) -> dict[int, Finding]:
+        """`event`'s findings among `ids`, by id."""
+        if event.pk not in self.positions:
+            return {
+                f.pk: f for f in Finding.objects.filter(project=project, pk__in=ids)
+            }
+        return {
+            pk: self.rows[pk]
+            for pk in ids
+            if pk in self.rows and self.rows[pk].project_id == project.pk
+        }
 
 
 @dataclass
@@ -116,7 +241,7 @@ def _counts_rows(counts: dict) -> list[tuple[str, str, int]]:
     return [(s, severity_label(s), counts[s]) for s in SEVERITIES if counts.get(s)]
 
 
-def _new_vulnerabilities(event: Event, link, project) -> Section:
+def _new_vulnerabilities(event: Event, link, project, batch: "_Batch") -> Section:
     counts = (
         wanted_counts(link, event.payload)
         if link
@@ -124,13 +249,8 @@ def _new_vulnerabilities(event: Event, link, project) -> Section:
     )
     total = sum(counts.values())
     allowed = severities_at_or_above(link.minimum_severity if link else "info")
-    findings = list(
-        Finding.objects.filter(
-            project=project,
-            pk__in=event.payload.get("finding_ids") or [],
-            severity__in=allowed,
-        ).order_by(_severity_order(), "path", "start_line", "pk")[:TOP_FINDINGS]
-    )
+    findings = batch.findings.top(event, project, allowed)
+    links = batch.links(project)
     top = next((s for s in SEVERITIES if counts.get(s)), "")
     return Section(
         kind=EventKind.NEW_VULNERABILITIES,
@@ -140,7 +260,7 @@ def _new_vulnerabilities(event: Event, link, project) -> Section:
         % {"count": total},
         counts=_counts_rows(counts),
         total=total,
-        findings=[_finding_line(f, project) for f in findings],
+        findings=[_finding_line(f, links) for f in findings],
         more=max(0, total - len(findings)),
         top_severity=top,
     )
@@ -166,39 +286,38 @@ def _scan_completed(event: Event, project) -> Section:
     )
 
 
-def _status_changed(event: Event, link, project) -> Section:
+def _status_changed(event: Event, link, project, batch: "_Batch") -> Section:
     changes = (
         wanted_changes(link, event.payload) if link else status_changes(event.payload)
     )
-    by_id = {
-        f.pk: f
-        for f in Finding.objects.filter(
-            project=project, pk__in=[c.get("finding_id") for c in changes]
-        )
-    }
+    by_id = batch.findings.by_id(event, project, [c.get("finding_id") for c in changes])
+    found = [
+        (change, by_id[change.get("finding_id")])
+        for change in changes
+        if change.get("finding_id") in by_id
+    ]
+    links = batch.links(project)
     lines = []
-    for change in changes:
-        finding = by_id.get(change.get("finding_id"))
-        if finding is None:
-            continue
-        line = _finding_line(finding, project)
+    for change, finding in found[:TOP_FINDINGS]:
+        line = _finding_line(finding, links)
         line.change = _("%(from)s → %(to)s") % {
             "from": status_label(change.get("from", "")),
             "to": status_label(change.get("to", "")),
         }
         lines.append(line)
-    top = next((s for s in SEVERITIES if any(x.severity == s for x in lines)), "")
+    severities = {finding.severity for _change, finding in found}
+    top = next((s for s in SEVERITIES if s in severities), "")
     return Section(
         kind=EventKind.STATUS_CHANGED,
         title=ngettext(
-            "%(count)d status change", "%(count)d status changes", len(lines)
+            "%(count)d status change", "%(count)d status changes", len(found)
         )
-        % {"count": len(lines)},
-        total=len(lines),
-        findings=lines[:TOP_FINDINGS],
-        more=max(0, len(lines) - TOP_FINDINGS),
+        % {"count": len(found)},
+        total=len(found),
+        findings=lines,
+        more=max(0, len(found) - TOP_FINDINGS),
         top_severity=top,
-        facts=[("to", changes[0].get("to", ""))] if len(lines) == 1 else [],
+        facts=[("to", changes[0].get("to", ""))] if len(found) == 1 else [],
     )
 
 
@@ -210,24 +329,57 @@ def _test(event: Event, delivery: Delivery) -> Section:
     )
 
 
-def _sections(delivery: Delivery) -> list[Section]:
-    project, link = delivery.project, delivery.link
-    if delivery.is_digest and delivery.digest_event_ids:
-        events = list(
-            Event.objects.filter(pk__in=delivery.digest_event_ids)
-            .select_related("scan")
-            .order_by("pk")
+class _Batch:
+    """What the deliveries of a batch share, loaded once: their digests' events,
+    the findings their emails list, and each project's links."""
+
+    def __init__(self, deliveries: list[Delivery]):
+        wanted = {
+            pk
+            for delivery in deliveries
+            if delivery.is_digest
+            and delivery.digest_event_ids
+            and (ids := _int_ids(delivery.digest_event_ids))
+            for pk in ids
+        }
+        self.events = (
+            Event.objects.select_related("scan").in_bulk(wanted) if wanted else {}
         )
-    else:
-        events = [delivery.event]
+        self.findings = _Findings(
+            [d.event for d in deliveries if not d.is_digest or not d.digest_event_ids]
+            + list(self.events.values())
+        )
+        self._links: dict[int, _ProjectLinks] = {}
+
+    def events_of(self, delivery: Delivery) -> list[Event]:
+        """The delivery's events, in order: a digest's by id, else its own."""
+        if not (delivery.is_digest and delivery.digest_event_ids):
+            return [delivery.event]
+        ids = _int_ids(delivery.digest_event_ids)
+        if ids is None:
+            return list(
+                Event.objects.filter(pk__in=delivery.digest_event_ids)
+                .select_related("scan")
+                .order_by("pk")
+            )
+        return [self.events[pk] for pk in sorted(set(ids)) if pk in self.events]
+
+    def links(self, project) -> _ProjectLinks:
+        if project.pk not in self._links:
+            self._links[project.pk] = _ProjectLinks(project)
+        return self._links[project.pk]
+
+
+def _sections(delivery: Delivery, batch: _Batch) -> list[Section]:
+    project, link = delivery.project, delivery.link
     sections = []
-    for event in events:
+    for event in batch.events_of(delivery):
         if event.kind == EventKind.NEW_VULNERABILITIES:
-            sections.append(_new_vulnerabilities(event, link, project))
+            sections.append(_new_vulnerabilities(event, link, project, batch))
         elif event.kind == EventKind.SCAN_COMPLETED:
             sections.append(_scan_completed(event, project))
         elif event.kind == EventKind.STATUS_CHANGED:
-            sections.append(_status_changed(event, link, project))
+            sections.append(_status_changed(event, link, project, batch))
         elif event.kind == EventKind.TEST:
             sections.append(_test(event, delivery))
     # A digest reads best with the new vulnerabilities first, the summary last.
@@ -294,26 +446,25 @@ def _subject(delivery: Delivery, sections: list[Section]) -> str:
     return _("Notification for %(project)s") % {"project": name}
 
 
-def email_for(delivery: Delivery) -> OutgoingEmail:
-    """The message for `delivery`, rendered from its events as they were recorded."""
+def _email(delivery: Delivery, batch: _Batch, templates) -> OutgoingEmail:
     project = delivery.project
-    sections = _sections(delivery)
+    sections = _sections(delivery, batch)
     subject = header_text(_subject(delivery, sections))
+    links = batch.links(project)
     context = {
         "subject": subject,
         "project": project,
-        "project_url": site_url(reverse("projects:detail", args=[project.slug])),
-        "settings_url": site_url(
-            reverse("projects:notification_tools", args=[project.slug])
-        ),
+        "project_url": links.project,
+        "settings_url": links.settings,
         "sections": sections,
         "is_digest": delivery.is_digest,
     }
+    text, html = templates
     return OutgoingEmail(
         to=tuple(delivery.recipients),
         subject=subject,
-        text=render_to_string("notifications/email/message.txt", context),
-        html=render_to_string("notifications/email/message.html", context),
+        text=text.render(context),
+        html=html.render(context),
         message_id=message_id_for(delivery),
         headers={
             "X-AppSec-Project": header_text(project.slug, 100),
@@ -321,3 +472,32 @@ def email_for(delivery: Delivery) -> OutgoingEmail:
             "X-AppSec-Delivery": str(delivery.uuid),
         },
     )
+
+
+def emails_for(
+    deliveries: Iterable[Delivery], *, skip_errors: bool = False
+) -> dict[int, OutgoingEmail]:
+    """The message for each delivery, by delivery pk, rendered from its events as
+    they were recorded; the same bytes as `email_for` gives each one.
+
+    The batch's work is done once: one query for the digests' events, one (usually)
+    for the findings of every event, one `reverse()` of each link per project, one
+    template lookup. With `skip_errors`, a delivery that cannot be rendered (a bug)
+    is left out instead of failing the others; `email_for` then raises its error.
+    """
+    deliveries = list(deliveries)
+    batch = _Batch(deliveries)
+    templates = (get_template(TEXT_TEMPLATE), get_template(HTML_TEMPLATE))
+    emails = {}
+    for delivery in deliveries:
+        try:
+            emails[delivery.pk] = _email(delivery, batch, templates)
+        except Exception:
+            if not skip_errors:
+                raise
+    return emails
+
+
+def email_for(delivery: Delivery) -> OutgoingEmail:
+    """The message for `delivery`, rendered from its events as they were recorded."""
+    return emails_for([delivery])[delivery.pk]

@@ -2,7 +2,8 @@
 
 `NotificationError` refuses a request a person made (shown in the UI);
 `DeliveryInternalError` records a delivery that failed inside this product rather
-than at the tool, in the tools' hierarchy so that it is retried like their errors.
+than at the tool, in the tools' hierarchy so that it is retried like their errors;
+`TaskWorkerLost` is what a task row left RUNNING by a killed worker is closed with.
 """
 
 from integrations.exceptions import IntegrationError
@@ -25,3 +26,9 @@ class DeliveryInternalError(IntegrationError):
 
     code = "internal_error"
     retryable = True
+
+
+class TaskWorkerLost(Exception):
+    """The worker running a delivery task died (killed, out of memory, its machine
+    went down) without finishing it. Recorded on the task's row by the `recover`
+    task, which sends the task's deliveries; never raised."""

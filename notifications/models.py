@@ -156,8 +156,14 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField()
     #: Who is sending it and until when; an expired lease means its worker died.
+    #: A live worker renews the lease (its heartbeat) while it holds the row.
     claimed_by = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: When a worker last claimed it (kept after the outcome, for the log).
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    #: How many times the tool's server answered "slow down" (429, SMTP 4.3.2);
+    #: throttles are not counted as attempts.
+    throttle_count = models.PositiveIntegerField(default=0)
     subject = models.CharField(max_length=300, blank=True)
     #: The provider's request id (Graph) or the server's reply (SMTP).
     request_id = models.CharField(max_length=500, blank=True)
@@ -180,26 +186,45 @@ class Delivery(models.Model):
         return self.dedupe_key.startswith("digest:")
 
 
-class SendWindow(models.Model):
-    """Recent submissions through one tool from one sender mailbox, for pacing.
+class MailboxBudget(models.Model):
+    """The pacing of one sender mailbox through one tool, shared by every worker.
 
-    Microsoft limits what one mailbox may send per minute; the deliveries of every
-    worker share this row, so together they stay under the limit.
+    A token bucket: `tokens` (at most `capacity`) refill at `rate` per second, scaled
+    by `rate_factor`, which halves when Microsoft throttles anyway and creeps back by
+    `rate_step` after each window of successful sends; each message takes a token.
+    `in_flight` holds the submissions under way (slot id -> when it lapses), never
+    more than the tool's concurrency, so a killed worker's slots free themselves.
+    One row per (tool, mailbox), however many messages go through it. Times are
+    seconds since the epoch. With CACHE_URL on Redis the same state lives in Redis
+    instead (`notifications.services.pacing`).
     """
 
     integration = models.ForeignKey(
         "integrations.Integration", on_delete=models.CASCADE, related_name="+"
     )
     mailbox = models.CharField(max_length=254)
-    #: Submission times (seconds since the epoch) within the current window, oldest
-    #: first; never more than the budget.
-    sent = models.JSONField(default=list, blank=True)
+    #: Messages per second and the largest burst, at a factor of 1 (the tool's
+    #: budget when last used).
+    rate = models.FloatField(default=0.0)
+    capacity = models.FloatField(default=0.0)
+    tokens = models.FloatField(default=0.0)
+    #: When `tokens` was computed; None for a bucket never used (it starts full).
+    tokens_at = models.FloatField(null=True, blank=True)
+    #: The share of the budget used now (1 = all of it), when it last changed, and
+    #: what each window of successful sending adds to it (a tenth of the factor
+    #: that last met a throttle).
+    rate_factor = models.FloatField(default=1.0)
+    rate_factor_at = models.FloatField(default=0.0)
+    rate_step = models.FloatField(default=0.1)
+    #: Nothing is sent before this (Microsoft's Retry-After).
+    resume_at = models.FloatField(default=0.0)
+    in_flight = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["integration", "mailbox"],
-                name="notifications_sendwindow_unique",
+                name="notifications_mailboxbudget_unique",
             )
         ]
 

@@ -10,6 +10,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.utils import timezone
 from django_tasks import task, task_backends
 
 from notifications.services import deliveries_send
@@ -17,6 +18,8 @@ from notifications.services.recovery import (
     deliveries_recovery_at,
     recovery_book,
     recovery_watchdog_at,
+    task_claim_token,
+    task_runs_fail_dead,
 )
 
 logger = logging.getLogger(__name__)
@@ -32,28 +35,54 @@ def _result(summary) -> dict:
     }
 
 
-@task()
-def deliver(delivery_ids: list[int]) -> dict:
-    """Send these deliveries (those still due), then schedule their retries.
+def _book_watchdog():
+    return recovery_schedule(at=recovery_watchdog_at())
 
-    First books a `recover` task for when this task's leases would run out: if the
-    worker dies mid-batch, that task (run by any worker, or by this one restarted)
-    sends the rest.
+
+@task(takes_context=True)
+def deliver(context, delivery_ids: list[int]) -> dict:
+    """Send these deliveries (those still due) and the other due deliveries of
+    their tools, then schedule the retries.
+
+    Many small tasks due together are sent by the first to run; the others find
+    nothing due (one query). Once it has claimed rows, books a `recover` task for
+    when their leases would run out: if the worker dies mid-batch, that task (run by
+    any worker, or by this one restarted) sends the rest. Stopped by
+    NOTIFICATIONS_RUN_MAX_SECONDS, it enqueues itself again for its rows still due.
     """
-    recovery_schedule(at=recovery_watchdog_at())
-    summary = deliveries_send(delivery_ids=delivery_ids)
+    summary = deliveries_send(
+        delivery_ids=delivery_ids,
+        worker=task_claim_token(context.task_result.id),
+        on_claim=_book_watchdog,
+    )
     schedule_retries(summary.retry_at)
+    if summary.unfinished:
+        deliveries_enqueue(delivery_ids=delivery_ids)
     return _result(summary)
 
 
-@task()
-def recover() -> dict:
+@task(takes_context=True)
+def recover(context) -> dict:
     """Send what no live task is sending: due deliveries, and those whose worker's
-    lease expired. Then book the next look while deliveries are still open."""
-    summary = deliveries_send()
+    lease expired. Close the `deliver` and `recover` task rows that dead workers
+    left RUNNING (as FAILED, saying why). Then book the next look while deliveries
+    are open or such rows remain."""
+    current = str(context.task_result.id)
+    summary = deliveries_send(worker=task_claim_token(current), on_claim=_book_watchdog)
     schedule_retries(summary.retry_at)
-    recovery_schedule(at=deliveries_recovery_at())
-    return _result(summary)
+    paths = _task_paths()
+    closed = task_runs_fail_dead(task_paths=paths, current_task=current)
+    if summary.unfinished:
+        recovery_schedule(at=timezone.now())
+    else:
+        recovery_schedule(
+            at=deliveries_recovery_at(task_paths=paths, current_task=current)
+        )
+    return {**_result(summary), "tasks_closed": closed}
+
+
+def _task_paths() -> list[str]:
+    return [deliver.module_path, recover.module_path]
 
 
 def _on_queue(task_):

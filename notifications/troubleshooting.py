@@ -29,6 +29,12 @@ DELIVERY_TROUBLESHOOTING = {
             "The notification tool was unlinked from this project before the email went out. Link it again, then Resend."
         ),
     ),
+    "throttled_too_long": Troubleshooting(
+        _("Throttled for too long"),
+        _(
+            "Microsoft kept refusing this mailbox's messages for 24 hours (NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS) because too many were sent, so this email was given up; throttling alone only delays an email and never uses up its attempts. Another program probably sends from the same mailbox or through the same app registration: give it its own, or lower this tool's Messages per minute (its settings › Advanced), or send one digest per scan; then Resend."
+        ),
+    ),
     "internal_error": Troubleshooting(
         _("Unexpected error"),
         _(

@@ -5,6 +5,7 @@ import signal
 import sys
 import threading
 
+from sandbox.scopes import PERMISSIONS
 from sandbox.server import Sandbox
 
 
@@ -40,11 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="turn off the control API under /_sandbox/ (ca.pem stays)",
     )
+    serve.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="PERMISSION",
+        help="an application permission to add to the seeded app, kept across "
+        "resets (repeatable), e.g. Mail.ReadBasic.All for the Sent Items lookup",
+    )
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    known = set().union(*(application for application, _ in PERMISSIONS.values()))
+    for name in args.grant:
+        if name not in known:
+            parser.error(
+                f"--grant {name}: not an application permission the sandbox knows "
+                f"({', '.join(sorted(known))})"
+            )
 
     sandbox = Sandbox(
         host=args.host,
@@ -52,6 +69,7 @@ def main(argv=None) -> int:
         smtp_port=args.smtp_port,
         state_dir=args.state_dir,
         control=not args.no_control,
+        grant=args.grant,
     )
     sandbox.start()
     stopping = threading.Event()

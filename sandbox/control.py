@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from sandbox.keys import CTX
-from sandbox.state import Certificate
+from sandbox.state import Certificate, iso
 
 
 class ControlError(Exception):
@@ -253,6 +253,25 @@ async def delete_messages(request, ctx):
     return web.json_response({"deleted": ctx.state.clear_messages()})
 
 
+def sent_item_public(item: dict) -> dict:
+    """A saved Sent Items copy as the control API shows it (times in ISO 8601)."""
+    data = dict(item)
+    data["saved_at"] = iso(item["saved_at"])
+    data["visible_at"] = iso(item["visible_at"])
+    return data
+
+
+@control
+async def list_sent_items(request, ctx):
+    items = ctx.state.all_sent_items(request.query.get("mailbox"))
+    return web.json_response({"sent_items": [sent_item_public(i) for i in items]})
+
+
+@control
+async def delete_sent_items(request, ctx):
+    return web.json_response({"deleted": ctx.state.clear_sent_items()})
+
+
 @control
 async def inbox(request, ctx):
     """A small page listing the stored messages, newest first."""
@@ -313,4 +332,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sandbox/clock", clock)
     r.add_get("/_sandbox/messages", list_messages)
     r.add_delete("/_sandbox/messages", delete_messages)
+    r.add_get("/_sandbox/sent_items", list_sent_items)
+    r.add_delete("/_sandbox/sent_items", delete_sent_items)
     r.add_get("/_sandbox/inbox", inbox)

@@ -256,7 +256,6 @@ GRAPH_MESSAGES = {
     "RequestBodyRead": "Cannot read the request body.",
     "ErrorInvalidParameter": "The value of the parameter 'Message' is empty.",
     "ApplicationThrottled": "Application is over its request limit for this mailbox.",
-    "MailboxConcurrency": "Application is over its MailboxConcurrency limit.",
     "TooManyRequests": "Too many requests.",
     "ServiceUnavailable": "Service is temporarily unavailable. Please try again later.",
     "InternalServerError": "An internal server error occurred.",
@@ -264,7 +263,13 @@ GRAPH_MESSAGES = {
     "UnknownError": "",
     "ResourceNotFound": "Resource not found for the segment '{segment}'.",
     "BadRequest": "Unsupported request.",
+    "ErrorInvalidIdMalformed": "Id is malformed.",
 }
+
+# Outlook answers both of its per app-and-mailbox limits with code
+# ApplicationThrottled; the message names the limit.
+# https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits
+MAILBOX_CONCURRENCY_MESSAGE = "Application is over its MailboxConcurrency limit."
 
 DEFAULT_GRAPH_CODE = {
     400: "BadRequest",

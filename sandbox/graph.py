@@ -1,23 +1,41 @@
-"""Microsoft Graph: ``sendMail`` and ``/me``.
+"""Microsoft Graph: ``sendMail``, Sent Items messages and ``/me``.
 
 https://learn.microsoft.com/en-us/graph/api/user-sendmail
+https://learn.microsoft.com/en-us/graph/api/user-list-messages
 https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits
 """
 
 import asyncio
+import datetime
+import hashlib
 import json
+import re
 import uuid
+from dataclasses import dataclass
+from urllib.parse import quote
 
 from aiohttp import web
 
 from sandbox.bearer import check_bearer
-from sandbox.errors import GraphError
+from sandbox.errors import MAILBOX_CONCURRENCY_MESSAGE, GraphError
 from sandbox.identity import drop_connection
 from sandbox.keys import CTX, REQUEST_ID
 from sandbox.scopes import GRAPH
 from sandbox.tokens import TokenError
 
 MAX_CUSTOM_HEADERS = 5
+
+# Who may list messages: the permissions of "List messages", app-only and delegated.
+# https://learn.microsoft.com/en-us/graph/api/user-list-messages#permissions
+READ_APPLICATION = {"Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWrite"}
+READ_DELEGATED = {"Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite"}
+# Mail.ReadBasic(.All) reads everything but the body.
+# https://learn.microsoft.com/en-us/graph/permissions-reference#mailreadbasicall
+READ_BODIES = {"Mail.Read", "Mail.ReadWrite"}
+BODY_PROPERTIES = {"body", "bodyPreview", "uniqueBody"}
+# Graph's default and largest page of messages.
+DEFAULT_TOP = 10
+MAX_TOP = 1000
 
 
 def _finish(request: web.Request, response: web.StreamResponse):
@@ -41,24 +59,8 @@ def _caller(ctx, request: web.Request):
         raise GraphError(401, "InvalidAuthenticationToken", str(error)) from error
 
 
-async def send_mail(request: web.Request) -> web.StreamResponse:
-    """POST /v1.0/users/{user}/sendMail and /v1.0/me/sendMail."""
-    ctx = request.app[CTX]
-    request[REQUEST_ID] = str(uuid.uuid4())
-    ctx.state.count("graph_requests")
-    try:
-        response = await _send_mail(ctx, request)
-    except GraphError as error:
-        response = error.response(request)
-    return _finish(request, response)
-
-
-async def _send_mail(ctx, request: web.Request) -> web.StreamResponse:
-    state = ctx.state
-    fault = state.take_fault("graph")
-    caller = _caller(ctx, request)
-    if "Mail.Send" not in caller.permissions:
-        raise GraphError(403, "ErrorAccessDenied")
+def _mailbox(state, caller, request: web.Request):
+    """The mailbox of ``/users/{user}/...`` or ``/me/...``, checked as Graph does."""
     target = request.match_info.get("user")
     if target is None:
         if not caller.delegated:
@@ -77,27 +79,75 @@ async def _send_mail(ctx, request: web.Request) -> web.StreamResponse:
     address = mailbox.user_principal_name
     if not caller.delegated and not caller.app.may_use_mailbox(address):
         raise GraphError(403, "ErrorAccessDenied", "Access to OData is disabled.")
-    if caller.delegated and not caller.user.may_send_as(address):
-        raise GraphError(403, "ErrorSendAsDenied")
+    return mailbox
 
-    wait = state.graph_rate_check(caller.app.client_id, address)
+
+def _enter(state, client_id: str, address: str) -> None:
+    """Take a slot under the (app, mailbox) limits, or raise their 429.
+
+    The caller must ``state.graph_leave`` once done.
+    """
+    wait = state.graph_rate_check(client_id, address)
     if wait is not None:
         error = GraphError(429, "ApplicationThrottled")
         error.headers["Retry-After"] = f"{wait:.3f}"
         raise error
-    if not state.graph_enter(address):
-        error = GraphError(429, "MailboxConcurrency")
+    if not state.graph_enter(client_id, address):
+        error = GraphError(429, "ApplicationThrottled", MAILBOX_CONCURRENCY_MESSAGE)
         error.headers["Retry-After"] = "1"
         raise error
+
+
+async def _before(request: web.Request, fault: dict | None) -> None:
+    """The part of an injected fault that happens before the work: delay, drop
+    or reset, or a status answered instead of doing it."""
+    if not fault:
+        return
+    if fault.get("delay"):
+        await asyncio.sleep(float(fault["delay"]))
+    if fault.get("drop") or fault.get("reset"):
+        drop_connection(request, reset=bool(fault.get("reset")))
+    if fault.get("status") and not fault.get("accept_then_status"):
+        raise _fault_error(fault)
+
+
+def _after(fault: dict | None) -> None:
+    """``accept_then_status``: the work is done, then this status is answered."""
+    if fault and fault.get("accept_then_status"):
+        raise _fault_error(dict(fault, status=fault["accept_then_status"]))
+
+
+async def send_mail(request: web.Request) -> web.StreamResponse:
+    """POST /v1.0/users/{user}/sendMail and /v1.0/me/sendMail."""
+    ctx = request.app[CTX]
+    request[REQUEST_ID] = str(uuid.uuid4())
+    ctx.state.count("graph_requests")
     try:
-        if fault and fault.get("delay"):
-            await asyncio.sleep(float(fault["delay"]))
-        if fault and fault.get("drop"):
-            drop_connection(request)
-        if fault and fault.get("status") and not fault.get("accept_then_status"):
-            raise _fault_error(fault)
+        response = await _send_mail(ctx, request)
+    except GraphError as error:
+        response = error.response(request)
+    return _finish(request, response)
+
+
+async def _send_mail(ctx, request: web.Request) -> web.StreamResponse:
+    state = ctx.state
+    caller = _caller(ctx, request)
+    if "Mail.Send" not in caller.permissions:
+        raise GraphError(403, "ErrorAccessDenied")
+    mailbox = _mailbox(state, caller, request)
+    address = mailbox.user_principal_name
+    if caller.delegated and not caller.user.may_send_as(address):
+        raise GraphError(403, "ErrorSendAsDenied")
+
+    client_id = caller.app.client_id
+    _enter(state, client_id, address)
+    try:
+        fault = state.take_fault("graph", operation="sendMail")
+        await _before(request, fault)
         raw = await request.read()
         message = parse_send_mail(raw)
+        save_to_sent_items = message.pop("save_to_sent_items")
+        bcc = message.pop("bcc")
         sender = message["from"] or address
         if sender.lower() != address.lower():
             allowed = (
@@ -113,12 +163,19 @@ async def _send_mail(ctx, request: web.Request) -> web.StreamResponse:
         message["authenticated_as"] = caller.authenticated_as()
         recipients = message.pop("recipients")
         state.store_message(message, recipients)
-        if fault and fault.get("accept_then_status"):
-            raise _fault_error(dict(fault, status=fault["accept_then_status"]))
+        state.count("graph_accepted")
+        if save_to_sent_items:
+            # The copy goes to the Sent Items of the mailbox in the URL.
+            state.save_sent_item(
+                address,
+                dict(message, bcc=bcc),
+                delay=caller.tenant.sent_items_delay,
+            )
+        _after(fault)
         state.count("graph_send_mail")
         return web.Response(status=202)
     finally:
-        state.graph_leave(address)
+        state.graph_leave(client_id, address)
 
 
 def _app_may_send_as(state, caller, sender: str) -> bool:
@@ -174,7 +231,8 @@ def _single_address(message: dict, key: str) -> str | None:
 
 
 def parse_send_mail(raw: bytes) -> dict:
-    """The stored form of a sendMail body; raises GraphError 400 when malformed."""
+    """The stored form of a sendMail body (plus ``recipients``, ``bcc`` and
+    ``save_to_sent_items``); raises GraphError 400 when malformed."""
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -189,6 +247,11 @@ def parse_send_mail(raw: bytes) -> dict:
         raise _bad(
             f"Cannot convert the literal '{save}' to the expected type 'Edm.Boolean'."
         )
+    # Absent means true: "The default is true."
+    # https://learn.microsoft.com/en-us/graph/api/user-sendmail#request-body
+    if isinstance(save, str):
+        save = save.lower() == "true"
+    save_to_sent_items = True if save is None else save
     message = body.get("message")
     if not isinstance(message, dict) or not message:
         raise _bad(
@@ -257,6 +320,8 @@ def parse_send_mail(raw: bytes) -> dict:
         "from": sender,
         "to": to,
         "cc": cc,
+        "bcc": bcc,
+        "save_to_sent_items": save_to_sent_items,
         "reply_to": reply_to,
         "subject": subject or "",
         "message_id": message_id,
@@ -265,6 +330,373 @@ def parse_send_mail(raw: bytes) -> dict:
         "html": (text or "") if is_html else None,
         "recipients": to + cc + bcc,
     }
+
+
+# --- messages in Sent Items -------------------------------------------------------
+
+# The message properties the sandbox answers with, in Graph's order.
+# https://learn.microsoft.com/en-us/graph/api/resources/message#properties
+MESSAGE_PROPERTIES = (
+    "id",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "changeKey",
+    "categories",
+    "receivedDateTime",
+    "sentDateTime",
+    "hasAttachments",
+    "internetMessageId",
+    "subject",
+    "bodyPreview",
+    "importance",
+    "parentFolderId",
+    "conversationId",
+    "isDeliveryReceiptRequested",
+    "isReadReceiptRequested",
+    "isRead",
+    "isDraft",
+    "inferenceClassification",
+    "body",
+    "uniqueBody",
+    "sender",
+    "from",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "replyTo",
+    "flag",
+    "internetMessageHeaders",
+)
+# Returned only when $select asks for them, as in Graph.
+SELECT_ONLY = {"uniqueBody", "internetMessageHeaders"}
+_CANONICAL = {name.lower(): name for name in MESSAGE_PROPERTIES}
+# Query options the sandbox understands; Graph v1.0 also takes them without "$".
+QUERY_OPTIONS = ("filter", "select", "top", "skip")
+UNSUPPORTED_OPTIONS = (
+    "orderby",
+    "count",
+    "search",
+    "expand",
+    "skiptoken",
+    "format",
+    "apply",
+    "compute",
+    "levels",
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass
+class ListQuery:
+    """The parsed query of a messages listing."""
+
+    internet_message_id: str | None = None
+    select: list | None = None
+    top: int = DEFAULT_TOP
+    skip: int = 0
+
+
+async def list_messages(request: web.Request) -> web.StreamResponse:
+    """GET /v1.0/users/{user}/mailFolders/sentitems/messages (and /me/...)."""
+    ctx = request.app[CTX]
+    request[REQUEST_ID] = str(uuid.uuid4())
+    ctx.state.count("graph_requests")
+    try:
+        response = await _list_messages(ctx, request)
+    except GraphError as error:
+        response = error.response(request)
+    return _finish(request, response)
+
+
+async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
+    state = ctx.state
+    caller = _caller(ctx, request)
+    granted = set(caller.permissions)
+    if not granted & (READ_DELEGATED if caller.delegated else READ_APPLICATION):
+        raise GraphError(403, "ErrorAccessDenied")
+    mailbox = _mailbox(state, caller, request)
+    address = mailbox.user_principal_name
+    if caller.delegated and address.lower() != caller.user.user_principal_name.lower():
+        # Another user's folders need Mail.Read.Shared and a folder permission.
+        raise GraphError(403, "ErrorAccessDenied")
+    folder = request.match_info["folder"]
+    if folder.lower() != "sentitems":
+        # Only the well-known Sent Items folder is kept in the sandbox.
+        raise GraphError(400, "ErrorInvalidIdMalformed")
+    query = parse_list_query(request.query)
+
+    client_id = caller.app.client_id
+    _enter(state, client_id, address)
+    try:
+        fault = state.take_fault("graph", operation="listMessages")
+        await _before(request, fault)
+        items = state.find_sent_items(address, query.internet_message_id)
+        items.reverse()  # newest first, as Graph lists a folder
+        page = items[query.skip : query.skip + query.top]
+        with_bodies = bool(granted & READ_BODIES)
+        names = _names_of(state, caller.tenant)
+        body = {
+            "@odata.context": _odata_context(request, mailbox, folder, query.select),
+            "value": [
+                _message(item, names, query.select, with_bodies) for item in page
+            ],
+        }
+        if len(items) > query.skip + query.top:
+            body["@odata.nextLink"] = _next_link(request, query)
+        _after(fault)
+        return web.json_response(body)
+    finally:
+        state.graph_leave(client_id, address)
+
+
+def parse_list_query(query) -> ListQuery:
+    """$filter, $select, $top and $skip of a listing; raises GraphError 400."""
+    options = {}
+    for key, value in query.items():
+        name = key.lower()
+        bare = name[1:] if name.startswith("$") else name
+        if bare in QUERY_OPTIONS:
+            if bare in options:
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"Query option '${bare}' was specified more than once, but it "
+                    "must be specified at most once.",
+                )
+            options[bare] = value
+        elif name.startswith("$") and bare in UNSUPPORTED_OPTIONS:
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"The sandbox does not support the query option '${bare}'.",
+            )
+        elif name.startswith("$"):
+            raise GraphError(
+                400, "BadRequest", f"The query parameter '{key}' is not supported."
+            )
+    parsed = ListQuery()
+    if "filter" in options:
+        parsed.internet_message_id = parse_filter(options["filter"])
+    if "select" in options:
+        parsed.select = parse_select(options["select"])
+    for name in ("top", "skip"):
+        if name in options:
+            text = options[name].strip()
+            if not text.isdigit():
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"Invalid value '{options[name]}' for ${name} query option found. "
+                    f"The ${name} query option requires a non-negative integer value.",
+                )
+            setattr(parsed, name, int(text))
+    parsed.top = min(parsed.top, MAX_TOP)
+    return parsed
+
+
+def _filter_error(detail: str) -> GraphError:
+    return GraphError(400, "BadRequest", f"Invalid filter clause: {detail}")
+
+
+def parse_filter(text: str) -> str:
+    """The value of ``internetMessageId eq '...'``, the one $filter the sandbox
+    understands (optionally in parentheses). In an OData string literal a single
+    quote is written twice (``''``); anything else is a 400 BadRequest."""
+    length = len(text)
+    pos = 0
+
+    def skip_spaces(at):
+        while at < length and text[at].isspace():
+            at += 1
+        return at
+
+    def syntax_error(at):
+        return _filter_error(f"Syntax error at position {at} in '{text}'.")
+
+    unsupported = _filter_error(
+        "the sandbox can filter messages only with internetMessageId eq '...'."
+    )
+    pos = skip_spaces(pos)
+    depth = 0
+    while pos < length and text[pos] == "(":
+        depth += 1
+        pos = skip_spaces(pos + 1)
+    match = _IDENTIFIER.match(text, pos)
+    if match is None:
+        raise syntax_error(pos)
+    if match.group().lower() != "internetmessageid":
+        raise unsupported
+    pos = match.end()
+    if pos >= length or not text[pos].isspace():
+        raise syntax_error(pos)
+    pos = skip_spaces(pos)
+    match = _IDENTIFIER.match(text, pos)
+    if match is None:
+        raise syntax_error(pos)
+    if match.group().lower() != "eq":
+        raise unsupported
+    pos = match.end()
+    if pos >= length or not text[pos].isspace():
+        raise syntax_error(pos)
+    pos = skip_spaces(pos)
+    if pos >= length or text[pos] != "'":
+        raise unsupported if pos < length else syntax_error(pos)
+    start = pos
+    pos += 1
+    value = []
+    while True:
+        if pos >= length:
+            raise _filter_error(
+                f"There is an unterminated string literal at position {start} in "
+                f"'{text}'."
+            )
+        char = text[pos]
+        if char == "'":
+            if pos + 1 < length and text[pos + 1] == "'":
+                value.append("'")
+                pos += 2
+                continue
+            pos += 1
+            break
+        value.append(char)
+        pos += 1
+    pos = skip_spaces(pos)
+    while depth and pos < length and text[pos] == ")":
+        depth -= 1
+        pos = skip_spaces(pos + 1)
+    if depth:
+        raise _filter_error(f"')' or operator expected at position {pos} in '{text}'.")
+    if pos < length:
+        word = _IDENTIFIER.match(text, pos)
+        if word and word.group().lower() in ("and", "or"):
+            raise unsupported
+        raise syntax_error(pos)
+    return "".join(value)
+
+
+def parse_select(text: str) -> list:
+    """The property names of $select, spelled as Graph spells them."""
+    names = []
+    for part in text.split(","):
+        name = part.strip()
+        if not name:
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"Invalid $select clause: '{text}' has an empty item.",
+            )
+        canonical = _CANONICAL.get(name.lower())
+        if canonical is None:
+            raise GraphError(
+                400,
+                "RequestBroker--ParseUri",
+                f"Could not find a property named '{name}' on type "
+                "'Microsoft.OutlookServices.Message'.",
+            )
+        if canonical not in names:
+            names.append(canonical)
+    return names
+
+
+def _names_of(state, tenant):
+    """Display names for addresses of the tenant (the address otherwise)."""
+
+    def name(address: str) -> str:
+        user = state.user(tenant, address)
+        return (user.display_name if user else "") or address
+
+    return name
+
+
+def _graph_time(ts: float) -> str:
+    moment = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _message(item: dict, names, select: list | None, with_bodies: bool) -> dict:
+    """A saved copy as Graph's message resource, trimmed to ``select``."""
+
+    def recipient(address):
+        return {"emailAddress": {"name": names(address), "address": address}}
+
+    filed = _graph_time(item["visible_at"])
+    sent = _graph_time(item["saved_at"])
+    html = item.get("html")
+    content = html if html is not None else (item.get("text") or "")
+    preview = re.sub(r"<[^>]*>", " ", content) if html is not None else content
+    mailbox_key = hashlib.sha256(item["mailbox"].lower().encode()).hexdigest()
+    full = {
+        "id": item["id"],
+        "createdDateTime": filed,
+        "lastModifiedDateTime": filed,
+        "changeKey": item["change_key"],
+        "categories": [],
+        "receivedDateTime": sent,
+        "sentDateTime": sent,
+        "hasAttachments": False,
+        "internetMessageId": item["message_id"],
+        "subject": item.get("subject") or "",
+        "bodyPreview": " ".join(preview.split())[:255],
+        "importance": "normal",
+        "parentFolderId": "AQMkA" + mailbox_key[:40] + "AAAEJAAAA",
+        "conversationId": "AAQkA" + item["change_key"].rstrip("="),
+        "isDeliveryReceiptRequested": False,
+        "isReadReceiptRequested": False,
+        "isRead": True,
+        "isDraft": False,
+        "inferenceClassification": "focused",
+        "body": {
+            "contentType": "html" if html is not None else "text",
+            "content": content,
+        },
+        "uniqueBody": {
+            "contentType": "html" if html is not None else "text",
+            "content": content,
+        },
+        "sender": recipient(item["from"]),
+        "from": recipient(item["from"]),
+        "toRecipients": [recipient(a) for a in item.get("to", [])],
+        "ccRecipients": [recipient(a) for a in item.get("cc", [])],
+        "bccRecipients": [recipient(a) for a in item.get("bcc", [])],
+        "replyTo": [recipient(a) for a in item.get("reply_to", [])],
+        "flag": {"flagStatus": "notFlagged"},
+        "internetMessageHeaders": [
+            {"name": name, "value": value}
+            for name, value in item.get("headers", {}).items()
+        ],
+    }
+    if select is None:
+        wanted = [name for name in MESSAGE_PROPERTIES if name not in SELECT_ONLY]
+    else:
+        wanted = ["id"] + [name for name in select if name != "id"]
+    if not with_bodies:
+        wanted = [name for name in wanted if name not in BODY_PROPERTIES]
+    message = {"@odata.etag": f'W/"{item["change_key"]}"'}
+    message.update({name: full[name] for name in wanted})
+    return message
+
+
+def _odata_context(request: web.Request, mailbox, folder: str, select) -> str:
+    target = request.match_info.get("user") or mailbox.object_id
+    context = (
+        "https://graph.microsoft.com/v1.0/$metadata#"
+        f"users('{quote(target, safe='')}')/mailFolders('{folder}')/messages"
+    )
+    if select:
+        context += "(" + ",".join(select) + ")"
+    return context
+
+
+def _next_link(request: web.Request, query: ListQuery) -> str:
+    params = {}
+    if query.internet_message_id is not None:
+        literal = query.internet_message_id.replace("'", "''")
+        params["$filter"] = f"internetMessageId eq '{literal}'"
+    if query.select:
+        params["$select"] = ",".join(query.select)
+    params["$top"] = str(query.top)
+    params["$skip"] = str(query.skip + query.top)
+    return str(request.url.with_query(params))
 
 
 async def me(request: web.Request) -> web.StreamResponse:

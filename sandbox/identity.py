@@ -7,9 +7,12 @@ https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-fl
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
+import socket
+import struct
 import uuid
 from urllib.parse import unquote_plus, urlparse
 
@@ -151,8 +154,8 @@ async def apply_fault(request: web.Request, fault: dict):
     """Delay, drop or answer an injected token-endpoint fault."""
     if fault.get("delay"):
         await asyncio.sleep(float(fault["delay"]))
-    if fault.get("drop"):
-        drop_connection(request)
+    if fault.get("drop") or fault.get("reset"):
+        drop_connection(request, reset=bool(fault.get("reset")))
         return web.Response(status=500)
     if not fault.get("status"):
         return None
@@ -165,11 +168,26 @@ async def apply_fault(request: web.Request, fault: dict):
     return error.response(request, headers=headers)
 
 
-def drop_connection(request: web.Request) -> None:
-    """Close the TCP connection without an answer, as a broken proxy would."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+def reset_transport(transport) -> None:
+    """Abort a connection with a TCP reset (RST), so that the client reads
+    ECONNRESET ("connection reset by peer") rather than an orderly close."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            linger = struct.pack("ii", 1, 0)  # on, 0 seconds: close() sends RST
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    transport.abort()
+
+
+def drop_connection(request: web.Request, *, reset: bool = False) -> None:
+    """Close the TCP connection without an answer, as a broken proxy would;
+    with ``reset``, by a TCP reset."""
+    if reset:
+        reset_transport(request.transport)
+    elif request.transport is not None:
+        request.transport.abort()
     raise asyncio.CancelledError()
 
 

@@ -26,8 +26,21 @@ RESOURCES = {
 # Audience -> (application permissions, delegated permissions) it knows.
 PERMISSIONS = {
     GRAPH: (
-        {"Mail.Send", "User.Read.All", "Mail.ReadWrite"},
-        {"Mail.Send", "User.Read", "Mail.ReadWrite", "Mail.Send.Shared"},
+        {
+            "Mail.Send",
+            "User.Read.All",
+            "Mail.ReadWrite",
+            "Mail.Read",
+            "Mail.ReadBasic.All",
+        },
+        {
+            "Mail.Send",
+            "User.Read",
+            "Mail.ReadWrite",
+            "Mail.Send.Shared",
+            "Mail.Read",
+            "Mail.ReadBasic",
+        },
     ),
     EXCHANGE: (
         {"SMTP.SendAsApp", "IMAP.AccessAsApp", "POP.AccessAsApp"},

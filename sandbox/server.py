@@ -13,6 +13,7 @@ import requests
 from aiohttp import web
 
 from sandbox import authorize, control, graph, identity, seed
+from sandbox.control import sent_item_public
 from sandbox.keys import CTX
 from sandbox.smtp import smtp_factory
 from sandbox.state import State
@@ -95,6 +96,10 @@ def build_app(ctx: Context) -> web.Application:
     r.add_post("/{tenant}/oauth2/v2.0/token", identity.token)
     r.add_post("/v1.0/users/{user}/sendMail", graph.send_mail)
     r.add_post("/v1.0/me/sendMail", graph.send_mail)
+    # Graph's path segments are case-insensitive (mailFolders, mailfolders, ...).
+    messages = "{_f:(?i:mailFolders)}/{folder}/{_m:(?i:messages)}"
+    r.add_get(f"/v1.0/users/{{user}}/{messages}", graph.list_messages)
+    r.add_get(f"/v1.0/me/{messages}", graph.list_messages)
     r.add_get("/v1.0/me", graph.me)
     r.add_route("*", "/v1.0/{tail:.*}", graph.not_found)
     control.add_routes(app)
@@ -105,8 +110,9 @@ class Sandbox:
     """The Microsoft 365 sandbox in a background thread.
 
     ``Sandbox(host="127.0.0.1", https_port=0, smtp_port=0, state_dir=None,
-    control=True)``; port 0 picks a free port, no ``state_dir`` means a
-    temporary one removed on ``stop()``. Use as a context manager or call
+    control=True, grant=())``; port 0 picks a free port, no ``state_dir`` means a
+    temporary one removed on ``stop()``, ``grant`` adds application permissions
+    to the seeded app (kept across ``reset()``). Use as a context manager or call
     ``start()`` and ``stop()``.
     """
 
@@ -117,8 +123,10 @@ class Sandbox:
         smtp_port: int = 0,
         state_dir=None,
         control: bool = True,
+        grant: tuple | list = (),
     ):
         self.host = host
+        self._grant = list(grant)
         self._https_port = https_port
         self._smtp_port = smtp_port
         self._state_dir = Path(state_dir) if state_dir else None
@@ -148,7 +156,7 @@ class Sandbox:
             state_dir = self._state_dir
         tls = ensure_tls(state_dir)
         self.ctx = Context(
-            state=State(),
+            state=State(extra_app_permissions=self._grant),
             signer=Signer(state_dir),
             tls=tls,
             control_enabled=self._control,
@@ -297,6 +305,13 @@ class Sandbox:
 
     def clear_messages(self) -> int:
         return self.ctx.state.clear_messages()
+
+    def sent_items(self, mailbox=None) -> list:
+        """Copies saved in Sent Items (all mailboxes, or ``mailbox``'s), oldest
+        first, including those not filed yet; same as GET /_sandbox/sent_items."""
+        return [
+            sent_item_public(item) for item in self.ctx.state.all_sent_items(mailbox)
+        ]
 
     def counters(self) -> dict:
         return self.ctx.state.counters_snapshot()

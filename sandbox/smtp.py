@@ -17,6 +17,7 @@ import uuid
 from aiosmtpd.smtp import SMTP, AuthResult, Session
 
 from sandbox.bearer import check_bearer
+from sandbox.identity import reset_transport
 from sandbox.scopes import EXCHANGE
 from sandbox.tokens import TokenError
 
@@ -105,6 +106,14 @@ class ExchangeSMTP(SMTP):
     async def push(self, status):
         status = REPLACED_REPLIES.get(status, status)
         await super().push(status)
+        code = (
+            status[:3]
+            if isinstance(status, str)
+            else status[:3].decode("ascii", "replace")
+        )
+        if code == "421" and self.transport is not None:
+            # 421: the server closes the transmission channel (RFC 5321 3.8).
+            self.transport.close()
 
     async def check_auth_needed(self, caller_method: str) -> bool:
         if self._auth_required and not self.session.authenticated:
@@ -115,13 +124,17 @@ class ExchangeSMTP(SMTP):
     async def fault(self, stage: str) -> str | None:
         """The reply of an injected fault for ``stage``, if one fires.
 
-        A ``drop`` fault aborts the connection and cancels the session.
+        A ``drop`` fault closes the connection (``reset``: with a TCP reset) and
+        cancels the session.
         """
         fault = self.ctx.state.take_fault("smtp", stage)
         if not fault:
             return None
         if fault.get("delay"):
             await asyncio.sleep(float(fault["delay"]))
+        if fault.get("reset"):
+            reset_transport(self.transport)
+            raise asyncio.CancelledError()
         if fault.get("drop"):
             if self.transport is not None:
                 self.transport.abort()
@@ -134,7 +147,8 @@ class ExchangeSMTP(SMTP):
         reply = await self.fault("connect")
         if reply:
             await self.push(reply)
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
             return
         await super()._handle_client()
 

@@ -5,6 +5,7 @@ One ``State`` per running sandbox. The event loop thread and callers of
 Times come from ``clock`` so that tests can move them forward.
 """
 
+import base64
 import copy
 import datetime
 import random
@@ -59,6 +60,8 @@ class Tenant:
     send_as_denied_at_data: bool = False
     access_token_lifetime: int = 3600
     refresh_token_inactivity: float = 90 * DAY
+    # Seconds between a sendMail's answer and its copy showing in Sent Items.
+    sent_items_delay: float = 0.0
     apps: dict = field(default_factory=dict)  # client_id -> App
     users: dict = field(default_factory=dict)  # lower-case upn -> User
 
@@ -68,6 +71,7 @@ class Tenant:
         "send_as_denied_at_data",
         "access_token_lifetime",
         "refresh_token_inactivity",
+        "sent_items_delay",
     )
 
     def public(self) -> dict:
@@ -176,10 +180,22 @@ def empty_counters() -> dict:
         "refresh_redemptions": 0,
         "graph_requests": 0,
         "graph_send_mail": 0,
+        "graph_accepted": 0,
+        "graph_throttled": 0,
+        "graph_throttled_concurrency": 0,
+        "sent_items_saved": 0,
         "smtp_sessions": 0,
         "smtp_messages": 0,
+        "smtp_throttled": 0,
+        "faults_fired": {"token": 0, "graph": 0, "smtp": 0},
         "tcp_connections": {"https": 0, "smtp": 0},
     }
+
+
+FAULT_TARGETS = ("token", "graph", "smtp")
+SMTP_STAGES = ("connect", "auth", "mail", "rcpt", "data")
+# The Graph operations a fault can be aimed at ("any": every Graph request).
+GRAPH_OPERATIONS = ("sendMail", "listMessages", "any")
 
 
 DEFAULT_THROTTLING = {
@@ -196,9 +212,12 @@ DEFAULT_THROTTLING = {
 class State:
     """The sandbox's whole memory; ``reset()`` brings back the seeded tenant."""
 
-    def __init__(self):
+    def __init__(self, extra_app_permissions=()):
         self.lock = threading.RLock()
         self.clock = Clock()
+        # Application permissions the seeded app gets on top of the seed's
+        # (``serve --grant``); they survive ``reset()``.
+        self.extra_app_permissions = list(extra_app_permissions)
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------
@@ -210,10 +229,11 @@ class State:
             self.codes = {}  # code -> dict
             self.refresh_tokens = {}  # token -> dict
             self.messages = []
+            self.sent_items = {}  # lower-case mailbox -> [saved copy, ...]
             self.faults = []
             self.throttling = dict(DEFAULT_THROTTLING)
             self.graph_windows = {}  # (client_id, mailbox) -> [start, count]
-            self.graph_in_flight = {}  # mailbox -> count
+            self.graph_in_flight = {}  # (client_id, mailbox) -> count
             self.smtp_windows = {}  # identity -> [start, count]
             self.counters = empty_counters()
             self._seed()
@@ -224,7 +244,9 @@ class State:
         app = App(
             client_id=seed.CLIENT_ID,
             display_name=seed.APP_DISPLAY_NAME,
-            application_permissions=list(seed.APPLICATION_PERMISSIONS),
+            application_permissions=_unique(
+                seed.APPLICATION_PERMISSIONS + self.extra_app_permissions
+            ),
             delegated_permissions=list(seed.DELEGATED_PERMISSIONS),
             admin_consent=True,
             redirect_uris=list(seed.REDIRECT_URIS),
@@ -424,6 +446,67 @@ class State:
             self.messages = []
             return count
 
+    # -- Sent Items ------------------------------------------------------------------
+
+    def save_sent_item(self, mailbox: str, message: dict, delay: float = 0.0) -> dict:
+        """File a copy of a sent message in ``mailbox``'s Sent Items.
+
+        It shows in listings from ``delay`` seconds (sandbox clock) on, as Exchange
+        files the copy a moment after accepting the message.
+        """
+        with self.lock:
+            now = self.clock.now()
+            item = copy.deepcopy(message)
+            item.update(
+                id=_graph_item_id(),
+                change_key=_change_key(),
+                mailbox=mailbox,
+                saved_at=now,
+                visible_at=now + max(0.0, float(delay or 0)),
+            )
+            folder = self.sent_items.setdefault(mailbox.lower(), [])
+            folder.append(item)
+            if len(folder) > MESSAGE_LIMIT * 1.1:
+                del folder[: len(folder) - MESSAGE_LIMIT]
+            self.counters["sent_items_saved"] += 1
+            return copy.deepcopy(item)
+
+    def find_sent_items(
+        self, mailbox: str, internet_message_id: str | None = None
+    ) -> list:
+        """Copies filed in ``mailbox``'s Sent Items by now, oldest first;
+        ``internet_message_id`` is compared exactly."""
+        with self.lock:
+            now = self.clock.now()
+            found = []
+            for item in self.sent_items.get((mailbox or "").lower(), []):
+                if item["visible_at"] > now:
+                    continue
+                if (
+                    internet_message_id is not None
+                    and item["message_id"] != internet_message_id
+                ):
+                    continue
+                found.append(copy.deepcopy(item))
+            return found
+
+    def all_sent_items(self, mailbox: str | None = None) -> list:
+        """Every saved copy (filed or not yet), for the control API and tests."""
+        with self.lock:
+            if mailbox:
+                folders = [self.sent_items.get(mailbox.lower(), [])]
+            else:
+                folders = list(self.sent_items.values())
+            items = [copy.deepcopy(item) for folder in folders for item in folder]
+        items.sort(key=lambda item: item["saved_at"])
+        return items
+
+    def clear_sent_items(self) -> int:
+        with self.lock:
+            count = sum(len(folder) for folder in self.sent_items.values())
+            self.sent_items = {}
+            return count
+
     # -- counters ------------------------------------------------------------------
 
     def count(self, name: str, sub: str | None = None, amount: int = 1) -> None:
@@ -445,37 +528,78 @@ class State:
 
     def add_fault(self, data: dict) -> dict:
         target = data.get("target")
-        if target not in ("token", "graph", "smtp"):
+        if target not in FAULT_TARGETS:
             raise ValueError("target must be one of token, graph, smtp.")
         stage = data.get("smtp_stage", "data")
-        if stage not in ("connect", "auth", "mail", "rcpt", "data"):
+        if stage not in SMTP_STAGES:
             raise ValueError("smtp_stage must be connect, auth, mail, rcpt or data.")
-        fault = dict(data, id=uuid.uuid4().hex, smtp_stage=stage)
-        if "probability" not in fault and "count" not in fault:
+        operation = data.get("graph_operation", "sendMail")
+        if operation not in GRAPH_OPERATIONS:
+            raise ValueError("graph_operation must be sendMail, listMessages or any.")
+        if data.get("count") is not None:
+            count = data["count"]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError("count must be a whole number, 0 or more.")
+        if data.get("probability") is not None:
+            probability = data["probability"]
+            if isinstance(probability, bool) or not isinstance(
+                probability, (int, float)
+            ):
+                raise ValueError("probability must be a number from 0 to 1.")
+            if not 0 <= probability <= 1:
+                raise ValueError("probability must be a number from 0 to 1.")
+        delay = data.get("delay")
+        if delay is not None and (
+            isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0
+        ):
+            raise ValueError("delay must be a number of seconds, 0 or more.")
+        for name in ("status", "accept_then_status"):
+            value = data.get(name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 100 <= value <= 599
+            ):
+                raise ValueError(f"{name} must be an HTTP status code.")
+        fault = dict(
+            data, id=uuid.uuid4().hex, smtp_stage=stage, graph_operation=operation
+        )
+        if fault.get("probability") is None and fault.get("count") is None:
             fault["count"] = 1
         with self.lock:
             self.faults.append(fault)
         return fault
 
-    def take_fault(self, target: str, stage: str | None = None) -> dict | None:
-        """The first fault that fires now for this target, used up by one."""
+    def take_fault(
+        self, target: str, stage: str | None = None, operation: str | None = None
+    ) -> dict | None:
+        """The first fault that fires now for this target, used up by one.
+
+        Faults are tried in the order they were added; one with a ``probability``
+        that does not fire lets the next one try. ``operation`` is the Graph
+        operation asking (faults aimed at another one are skipped).
+        """
         with self.lock:
             for fault in self.faults:
                 if fault["target"] != target:
                     continue
                 if stage and fault["smtp_stage"] != stage:
                     continue
-                if "count" in fault and fault.get("count") is not None:
+                if operation and fault["graph_operation"] not in (operation, "any"):
+                    continue
+                probability = fault.get("probability")
+                if fault.get("count") is not None:
                     if fault["count"] <= 0:
                         continue
-                    if "probability" in fault and random.random() >= float(
-                        fault["probability"]
+                    if probability is not None and random.random() >= float(
+                        probability
                     ):
                         continue
                     fault["count"] -= 1
-                    return dict(fault)
-                if random.random() < float(fault.get("probability", 0)):
-                    return dict(fault)
+                elif random.random() >= float(probability or 0):
+                    continue
+                self.counters["faults_fired"][target] += 1
+                return dict(fault)
         return None
 
     def clear_faults(self) -> int:
@@ -496,7 +620,10 @@ class State:
             return dict(self.throttling)
 
     def graph_rate_check(self, client_id: str, mailbox: str) -> float | None:
-        """None if allowed, else the seconds until the window reopens."""
+        """None if allowed, else the seconds until the window reopens.
+
+        The budget is per (app, mailbox), as Outlook's limits in Graph are.
+        """
         with self.lock:
             conf = self.throttling
             if not conf["enabled"]:
@@ -508,25 +635,29 @@ class State:
             if slot is None or now - slot[0] >= window:
                 slot = self.graph_windows[key] = [now, 0]
             if slot[1] >= int(conf["graph_requests_per_window"]):
+                self.counters["graph_throttled"] += 1
                 return max(0.001, window - (now - slot[0]))
             slot[1] += 1
             return None
 
-    def graph_enter(self, mailbox: str) -> bool:
-        """Count one request in flight; False if over the concurrency limit."""
+    def graph_enter(self, client_id: str, mailbox: str) -> bool:
+        """Count one request in flight for (app, mailbox); False if that is over
+        the concurrency limit (only while throttling is enabled)."""
         with self.lock:
-            key = mailbox.lower()
+            key = (client_id, mailbox.lower())
             current = self.graph_in_flight.get(key, 0)
             conf = self.throttling
             limit = int(conf["graph_concurrency_per_mailbox"])
             if conf["enabled"] and current >= limit:
+                self.counters["graph_throttled"] += 1
+                self.counters["graph_throttled_concurrency"] += 1
                 return False
             self.graph_in_flight[key] = current + 1
             return True
 
-    def graph_leave(self, mailbox: str) -> None:
+    def graph_leave(self, client_id: str, mailbox: str) -> None:
         with self.lock:
-            key = mailbox.lower()
+            key = (client_id, mailbox.lower())
             left = self.graph_in_flight.get(key, 1) - 1
             if left <= 0:
                 self.graph_in_flight.pop(key, None)
@@ -545,9 +676,24 @@ class State:
             if slot is None or now - slot[0] >= window:
                 slot = self.smtp_windows[identity] = [now, 0]
             if slot[1] >= int(conf["smtp_messages_per_minute"]):
+                self.counters["smtp_throttled"] += 1
                 return False
             slot[1] += 1
             return True
+
+
+def _unique(names) -> list:
+    return list(dict.fromkeys(names))
+
+
+def _graph_item_id() -> str:
+    """An id shaped like an Exchange item id in Graph (base64url, ``AAMkA...=``)."""
+    raw = b"\x00\x03\x24\x00" + secrets.token_bytes(109)  # 113 bytes: one "="
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _change_key() -> str:
+    return base64.b64encode(b"\x09\x00\x00\x00\x16" + secrets.token_bytes(17)).decode()
 
 
 def _new_secret_value() -> str:

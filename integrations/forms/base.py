@@ -13,8 +13,10 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from integrations.providers.limits import MAX_MESSAGES_PER_MINUTE, SendingLimits
 from integrations.text import CONTROL_CHARACTER
 
 _DOMAIN = re.compile(
@@ -289,6 +291,48 @@ class EmailListField(forms.CharField):
         return list(dict.fromkeys(a.lower() for a in addresses))
 
 
+class MessagesPerMinuteField(forms.IntegerField):
+    """A tool's own sending budget: messages per minute from its sender mailbox, all
+    workers together. Blank means Microsoft's limit (`limits`); at most `ceiling`,
+    checked by `check_messages_per_minute` once the form knows which service the
+    tool talks to."""
+
+    def __init__(self, *, limits: SendingLimits, **kwargs):
+        kwargs.setdefault("label", _("Messages per minute"))
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_MESSAGES_PER_MINUTE)
+        kwargs.setdefault(
+            "help_text",
+            format_lazy(
+                _(
+                    "Optional. How many messages this tool may send per minute from "
+                    "the From mailbox, all workers together. Leave blank for "
+                    "Microsoft's limit ({limit} a minute); set it lower when other "
+                    "programs send from the same mailbox."
+                ),
+                limit=f"{limits.per_minute:,}",
+            ),
+        )
+        super().__init__(**kwargs)
+
+
+def check_messages_per_minute(form, value, limits: SendingLimits, service: str):
+    """Refuse a "Messages per minute" above what Microsoft accepts from `service`."""
+    if value and value > limits.per_minute:
+        form.add_error(
+            "messages_per_minute",
+            ValidationError(
+                _(
+                    "%(service)s accepts at most %(limit)s messages a minute from "
+                    "one mailbox. Enter %(limit)s or less, or leave blank."
+                ),
+                params={"service": service, "limit": f"{limits.per_minute:,}"},
+                code="over_limit",
+            ),
+        )
+
+
 class SecretInput(forms.PasswordInput):
     """A password box that never renders a value back, nor lets the browser fill
     in a saved password. `attrs` adds to those."""
@@ -320,6 +364,8 @@ class ProviderForm(forms.Form):
 
     #: Secret fields that must have a value, entered now or saved before.
     required_secrets: tuple[str, ...] = ()
+    #: Fields most people leave alone, shown folded under "Advanced".
+    advanced_fields: tuple[str, ...] = ()
 
     def __init__(self, *args, saved_secrets=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -333,6 +379,14 @@ class ProviderForm(forms.Form):
                     "Saved (hidden). Leave blank to keep it."
                 )
                 field.saved = True
+
+    @property
+    def advanced_open(self) -> bool:
+        """Show the advanced fields unfolded: one has a value or an error."""
+        return any(
+            self[name].errors or self[name].value() not in (None, "")
+            for name in self.advanced_fields
+        )
 
     def clean(self):
         cleaned = super().clean()

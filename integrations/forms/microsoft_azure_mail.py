@@ -7,18 +7,22 @@ from integrations.forms.base import (
     EmailAddressField,
     EmailListField,
     GuidField,
+    MessagesPerMinuteField,
     ProviderForm,
     SecretField,
     TenantField,
+    check_messages_per_minute,
 )
 from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud
+from integrations.providers.limits import GRAPH
 
 
 class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
     """Client secret, or a certificate and its private key: one of them is required."""
 
     required_secrets = ("client_secret",)
+    advanced_fields = ("messages_per_minute",)
 
     tenant_id = TenantField(label=_("Tenant ID"))
     client_id = GuidField(label=_("Client ID"))
@@ -44,6 +48,7 @@ class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text=_("Optional. You will be reminded before it expires."),
     )
+    messages_per_minute = MessagesPerMinuteField(limits=GRAPH)
 
     field_order = [
         "tenant_id",
@@ -57,11 +62,16 @@ class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
         "recipients",
         "cloud",
         "secret_expires_on",
+        "messages_per_minute",
     ]
 
     def clean(self):
         self._clean_certificate_credential(self.cleaned_data)
-        return super().clean()
+        cleaned = super().clean()
+        check_messages_per_minute(
+            self, cleaned.get("messages_per_minute"), GRAPH, "Microsoft Graph"
+        )
+        return cleaned
 
     def required_secrets_now(self, cleaned):
         if self.has_certificate(cleaned) or self.has_certificate_errors():

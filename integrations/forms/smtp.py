@@ -12,17 +12,20 @@ from integrations.forms.base import (
     EmailListField,
     EndpointUrlField,
     HostField,
+    MessagesPerMinuteField,
     ProviderForm,
     ScopeField,
     SecretField,
     SecretInput,
     TenantField,
+    check_messages_per_minute,
     validate_display_name,
     validate_guid,
     validate_token,
 )
 from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud, preset
+from integrations.providers.limits import EXCHANGE_SMTP, GRAPH
 from integrations.providers.smtp_choices import (
     DEFAULT_SMTP_SCOPE,
     MICROSOFT_SMTP_HOSTS,
@@ -49,6 +52,8 @@ def _cloud_presets() -> str:
 
 
 class SmtpForm(CertificateCredentialMixin, ProviderForm):
+    advanced_fields = ("messages_per_minute",)
+
     cloud = forms.ChoiceField(
         label=_("Cloud"),
         choices=[*Cloud.choices, (OTHER_SERVER, _("Other SMTP server"))],
@@ -174,6 +179,15 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         required=False,
         help_text=_("Test sends a message here (default: the To addresses)."),
     )
+    messages_per_minute = MessagesPerMinuteField(
+        limits=EXCHANGE_SMTP,
+        help_text=_(
+            "Optional. How many messages this tool may send per minute from the From "
+            "mailbox, all workers together. Leave blank for Microsoft's limit (30 a "
+            "minute by SMTP, 1,000 by the Graph API); another SMTP server may allow "
+            "more."
+        ),
+    )
 
     field_order = [
         "cloud",
@@ -200,6 +214,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         "scope",
         "redirect_url",
         "test_email",
+        "messages_per_minute",
     ]
 
     def __init__(self, *args, **kwargs):
@@ -286,6 +301,17 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             cleaned["username"] = username
             if not api and not cleaned.get("scope"):
                 cleaned["scope"] = DEFAULT_SMTP_SCOPE
+        if api:
+            check_messages_per_minute(
+                self, cleaned.get("messages_per_minute"), GRAPH, "Microsoft Graph"
+            )
+        elif (cleaned.get("smtp_host") or "").lower() in MICROSOFT_SMTP_HOSTS:
+            check_messages_per_minute(
+                self,
+                cleaned.get("messages_per_minute"),
+                EXCHANGE_SMTP,
+                "Exchange Online SMTP",
+            )
         if (
             cleaned.get("security") == Security.NONE
             and not settings.SMTP_ALLOW_INSECURE

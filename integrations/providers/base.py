@@ -3,17 +3,21 @@ The provider contract: what every notification tool declares and the fixed hooks
 implements, called in a fixed order.
 
 A provider is mostly declarations (`key`, `name`, `description`, `form_class`,
-`secret_fields`, `test_steps`) plus:
+`secret_fields`, `test_steps`, `sending_limits`) plus:
 
 - `step_<key>(context)` for each test step, run in order by `test_connection`;
 - `open()` returning a `Connection` whose `send(email)` delivers one message, so a
-  batch reuses one token and one connection.
+  batch reuses one token and one connection; `prepare(email)` splits a send into
+  what needs the calling thread and the submission, which may run beside others
+  when `sending_limits.concurrency` allows.
 
 Providers raise only `integrations.exceptions.IntegrationError` subclasses.
 """
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 from django import forms
@@ -23,6 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from integrations.exceptions import IntegrationError, UnexpectedResponse
 from integrations.providers.delegated import GrantStore
 from integrations.providers.identity import TokenStore
+from integrations.providers.limits import SendingLimits
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,19 @@ class Connection(AbstractContextManager):
 
     def send(self, email: OutgoingEmail) -> str:
         """Deliver one message; return the provider's request id or reply."""
-        raise NotImplementedError
+        return self.prepare(email)()
+
+    def prepare(self, email: OutgoingEmail) -> Callable[[], str]:
+        """Everything before the submission, on the calling thread (tokens, which
+        may be read from and saved to the database); returns the submission, which
+        delivers the message and returns what `send` returns.
+
+        When the provider's `sending_limits` allow several submissions at once, the
+        submission may run on another thread, beside others of the same connection:
+        it must then touch nothing but the network. The default submits with `send`,
+        so a connection overrides one of the two.
+        """
+        return partial(self.send, email)
 
     def close(self) -> None:
         """Release the connection."""
@@ -172,11 +189,18 @@ class NotificationToolProvider:
         return ""
 
     @property
-    def messages_per_minute(self) -> int | None:
-        """How many messages one sender mailbox may submit per minute through this
-        tool, where the service refuses more (deliveries are paced under it); None
-        when it answers overload with a Retry-After that retries honour instead."""
+    def sending_limits(self) -> SendingLimits | None:
+        """What Microsoft lets one sender mailbox submit through this tool (messages
+        per period, and at a time); deliveries are paced under it. None for no
+        pacing."""
         return None
+
+    @property
+    def messages_per_minute(self) -> int | None:
+        """The tool's own budget (the drawer's "Messages per minute"), instead of
+        the figure in `sending_limits`; None when left blank."""
+        value = self.config.get("messages_per_minute")
+        return int(value) if value else None
 
     # --- hooks ---------------------------------------------------------------------
 

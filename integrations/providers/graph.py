@@ -41,6 +41,23 @@ GRAPH_ERRORS = {
     "Authorization_RequestDenied": (PermissionMissing, "permission_missing"),
 }
 
+# Throttling (HTTP 429 with Retry-After): Outlook's limits per app and mailbox, 10,000
+# requests per 10 minutes ("ApplicationThrottled") and 4 at a time (named in the code,
+# or in the message of an "ApplicationThrottled", as "MailboxConcurrency").
+# https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits
+# https://learn.microsoft.com/graph/throttling
+GRAPH_THROTTLING = {
+    "MailboxConcurrency": "mailbox_concurrency",
+    "ApplicationThrottled": "throttled",
+    "TooManyRequests": "throttled",
+}
+
+
+def _throttling_code(code: str, message: str) -> str:
+    if "MailboxConcurrency" in message:
+        return GRAPH_THROTTLING["MailboxConcurrency"]
+    return GRAPH_THROTTLING.get(code, "throttled")
+
 
 def error_from_response(response: requests.Response) -> IntegrationError:
     """One function that looks at a failed Graph response and returns the error."""
@@ -54,9 +71,14 @@ def error_from_response(response: requests.Response) -> IntegrationError:
         code, message = "", ""
     detail = f"HTTP {status} {code}: {message}".strip()
     kwargs = {"request_id": request_id, "status": status}
-    if status == 429:
+    if status == 429 or code in GRAPH_THROTTLING:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        return Throttled(detail, retry_after=retry_after, **kwargs)
+        return Throttled(
+            detail,
+            code=_throttling_code(code, message),
+            retry_after=retry_after,
+            **kwargs,
+        )
     if status >= 500:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         return ServiceUnavailable(detail, retry_after=retry_after, **kwargs)
@@ -100,7 +122,10 @@ def message_payload(email, *, sender: str = "", sender_name: str = "") -> dict:
             for name, value in email.headers.items()
             if name.lower().startswith("x-")
         ]
-    return {"message": message, "saveToSentItems": False}
+    # A copy in the sender's Sent Items, as Outlook keeps one: people can see what
+    # went out, and a send whose answer was lost can be looked up there by its
+    # Message-ID before it is sent again (GraphClient.sent_message_exists).
+    return {"message": message, "saveToSentItems": True}
 
 
 class GraphClient:
@@ -131,6 +156,68 @@ class GraphClient:
             "Graph sendMail failed: %s (request-id %s)", error.detail, error.request_id
         )
         raise error
+
+    def sent_message_exists(
+        self, *, access_token: str, sender: str, internet_message_id: str
+    ) -> bool:
+        """Whether `sender`'s Sent Items holds a message with this Message-ID.
+
+        GET /users/{sender}/mailFolders/sentitems/messages, filtered on
+        `internetMessageId` (the value quoted as an OData string literal, then
+        URL-encoded). Only messages sent with `saveToSentItems` true (Graph's
+        default) are kept there, and Exchange files the copy a moment after
+        accepting the message, so False means "not there (yet)". A message counts
+        only when Graph returns it with exactly this `internetMessageId`.
+
+        The app needs `Mail.ReadBasic.All` (or `Mail.Read`): without it, or when an
+        application access policy excludes the mailbox, `PermissionMissing` is
+        raised. Other failures raise the same errors as `send_mail` (`Throttled`,
+        `ServiceUnavailable`, `SenderRejected`, `ConnectionFailed`, ...).
+        https://learn.microsoft.com/graph/api/user-list-messages
+        https://learn.microsoft.com/graph/query-parameters#escaping-single-quotes
+        """
+        if not internet_message_id:
+            raise ValueError("internet_message_id is required")
+        literal = internet_message_id.replace("'", "''")
+        query = (
+            "$filter="
+            + quote(f"internetMessageId eq '{literal}'", safe="")
+            + "&$select=id,internetMessageId"
+        )
+        path = (
+            f"/v1.0/users/{quote(sender, safe='@')}/mailFolders/sentitems/messages"
+            f"?{query}"
+        )
+        try:
+            response = self.session.get(
+                self.graph_host + path,
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except requests.RequestException as exc:
+            raise error_from_exception(exc)
+        if response.status_code != 200:
+            error = error_from_response(response)
+            logger.warning(
+                "Graph Sent Items lookup failed: %s (request-id %s)",
+                error.detail,
+                error.request_id,
+            )
+            raise error
+        try:
+            found = response.json()["value"]
+        except (ValueError, KeyError, TypeError):
+            found = None
+        if not isinstance(found, list):
+            raise UnexpectedResponse(
+                "Sent Items lookup answered without a value list",
+                request_id=response.headers.get("request-id", ""),
+                status=response.status_code,
+            )
+        return any(
+            isinstance(item, dict)
+            and item.get("internetMessageId") == internet_message_id
+            for item in found
+        )
 
 
 _clients: dict[str, GraphClient] = {}

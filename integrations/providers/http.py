@@ -118,18 +118,48 @@ def _root_cause(exc: BaseException) -> BaseException:
         exc = reason if isinstance(reason, BaseException) else nxt
 
 
+def _chain(exc: BaseException):
+    """`exc` and every exception it wraps: causes, contexts, urllib3's `.reason`, and
+    exceptions passed as arguments (urllib3's SSLError wraps ssl's that way)."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            *getattr(current, "args", ()),
+        ):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+#: SSL errors that mean "the connection was closed", not "TLS failed": an EOF in
+#: violation of the protocol (a reset or a close without close_notify) and a closed
+#: TLS session.
+TLS_CONNECTION_DROPS = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 def error_from_exception(exc: BaseException) -> IntegrationError:
     """Translate a requests/socket/ssl exception into the error hierarchy."""
     if isinstance(exc, IntegrationError):
         return exc
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError)):
+    cause = _root_cause(exc)
+    if isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError)) or isinstance(
+        cause, ssl.SSLError
+    ):
+        if any(isinstance(e, TLS_CONNECTION_DROPS) for e in _chain(exc)):
+            # The peer (or a middlebox) dropped the connection mid-stream; nothing is
+            # wrong with TLS itself, so it is retried like any dropped connection.
+            return ConnectionFailed(text)
         return TlsError(text)
     if isinstance(exc, (requests.exceptions.Timeout, socket.timeout, TimeoutError)):
         return ConnectionFailed(text, code="timeout")
-    cause = _root_cause(exc)
-    if isinstance(cause, ssl.SSLError):
-        return TlsError(text)
     if isinstance(cause, socket.gaierror) or "NameResolutionError" in text:
         return ConnectionFailed(text, code="dns_failure")
     if (

@@ -6,6 +6,8 @@ https://learn.microsoft.com/graph/api/user-sendmail
 https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
 """
 
+from functools import partial
+
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import PermissionMissing
@@ -13,6 +15,7 @@ from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 from integrations.providers import clouds, identity
 from integrations.providers.base import Connection, NotificationToolProvider
 from integrations.providers.graph import graph_client, message_payload
+from integrations.providers.limits import GRAPH
 
 
 class GraphConnection(Connection):
@@ -22,11 +25,12 @@ class GraphConnection(Connection):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)
 
-    def send(self, email) -> str:
-        # The token comes from msal's cache, so this is free until it nears expiry.
-        token = self.provider.access_token()
-        return self.client.send_mail(
-            access_token=token,
+    def prepare(self, email):
+        # The token comes from msal's cache (or the integration's row), so this is
+        # free until it nears expiry; the POST alone may run on another thread.
+        return partial(
+            self.client.send_mail,
+            access_token=self.provider.access_token(),
             sender=self.provider.sender,
             payload=message_payload(email),
         )
@@ -58,6 +62,10 @@ class MicrosoftAzureMailProvider(NotificationToolProvider):
     @property
     def default_recipients(self) -> list[str]:
         return list(self.config.get("recipients") or [])
+
+    @property
+    def sending_limits(self):
+        return GRAPH
 
     @property
     def scopes(self) -> list[str]:

@@ -12,6 +12,8 @@ https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-au
 https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
 """
 
+from functools import partial
+
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
@@ -29,6 +31,7 @@ from integrations.providers.base import (
     TestReport,
 )
 from integrations.providers.graph import graph_client, message_payload
+from integrations.providers.limits import EXCHANGE_SMTP, GRAPH
 from integrations.providers.smtp_choices import (
     DEFAULT_SMTP_SCOPE,
     MICROSOFT_SMTP_HOSTS,
@@ -76,8 +79,10 @@ class GraphMeConnection(Connection):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)
 
-    def send(self, email) -> str:
-        return self.client.send_mail(
+    def prepare(self, email):
+        # The grant may be refreshed under a row lock: on the calling thread.
+        return partial(
+            self.client.send_mail,
             access_token=self.provider.delegated_token(),
             sender=None,
             payload=message_payload(
@@ -163,12 +168,10 @@ class SmtpProvider(NotificationToolProvider):
         return self.config["sender"]
 
     @property
-    def messages_per_minute(self) -> int | None:
-        # Exchange Online: 30 messages a minute per mailbox, SMTP client submission
-        # only ("451 4.3.2" beyond it); Graph (communication type API) answers 429
-        # with Retry-After instead.
-        # https://learn.microsoft.com/office365/servicedescriptions/exchange-online-service-description/exchange-online-limits#sending-limits-1
-        return None if self.uses_graph else 30
+    def sending_limits(self):
+        # Exchange Online's SMTP submission limit (another server's own limit goes in
+        # the tool's "Messages per minute"), or Graph's for the API type.
+        return GRAPH if self.uses_graph else EXCHANGE_SMTP
 
     @property
     def default_recipients(self) -> list[str]:

@@ -10,14 +10,18 @@ Exchange Online reply codes:
 https://learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online/non-delivery-reports-in-exchange-online
 """
 
+import binascii
 import logging
+import re
+import secrets
 import smtplib
 import socket
 import ssl
-from email import policy as email_policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.policy import Compat32
+from email.utils import formataddr, formatdate, make_msgid
 
 from django.conf import settings
 
@@ -133,27 +137,126 @@ def _cte(text: str) -> str:
     )
 
 
-def build_message(email, *, sender: str, sender_name: str = "") -> EmailMessage:
-    """A MIME message for an `OutgoingEmail`: text, with an HTML alternative if any."""
-    message = EmailMessage(policy=email_policy.SMTP)
-    message["Subject"] = email.subject
-    local, _, domain = sender.rpartition("@")
-    # headerregistry quotes and RFC 2047-encodes the display name; it refuses CR and
-    # LF, which a name saved before the form checked it could hold: made spaces.
-    message["From"] = Address(
-        display_name=single_line(sender_name, 100), username=local, domain=domain
-    )
-    message["To"] = ", ".join(email.to)
+_SPACE = re.compile(r"\s")
+
+
+class _SmtpCompat32(Compat32):
+    """compat32 (headers kept as strings, as Django's mail builds them) with CRLF
+    line ends, and no folding work for an ASCII header that fits on its line (it is
+    written as is, as compat32 writes it) or that has no space to fold at (a long
+    Message-ID: compat32 would only break the line after the colon)."""
+
+    def _fold(self, name, value, sanitize):
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and (
+                len(name) + 2 + len(value) <= self.max_line_length
+                or (len(name) + 2 + len(value) <= 998 and not _SPACE.search(value))
+            )
+            and "\r" not in value
+            and "\n" not in value
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)
+
+
+_POLICY = _SmtpCompat32(linesep="\r\n")
+# Non-ASCII header text as RFC 2047 "Q" encoded words, as the SMTP policy of the
+# email package wrote it (a Charset of our own: the package's shared one is left be).
+_UTF8_Q = Charset("utf-8")
+_UTF8_Q.header_encoding = QP
+_OWN_HEADERS = {"from", "to", "subject", "message-id", "date", "cc", "bcc"}
+
+
+def _one_line(value: str) -> str:
+    # A line break would start a new header: refused, as the SMTP policy refused it.
+    if "\r" in value or "\n" in value:
+        raise ValueError("Header values may not contain linefeed or carriage return")
+    return value
+
+
+def _header(value: str, *, text: bool = True) -> str | Header:
+    """A header value ready to write: ASCII as is, other text encoded. In `text`
+    (an unstructured value: Subject, X-...) what looks like an encoded word
+    ("=?...?=") is encoded too, so that it reads as written."""
+    if _one_line(value).isascii() and not (text and "=?" in value):
+        return value
+    return Header(value, _UTF8_Q)
+
+
+def _from_header(sender: str, sender_name: str) -> str | Header:
+    # A name saved before the form checked it may hold CR or LF: made spaces.
+    # formataddr quotes a name with specials; a non-ASCII name is encoded.
+    name = single_line(sender_name, 100)
+    if name.isascii() and "=?" not in name:
+        return _header(formataddr((name, sender)), text=False)
+    header = Header(name, _UTF8_Q, header_name="From")
+    header.append(f" <{_one_line(sender)}>", "us-ascii")
+    return header
+
+
+def _text_part(text: str, subtype: str) -> Message:
+    """A text/<subtype> part in UTF-8: 7bit when the text allows, else
+    quoted-printable (7-bit clean for any server). Line breaks are made one kind and
+    the body ends with one, as `EmailMessage.set_content` did."""
+    body = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    part = Message(policy=_POLICY)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    if _cte(text) == "7bit":
+        part["Content-Transfer-Encoding"] = "7bit"
+        part.set_payload(body.decode("ascii"))
+    else:
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        # binascii's encoder (C) rather than the email package's (Python).
+        part.set_payload(binascii.b2a_qp(body, istext=True).decode("ascii"))
+    return part
+
+
+def _boundary(parts: list[Message]) -> str:
+    # "=_" never occurs in quoted-printable text; 7bit text is checked.
+    while True:
+        boundary = f"=_{secrets.token_hex(16)}"
+        if not any(boundary in part.get_payload() for part in parts):
+            return boundary
+
+
+def build_message(email, *, sender: str, sender_name: str = "") -> Message:
+    """A MIME message for an `OutgoingEmail`: text, with an HTML alternative if any.
+
+    Built with the email package's compat32 API, as Django's mail builds messages
+    (several times cheaper than `EmailMessage.set_content` under the SMTP policy),
+    and with the structure, headers and encodings that produced: a text part and an
+    HTML part in `multipart/alternative`, each UTF-8 in 7bit or quoted-printable.
+    `as_bytes()` has CRLF line ends.
+    """
+    message = Message(policy=_POLICY)
+    message["Subject"] = _header(email.subject)
+    message["From"] = _from_header(sender, sender_name)
+    message["To"] = _header(", ".join(email.to), text=False)
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = email.message_id or make_msgid(domain=domain or None)
+    domain = sender.rpartition("@")[2]
+    message["Message-ID"] = _header(
+        email.message_id or make_msgid(domain=domain or None), text=False
+    )
     for name, value in (email.headers or {}).items():
-        if name.lower() in {"from", "to", "subject", "message-id", "date", "cc", "bcc"}:
+        if name.lower() in _OWN_HEADERS:
             continue
-        message[name] = value
-    # Quoted-printable keeps non-ASCII text 7-bit clean for any server.
-    message.set_content(email.text or "", cte=_cte(email.text or ""))
-    if email.html:
-        message.add_alternative(email.html, subtype="html", cte=_cte(email.html))
+        message[name] = _header(value)
+    text = _text_part(email.text or "", "plain")
+    if not email.html:
+        for name, value in text.items():
+            message[name] = value
+        message["MIME-Version"] = "1.0"
+        message.set_payload(text.get_payload())
+        return message
+    html = _text_part(email.html, "html")
+    html["MIME-Version"] = "1.0"
+    message["MIME-Version"] = "1.0"
+    message["Content-Type"] = (
+        f'multipart/alternative; boundary="{_boundary([text, html])}"'
+    )
+    message.set_payload([text, html])
     return message
 
 
@@ -313,7 +416,7 @@ class SmtpSession:
             self._reset()
             raise error_from_reply(*refused[0], stage="rcpt")
 
-    def data(self, message: EmailMessage) -> str:
+    def data(self, message: Message) -> str:
         self._tick()
         try:
             code, text = self.client.data(message.as_bytes())
@@ -323,7 +426,7 @@ class SmtpSession:
             raise error_from_reply(code, text, stage="data")
         return f"{code} {text.decode('utf-8', 'replace')[:120]}"
 
-    def send(self, message: EmailMessage, *, sender: str, recipients) -> str:
+    def send(self, message: Message, *, sender: str, recipients) -> str:
         """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""
         self.mail_from(sender)
         self.rcpt_to(recipients)

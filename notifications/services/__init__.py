@@ -8,7 +8,8 @@
 - `links`: Project › Settings › Notification Tools;
 - `delivery`: claiming, sending, retrying and resending deliveries;
 - `pacing`: each sender mailbox's budget under Microsoft's limits;
-- `recovery`: when the worker's `recover` task looks for what a dead worker left.
+- `recovery`: when the worker's `recover` task looks for what a dead worker left,
+  and closing the task rows a dead worker left RUNNING.
 """
 
 from notifications.services.delivery import (

@@ -6,20 +6,54 @@ worker that dies leaves a lease that expires, and the row is claimed again. On
 PostgreSQL the candidates are picked with SELECT ... FOR UPDATE SKIP LOCKED first, so
 concurrent workers take different rows instead of waiting on each other.
 
+A worker pays per batch, not per task. One run (`deliveries_send`) claims its task's
+own rows first, then the other due deliveries of the same tools, a claim batch at a
+time, for up to NOTIFICATIONS_RUN_MAX_SECONDS, over one connection per tool; the
+tasks of the rows it sent then find nothing due, in one query. While it runs, its
+leases are renewed every third of a lease (the heartbeat), so a slow live worker is
+never overtaken and a killed one's rows are taken over about a lease after it died.
+
+Outcomes are written a batch at a time (`_Run.flush`): one transaction, one
+set-based UPDATE keyed by primary key and by this run's claim, at least every
+NOTIFICATIONS_OUTCOME_FLUSH deliveries, before any wait and at the end of the run.
+The trade-off: a worker killed between a send and the flush leaves those rows
+claimed, and they are sent again once the lease runs out, so up to that many
+messages (plus the one in flight) go out twice. A delivery's Message-ID is derived
+from its uuid, so a mail client shows the two copies as one message.
+
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the
-tool's deliveries wait for a free slot instead of running into Microsoft's limit.
+tool's deliveries wait for a free slot instead of running into Microsoft's limit (a
+short wait here, a longer one in the queue). A tool that allows several submissions
+at once (Graph: 4 per mailbox) has them run on threads over its one keep-alive
+session, within that limit for all workers together; everything else, the database
+included, stays on the run's thread. A throttle (429, SMTP 4.3.2 or 421) is not an
+attempt: it gives the claim's attempt back, counts in `throttle_count`, slows the
+mailbox down for every worker, and is retried here after a short Retry-After or
+from the queue after a longer one; the delivery fails for it only once older than
+NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS ("throttled_too_long").
 """
 
 import logging
 import math
 import random
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    Future,
+    ThreadPoolExecutor,
+)
+from concurrent.futures import wait as wait_for_futures
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, connection, connections, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from integrations.exceptions import (
@@ -30,14 +64,16 @@ from integrations.exceptions import (
 )
 from integrations.models import Integration, IntegrationState
 from integrations.services import integration_mark_needs_attention, provider_for
-from notifications.emails import email_for
+from notifications.emails import email_for, emails_for
 from notifications.exceptions import DeliveryInternalError
 from notifications.models import Delivery, DeliveryStatus
 from notifications.services.events import link_recipients
 from notifications.services.outbox import enqueue_on_commit
 from notifications.services.pacing import (
+    Budget,
+    MailboxSlot,
     mailbox_budget,
-    mailbox_slot_settle,
+    mailbox_slot_release,
     mailbox_slot_take,
 )
 
@@ -81,20 +117,32 @@ def deliveries_claim(
     *,
     worker: str,
     delivery_ids: list[int] | None = None,
+    integration_ids: list[int] | None = None,
     exclude_integrations=(),
     limit: int | None = None,
 ) -> list[Delivery]:
-    """Claim up to `limit` due deliveries (of `delivery_ids`, or any) for `worker`."""
+    """Claim up to `limit` due deliveries for `worker`: of `delivery_ids`, of the
+    tools `integration_ids`, or any.
+
+    Finding nothing costs one query, which is all most delivery tasks do once
+    another run has sent their rows along with its own.
+    """
     limit = limit or int(settings.NOTIFICATIONS_CLAIM_BATCH)
     lease = float(settings.NOTIFICATIONS_LEASE_SECONDS)
     now = timezone.now()
-    with transaction.atomic():
+    locking = connection.features.has_select_for_update_skip_locked
+    # Only the row locks need a transaction. Without them (SQLite) the UPDATE below
+    # is the claim, and an IMMEDIATE transaction would take the database's write
+    # lock even for a task that finds nothing.
+    with transaction.atomic() if locking else nullcontext():
         candidates = Delivery.objects.filter(_due_q(now))
         if delivery_ids is not None:
             candidates = candidates.filter(pk__in=delivery_ids)
+        if integration_ids is not None:
+            candidates = candidates.filter(integration_id__in=integration_ids)
         if exclude_integrations:
             candidates = candidates.exclude(integration_id__in=exclude_integrations)
-        if connection.features.has_select_for_update_skip_locked:
+        if locking:
             candidates = candidates.select_for_update(skip_locked=True)
         picked = list(
             candidates.order_by("next_attempt_at", "pk").values_list("pk", flat=True)[
@@ -108,6 +156,7 @@ def deliveries_claim(
         Delivery.objects.filter(_due_q(now), pk__in=picked).update(
             status=DeliveryStatus.SENDING,
             claimed_by=worker,
+            claimed_at=now,
             lease_expires_at=now + timedelta(seconds=lease),
             attempts=F("attempts") + 1,
             updated_at=now,
@@ -121,17 +170,70 @@ def deliveries_claim(
     )
 
 
-def _finish(delivery: Delivery, worker: str, **fields) -> bool:
-    """Write the outcome, only if `worker` still holds the claim."""
-    fields.setdefault("claimed_by", "")
-    fields.setdefault("lease_expires_at", None)
-    fields["updated_at"] = timezone.now()
-    updated = Delivery.objects.filter(
-        pk=delivery.pk, claimed_by=worker, status=DeliveryStatus.SENDING
-    ).update(**fields)
-    for name, value in fields.items():
-        setattr(delivery, name, value)
-    return bool(updated)
+def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
+    """Write outcomes (a delivery and its fields each) for the rows `worker` still
+    holds; return the primary keys written.
+
+    One transaction with two statements, however many outcomes: a SELECT of the rows
+    still claimed by `worker` (locked on PostgreSQL; SQLite's IMMEDIATE transaction
+    holds the write lock), and one UPDATE that sets each field with a CASE on the
+    primary key and repeats `claimed_by = worker` in its WHERE, so a row another
+    worker took over (this run's lease ran out) keeps that worker's outcome. A value
+    may be an expression (`F("throttle_count") + 1`).
+    """
+    if not outcomes:
+        return set()
+    now = timezone.now()
+    by_pk: dict[int, tuple[Delivery, dict]] = {}
+    for delivery, fields in outcomes:
+        fields = {"claimed_by": "", "lease_expires_at": None, **fields}
+        fields["updated_at"] = now
+        by_pk[delivery.pk] = (delivery, fields)
+    held = Delivery.objects.filter(
+        pk__in=list(by_pk), claimed_by=worker, status=DeliveryStatus.SENDING
+    )
+    with transaction.atomic():
+        if connection.features.has_select_for_update:
+            held = held.select_for_update()
+        written = list(held.order_by("pk").values_list("pk", flat=True))
+        if written:
+            held.filter(pk__in=written).update(
+                **_case_by_pk({pk: by_pk[pk][1] for pk in written})
+            )
+    for pk in written:
+        delivery, fields = by_pk[pk]
+        for name, value in fields.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(delivery, name, value)
+    return set(written)
+
+
+def _case_by_pk(fields_by_pk: dict[int, dict]) -> dict:
+    """UPDATE arguments setting each row's own values: a plain value where every
+    row gets the same one, else CASE pk WHEN ... (rows without the field keep it)."""
+    names = sorted({name for fields in fields_by_pk.values() for name in fields})
+    updates = {}
+    for name in names:
+        model_field = Delivery._meta.get_field(name)
+        values = {pk: f[name] for pk, f in fields_by_pk.items() if name in f}
+        distinct = {repr(v) for v in values.values()}
+        if len(values) == len(fields_by_pk) and len(distinct) == 1:
+            updates[name] = next(iter(values.values()))
+            continue
+        updates[name] = Case(
+            *(
+                When(
+                    pk=pk,
+                    then=value
+                    if hasattr(value, "resolve_expression")
+                    else Value(value, output_field=model_field),
+                )
+                for pk, value in values.items()
+            ),
+            default=F(name),
+            output_field=model_field,
+        )
+    return updates
 
 
 def _release(deliveries: list[Delivery], worker: str, *, at: datetime) -> None:
@@ -160,6 +262,8 @@ class SendSummary:
     deferred: int = 0
     #: When to look again for the deliveries this run scheduled for a retry.
     retry_at: dict[int, datetime] = field(default_factory=dict)
+    #: The run stopped at NOTIFICATIONS_RUN_MAX_SECONDS, maybe with rows still due.
+    unfinished: bool = False
 
     @property
     def processed(self) -> int:
@@ -192,20 +296,166 @@ class _Connections:
             self.drop(integration_id)
 
 
+class _Heartbeat:
+    """Keeps the leases of the rows a run holds alive while the run lives.
+
+    One UPDATE ... WHERE claimed_by = the run, at least every third of a lease: the
+    run calls `beat()` between sends, and a daemon thread renews too when one send
+    blocks longer than that (a slow server, a token request, a long timeout). The
+    thread uses its own database connection, closed when it stops. A killed worker
+    renews nothing, so its rows are taken over about a lease after it died.
+    """
+
+    def __init__(self, worker: str):
+        lease = float(settings.NOTIFICATIONS_LEASE_SECONDS)
+        self.worker = worker
+        self.lease = timedelta(seconds=lease)
+        self.every = lease / 3
+        self.renewed = time.monotonic()
+        #: Held while renewing; `_Run.flush` holds it too, so the two never write
+        #: the run's rows at the same time.
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.renewed = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"lease-heartbeat-{self.worker[:12]}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # A renewal waiting for a database lock ends within the busy timeout;
+            # the thread is a daemon either way.
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def beat(self) -> None:
+        """Renew the leases if a third of a lease has passed since the last time."""
+        if time.monotonic() - self.renewed >= self.every:
+            self.renew()
+
+    def renew(self) -> int:
+        with self.lock:
+            renewed = Delivery.objects.filter(
+                claimed_by=self.worker, status=DeliveryStatus.SENDING
+            ).update(lease_expires_at=timezone.now() + self.lease)
+            self.renewed = time.monotonic()
+        return renewed
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.every / 4):
+                if time.monotonic() - self.renewed < self.every:
+                    continue
+                try:
+                    self.renew()
+                except DatabaseError:
+                    logger.warning(
+                        "Could not renew the leases of run %s",
+                        self.worker,
+                        exc_info=True,
+                    )
+        finally:
+            connections.close_all()  # this thread's connection only
+
+
+#: How many times in a row one delivery is retried inside the run after a short
+#: Retry-After, before it goes back to the queue.
+INLINE_RETRIES = 3
+#: Waits at least this long write the queued outcomes first (shorter ones are the
+#: pace of sending itself).
+FLUSH_BEFORE_WAIT_SECONDS = 0.25
+
+
+@dataclass(eq=False)
+class _Submission:
+    """One delivery on its way: its submission (prepared on the run's thread), the
+    mailbox slot it holds, and the throttles it met in this run."""
+
+    delivery: Delivery
+    subject: str
+    submit: Callable[[], str]
+    #: The mailbox's budget (None: not paced) and how many may be in flight at once.
+    budget: Budget | None
+    concurrency: int
+    slot: MailboxSlot | None = None
+    future: Future | None = None
+    #: Throttled and retried inside this run so far.
+    retries: int = 0
+    #: Not to be submitted again before this (time.monotonic()): a Retry-After.
+    not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one submission came back with."""
+
+    reply: str = ""
+    error: IntegrationError | None = None
+    #: The error is a bug of ours, not the server's answer (the connection is
+    #: dropped to be safe).
+    crashed: bool = False
+
+
+def _submit(submit: Callable[[], str]) -> _Answer:
+    """Run one submission (on a sending thread, or the run's): network only."""
+    try:
+        return _Answer(reply=str(submit() or ""))
+    except IntegrationError as error:
+        return _Answer(error=error)
+    except Exception:
+        logger.exception("A submission failed unexpectedly")
+        return _Answer(
+            error=DeliveryInternalError("unexpected error while sending"), crashed=True
+        )
+
+
+def _count_throttle(delivery: Delivery, worker: str) -> None:
+    """One more throttle for the delivery (its row, while `worker` holds it)."""
+    Delivery.objects.filter(
+        pk=delivery.pk, claimed_by=worker, status=DeliveryStatus.SENDING
+    ).update(throttle_count=F("throttle_count") + 1)
+    delivery.throttle_count += 1
+
+
 class _Run:
     """One call of `deliveries_send`: its claim token, connections and outcomes."""
 
-    def __init__(self):
-        self.worker = uuid.uuid4().hex
+    def __init__(self, worker: str | None = None):
+        self.worker = worker or uuid.uuid4().hex
         self.summary = SendSummary()
         self.connections = _Connections()
+        self.heartbeat = _Heartbeat(self.worker)
+        #: Deliveries handed to `send` so far.
+        self.handled = 0
+        #: The tools of the rows this run claimed: it goes on with their due rows.
+        self.tools: set[int] = set()
+        #: Outcomes not written yet (`finish` queues, `flush` writes), and the lock
+        #: that lets sending threads queue them.
+        self.outcomes: list[tuple[Delivery, dict]] = []
+        self._outcomes_lock = threading.Lock()
         #: Integrations this run stops sending through, and until when (throttled,
         #: needing attention, or their mailbox's budget spent).
         self.waiting: dict[int, datetime] = {}
         #: Of those, the ones waiting because their mailbox's budget is spent.
         self.paced: set[int] = set()
-        #: Per integration: (sender mailbox, budget), or None when not paced.
-        self.budgets: dict[int, tuple[str, int] | None] = {}
+        #: Per integration: (sender mailbox, budget or None when not paced, how many
+        #: submissions may be in flight at once).
+        self.budgets: dict[int, tuple[str, Budget | None, int]] = {}
+        #: Submissions running on `executor`'s threads, and throttled ones waiting
+        #: for their Retry-After to be submitted again (`submit`, `drain`).
+        self.submissions: list[_Submission] = []
+        self.retries: list[_Submission] = []
+        self.executor: ThreadPoolExecutor | None = None
+        #: Tools whose server accepted a message in this run: only then do their
+        #: submissions run side by side (a wrong secret fails one, not four).
+        self.accepted: set[int] = set()
+        #: The claimed batch's messages, rendered together (`emails_for`).
+        self.emails: dict = {}
 
     def wait(self, integration_id: int, until: datetime) -> None:
         """Send nothing more through the tool in this run; its deliveries wait until
@@ -214,11 +464,12 @@ class _Run:
             until, self.waiting.get(integration_id, until)
         )
 
-    def defer_waiting(self, delivery_ids: list[int] | None) -> None:
+    def defer_waiting(self) -> None:
         """Push the due, unclaimed deliveries of waiting tools to the wait's end.
 
-        Of `delivery_ids` (a task's own rows), or of every row for a sweep, so that
-        the caller schedules one follow-up task for them at the wait's end.
+        Every such row of the tool, not only the task's own: this run works through
+        its tools' due rows, and the tasks of the others would otherwise each run
+        into the same wait. The caller schedules one follow-up task for them all.
         """
         for integration_id, until in self.waiting.items():
             rows = Delivery.objects.filter(
@@ -226,8 +477,6 @@ class _Run:
                 status=DeliveryStatus.PENDING,
                 next_attempt_at__lt=until,
             )
-            if delivery_ids is not None:
-                rows = rows.filter(pk__in=delivery_ids)
             ids = list(rows.values_list("pk", flat=True))
             if ids:
                 rows.filter(pk__in=ids).update(next_attempt_at=until)
@@ -235,15 +484,17 @@ class _Run:
                     self.summary.retry_at[pk] = until
 
     def send(self, delivery: Delivery) -> None:
+        """Send one claimed delivery, or record why not.
+
+        A tool that allows several submissions at once may still be sending it when
+        this returns (on a thread; `drain` waits for the rest). Outcomes are always
+        recorded on the run's thread.
+        """
+        self.collect()
+        self.resubmit()
         integration = delivery.integration
         if delivery.integration_id in self.waiting:
-            at = self.waiting[delivery.integration_id]
-            _release([delivery], self.worker, at=at)
-            if delivery.integration_id in self.paced:
-                self.summary.deferred += 1
-            else:
-                self.summary.retrying += 1
-            self.summary.retry_at[delivery.pk] = at
+            self.postpone(delivery)
             return
         if integration.state == IntegrationState.INACTIVE:
             self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_inactive")
@@ -258,14 +509,11 @@ class _Run:
         if not delivery.recipients:
             self.finish(delivery, DeliveryStatus.FAILED, error_code="no_recipients")
             return
-        slot = None
         try:
-            email = email_for(delivery)
-            slot = self.slot(integration)
-            if slot is not None and not slot.taken:
-                self.defer(delivery, slot.free_at)
-                return
-            reply = self.connections.get(integration).send(email)
+            email = self.emails.pop(delivery.pk, None) or email_for(delivery)
+            _, budget, concurrency = self.pacing(integration)
+            # The token (and anything else that reads or writes rows) on this thread.
+            submit = self.connections.get(integration).prepare(email)
         except IntegrationError as error:
             self.failed(delivery, error)
             return
@@ -277,31 +525,174 @@ class _Run:
             self.connections.drop(integration.pk)
             self.failed(delivery, error)
             return
-        finally:
-            if slot is not None:
-                mailbox_slot_settle(slot=slot)
-        self.finish(
-            delivery,
-            DeliveryStatus.SENT,
-            subject=email.subject[:300],
-            request_id=str(reply or "")[:500],
-            error_code="",
-            sent_at=timezone.now(),
+        self.submit(
+            _Submission(
+                delivery=delivery,
+                subject=email.subject,
+                submit=submit,
+                budget=budget,
+                concurrency=concurrency,
+            )
         )
 
-    def slot(self, integration: Integration):
-        """One submission from the tool's sender mailbox, when the tool is paced."""
+    def pacing(self, integration: Integration) -> tuple[str, Budget | None, int]:
+        """The tool's sender mailbox, its budget (None: not paced) and how many
+        submissions may be in flight at once; looked up once per run."""
         if integration.pk not in self.budgets:
             provider = provider_for(integration)
-            budget = mailbox_budget(provider)
-            self.budgets[integration.pk] = (provider.sender, budget) if budget else None
-        paced = self.budgets[integration.pk]
-        if paced is None:
+            limits = provider.sending_limits
+            self.budgets[integration.pk] = (
+                provider.sender,
+                mailbox_budget(provider),
+                limits.concurrency if limits else 1,
+            )
+        return self.budgets[integration.pk]
+
+    def slot(self, integration: Integration) -> MailboxSlot | None:
+        """One submission from the tool's sender mailbox, when the tool is paced."""
+        mailbox, budget, _ = self.pacing(integration)
+        if budget is None:
             return None
-        mailbox, budget = paced
         return mailbox_slot_take(
             integration_id=integration.pk, mailbox=mailbox, budget=budget
         )
+
+    def submit(self, submission: _Submission) -> None:
+        """Take a slot of the mailbox's budget, then submit: on a thread when the
+        tool allows several at once, else here.
+
+        A wait for the slot, or for a Retry-After, shorter than
+        NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS (all of this delivery's waits
+        together) is spent here, collecting the other submissions meanwhile; a
+        longer one defers the delivery, and the tool's others, to the queue.
+        """
+        delivery = submission.delivery
+        inline = float(settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS)
+        waited = 0.0
+        while True:
+            if delivery.integration_id in self.waiting:
+                # Throttled or out of budget meanwhile: not attempted after all.
+                self.postpone(delivery)
+                return
+            pause = submission.not_before - time.monotonic()
+            if pause > 0:
+                self.pause(pause)
+                continue
+            slot = self.slot(delivery.integration)
+            if slot is None or slot.taken:
+                break
+            if waited + slot.wait > inline:
+                self.defer(delivery, slot.free_at)
+                return
+            waited += slot.wait
+            self.pause(slot.wait)
+        submission.slot = slot
+        if submission.concurrency <= 1:
+            self.settle(submission, _submit(submission.submit))
+            return
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(
+                max_workers=submission.concurrency, thread_name_prefix="delivery-send"
+            )
+        submission.future = self.executor.submit(_submit, submission.submit)
+        self.submissions.append(submission)
+        # Never more of one tool's in flight here than it allows (the slots keep
+        # all workers together under it; unpaced, this does), and one at a time
+        # until its server has accepted one.
+        tool = delivery.integration_id
+        limit = submission.concurrency if tool in self.accepted else 1
+        while sum(s.delivery.integration_id == tool for s in self.submissions) >= limit:
+            self.collect(timeout=None, first=True)
+
+    def pause(self, seconds: float) -> None:
+        """Wait here, recording the outcomes of submissions that finish meanwhile.
+
+        A longer wait writes the queued outcomes first, so that a worker killed while
+        waiting sends nothing twice.
+        """
+        if seconds >= FLUSH_BEFORE_WAIT_SECONDS:
+            self.flush()
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.submissions:
+                self.collect(timeout=left, first=True)
+            else:
+                time.sleep(left)
+        self.heartbeat.beat()
+
+    def collect(self, *, timeout: float | None = 0, first: bool = False) -> None:
+        """Record the outcomes of the submissions that have finished: those done
+        now (`timeout` 0), or waiting up to `timeout` seconds (None: without limit)
+        for the first (`first`) or all of them."""
+        if not self.submissions:
+            return
+        done, _ = wait_for_futures(
+            [s.future for s in self.submissions],
+            timeout=timeout,
+            return_when=FIRST_COMPLETED if first else ALL_COMPLETED,
+        )
+        for submission in [s for s in self.submissions if s.future in done]:
+            self.submissions.remove(submission)
+            self.settle(submission, submission.future.result())
+
+    def resubmit(self) -> None:
+        """Submit again the throttled deliveries whose Retry-After was short."""
+        while self.retries:
+            self.submit(self.retries.pop(0))
+
+    def drain(self) -> None:
+        """Wait for every submission under way, and retry the throttled ones
+        waiting here, until all have an outcome; then stop the sending threads."""
+        while self.submissions or self.retries:
+            if self.retries:
+                self.resubmit()
+            else:
+                self.collect(timeout=None)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+    def settle(self, submission: _Submission, answer: _Answer) -> None:
+        """The server answered (on the run's thread): give the slot back, telling
+        the mailbox's budget whether it was throttled, and record the outcome."""
+        delivery, error = submission.delivery, answer.error
+        pause = None
+        if isinstance(error, Throttled):
+            _count_throttle(delivery, self.worker)
+            pause = self.throttle_pause(delivery, error)
+        if submission.slot is not None:
+            mailbox_slot_release(
+                slot=submission.slot, budget=submission.budget, throttled_for=pause
+            )
+            submission.slot = None
+        if error is None:
+            self.accepted.add(delivery.integration_id)
+            self.finish(
+                delivery,
+                DeliveryStatus.SENT,
+                subject=submission.subject[:300],
+                request_id=answer.reply[:500],
+                error_code="",
+                sent_at=timezone.now(),
+            )
+            return
+        if answer.crashed:
+            self.connections.drop(delivery.integration_id)
+        if isinstance(error, Throttled):
+            self.throttled(delivery, error, pause=pause, submission=submission)
+        else:
+            self.failed(delivery, error)
+
+    def postpone(self, delivery: Delivery) -> None:
+        """The tool is waiting (throttled, out of budget, needing attention): the
+        delivery, not attempted, waits with it."""
+        at = self.waiting[delivery.integration_id]
+        _release([delivery], self.worker, at=at)
+        if delivery.integration_id in self.paced:
+            self.summary.deferred += 1
+        else:
+            self.summary.retrying += 1
+        self.summary.retry_at[delivery.pk] = at
 
     def defer(self, delivery: Delivery, until: datetime) -> None:
         """The mailbox's budget is spent: the delivery (not attempted) and the tool's
@@ -313,23 +704,91 @@ class _Run:
         self.summary.retry_at[delivery.pk] = until
 
     def finish(self, delivery: Delivery, status: str, **fields) -> None:
-        if not _finish(delivery, self.worker, status=status, **fields):
-            # Our lease expired and another worker took the row over: its outcome wins.
-            logger.warning(
-                "Delivery %s was taken over by another worker", delivery.uuid
-            )
+        """Record the delivery's outcome (`status` and the fields to write).
+
+        Queued, not written: `flush` writes it with the others. Safe to call from
+        sending threads.
+        """
+        with self._outcomes_lock:
+            self.outcomes.append((delivery, {"status": status, **fields}))
+
+    def flush(self) -> None:
+        """Write the queued outcomes in one transaction (see `_finish`).
+
+        Called at least every NOTIFICATIONS_OUTCOME_FLUSH deliveries, when a group
+        of sends completes; call it before any wait too, so that a worker killed
+        while waiting sends nothing twice. An outcome whose row another worker
+        took over (this run's lease ran out) is dropped: that worker's wins.
+        """
+        with self._outcomes_lock:
+            outcomes, self.outcomes = self.outcomes, []
+        if not outcomes:
             return
-        if status == DeliveryStatus.SENT:
-            self.summary.sent += 1
-        elif status == DeliveryStatus.FAILED:
-            self.summary.failed += 1
-        elif status == DeliveryStatus.SKIPPED:
-            self.summary.skipped += 1
-        else:
-            self.summary.retrying += 1
-            self.summary.retry_at[delivery.pk] = fields["next_attempt_at"]
+        try:
+            # Never while the heartbeat renews the same rows: on PostgreSQL the two
+            # statements could lock them in opposite orders and deadlock.
+            with self.heartbeat.lock:
+                written = _finish(outcomes, self.worker)
+        except Exception:
+            # Nothing was written (one transaction): keep them for the next flush.
+            with self._outcomes_lock:
+                self.outcomes[:0] = outcomes
+            raise
+        for delivery, fields in outcomes:
+            if delivery.pk not in written:
+                logger.warning(
+                    "Delivery %s was taken over by another worker", delivery.uuid
+                )
+                continue
+            status = fields["status"]
+            if status == DeliveryStatus.SENT:
+                self.summary.sent += 1
+            elif status == DeliveryStatus.FAILED:
+                self.summary.failed += 1
+            elif status == DeliveryStatus.SKIPPED:
+                self.summary.skipped += 1
+            else:
+                self.summary.retrying += 1
+                self.summary.retry_at[delivery.pk] = fields["next_attempt_at"]
+
+    def sent_one(self) -> None:
+        """After each send (a group of one): flush when enough outcomes are queued,
+        and renew the leases when due."""
+        self.handled += 1
+        if len(self.outcomes) >= max(1, int(settings.NOTIFICATIONS_OUTCOME_FLUSH)):
+            self.flush()
+        self.heartbeat.beat()
+
+    def close(self) -> None:
+        """Write what is still queued (after an error too), stop the heartbeat and
+        close the connections."""
+        try:
+            try:
+                self.drain()
+            except Exception:
+                # The rows of the sends it could not finish stay claimed: sent
+                # again once the lease runs out.
+                logger.exception("Could not finish the sends of run %s", self.worker)
+            if self.outcomes:
+                try:
+                    self.flush()
+                except Exception:
+                    # Their rows stay claimed: sent again once the lease runs out.
+                    logger.exception(
+                        "Could not write the outcomes of run %s", self.worker
+                    )
+        finally:
+            self.heartbeat.stop()
+            self.connections.close()
 
     def failed(self, delivery: Delivery, error: IntegrationError) -> None:
+        """Record a failed attempt: retried later while retryable and attempts are
+        left, else failed (and the tool marked when the error concerns it). A
+        throttle is no attempt (`throttled`)."""
+        if isinstance(error, Throttled):
+            _count_throttle(delivery, self.worker)
+            self.throttled(delivery, error, pause=self.throttle_pause(delivery, error))
+            return
         integration = delivery.integration
         max_attempts = int(settings.NOTIFICATIONS_MAX_ATTEMPTS)
         common = {
@@ -344,7 +803,7 @@ class _Run:
             error,
         )
         if isinstance(error, (ConnectionFailed, ServiceUnavailable)):
-            # The session may be broken (a dropped connection, an SMTP 421).
+            # The session may be broken (a dropped connection, an SMTP 4xx).
             self.connections.drop(integration.pk)
         if error.retryable and delivery.attempts < max_attempts:
             delay = retry_delay(
@@ -352,10 +811,6 @@ class _Run:
             )
             at = timezone.now() + timedelta(seconds=delay)
             self.finish(delivery, DeliveryStatus.PENDING, next_attempt_at=at, **common)
-            if isinstance(error, Throttled):
-                # The server asked this client to slow down: the tool's other
-                # deliveries wait too instead of being refused one by one.
-                self.wait(integration.pk, at)
             return
         self.finish(delivery, DeliveryStatus.FAILED, **common)
         if error.needs_attention:
@@ -364,36 +819,147 @@ class _Run:
             base = float(settings.NOTIFICATIONS_RETRY_BASE_SECONDS)
             self.wait(integration.pk, timezone.now() + timedelta(seconds=base))
 
+    @staticmethod
+    def throttle_pause(delivery: Delivery, error: Throttled) -> float:
+        """How long the mailbox should rest after `error`: the server's Retry-After
+        (at most NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS), else a backoff on how often
+        this delivery was throttled."""
+        retry_after = error.retry_after
+        if retry_after is None:
+            return retry_delay(attempts=max(1, delivery.throttle_count))
+        ceiling = float(settings.NOTIFICATIONS_RETRY_AFTER_MAX_SECONDS)
+        if not math.isfinite(retry_after) or retry_after > ceiling:
+            return ceiling
+        return max(0.0, retry_after)
+
+    def throttled(
+        self,
+        delivery: Delivery,
+        error: Throttled,
+        *,
+        pause: float,
+        submission: _Submission | None = None,
+    ) -> None:
+        """The server asked to slow down (already counted in `throttle_count`).
+
+        Not an attempt: the claim's is given back. After a short Retry-After the
+        same submission goes again from here, at most INLINE_RETRIES times in a row;
+        otherwise the delivery waits `pause` in the queue, and the tool's others with
+        it. It fails ("throttled_too_long") only once older than
+        NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS.
+        """
+        integration = delivery.integration
+        logger.info(
+            "Delivery %s through %s throttled (%s), resting %.1fs: %s",
+            delivery.uuid,
+            integration.provider,
+            delivery.throttle_count,
+            pause,
+            error,
+        )
+        if error.status == 421:
+            # Exchange closes the session with its 421.
+            self.connections.drop(integration.pk)
+        common = {
+            "error_code": error.code[:64],
+            "request_id": (error.request_id or "")[:500],
+            # A throttle is not an attempt: give back the one the claim counted.
+            "attempts": F("attempts") - 1,
+        }
+        age = (timezone.now() - delivery.created_at).total_seconds()
+        if age >= float(settings.NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS):
+            self.finish(
+                delivery,
+                DeliveryStatus.FAILED,
+                **{**common, "error_code": "throttled_too_long"},
+            )
+            return
+        inline = float(settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS)
+        if (
+            submission is not None
+            and error.retry_after is not None
+            and pause < inline
+            and submission.retries < INLINE_RETRIES
+        ):
+            submission.retries += 1
+            submission.not_before = time.monotonic() + pause
+            self.retries.append(submission)
+            return
+        at = timezone.now() + timedelta(
+            seconds=retry_delay(attempts=delivery.throttle_count, retry_after=pause)
+        )
+        self.finish(delivery, DeliveryStatus.PENDING, next_attempt_at=at, **common)
+        # The tool's other deliveries wait too instead of being refused one by one.
+        self.wait(integration.pk, at)
+
 
 def deliveries_send(
-    *, delivery_ids: list[int] | None = None, max_deliveries: int | None = None
+    *,
+    delivery_ids: list[int] | None = None,
+    max_deliveries: int | None = None,
+    worker: str | None = None,
+    on_claim: Callable[[], object] | None = None,
 ) -> SendSummary:
-    """Send the due deliveries among `delivery_ids` (or every due one).
+    """Send the due deliveries among `delivery_ids`, then the other due deliveries
+    of their tools (or, without `delivery_ids`, every due one).
 
-    Claims them a few at a time and sends each tool's share over one connection
-    (one token, one keep-alive or SMTP session) for the whole run. Retryable
-    failures (throttling, 5xx, timeouts, dropped connections, SMTP 4xx) are
-    scheduled again with backoff, honouring Retry-After; permanent ones fail the
-    delivery at once, and those that concern the tool itself (authentication,
-    permission, sender) also mark it "Needs attention". A paced tool's deliveries
-    beyond its mailbox's budget are not attempted but wait for a free slot. Returns
-    what happened; the caller schedules the next look at `summary.retry_at`.
+    Claims NOTIFICATIONS_CLAIM_BATCH at a time, for up to
+    NOTIFICATIONS_RUN_MAX_SECONDS (then `summary.unfinished` is set), and sends each
+    tool's share over one connection (one token, one keep-alive or SMTP session) for
+    the whole run; many small tasks due together are sent by the first one to run,
+    and the others find nothing (one query). Retryable failures (throttling, 5xx,
+    timeouts, dropped connections, SMTP 4xx) are scheduled again with backoff,
+    honouring Retry-After; permanent ones fail the delivery at once, and those that
+    concern the tool itself (authentication, permission, sender) also mark it
+    "Needs attention". A paced tool's deliveries beyond its mailbox's budget are not
+    attempted but wait for a free slot.
+
+    `worker` is the claim token (`claimed_by`; a fresh one by default); `on_claim`
+    is called once, after the first rows are claimed (the task books its recovery
+    then). Leases are renewed while the run lives; outcomes are written a batch at
+    a time (see the module's docstring for what a kill may send twice). Returns what
+    happened; the caller schedules the next look at `summary.retry_at`.
     """
-    run = _Run()
+    run = _Run(worker=worker)
+    deadline = time.monotonic() + float(settings.NOTIFICATIONS_RUN_MAX_SECONDS)
+    batch_size = int(settings.NOTIFICATIONS_CLAIM_BATCH)
+    own, tools = delivery_ids, None
     try:
-        while max_deliveries is None or run.summary.processed < max_deliveries:
+        while max_deliveries is None or run.handled < max_deliveries:
+            if time.monotonic() >= deadline:
+                run.summary.unfinished = True
+                break
+            limit = batch_size
+            if max_deliveries is not None:
+                limit = min(limit, max_deliveries - run.handled)
             batch = deliveries_claim(
                 worker=run.worker,
-                delivery_ids=delivery_ids,
+                delivery_ids=own,
+                integration_ids=tools,
                 exclude_integrations=list(run.waiting),
+                limit=limit,
             )
             if not batch:
+                if own is not None and (run.tools - set(run.waiting)):
+                    # The task's own rows are done: now the same tools' other due
+                    # rows, while this run has their connections open.
+                    own, tools = None, sorted(run.tools)
+                    continue
                 break
+            if not run.tools:
+                run.heartbeat.start()
+                if on_claim is not None:
+                    on_claim()
+            run.emails = emails_for(batch, skip_errors=True)
             for delivery in batch:
+                run.tools.add(delivery.integration_id)
                 run.send(delivery)
-        run.defer_waiting(delivery_ids)
+                run.sent_one()
+        run.drain()
+        run.flush()
+        run.defer_waiting()
     finally:
-        run.connections.close()
+        run.close()
     return run.summary
 
 

@@ -79,8 +79,12 @@ def test_sarif_import_benchmark_on_postgresql_in_a_database_of_its_own(postgres_
     import psycopg
 
     def databases():
+        # Only the benchmark's own: other processes may create databases meanwhile.
         with psycopg.connect(postgres_url.replace("postgres://", "postgresql://")) as c:
-            return {r[0] for r in c.execute("SELECT datname FROM pg_database")}
+            rows = c.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'sarif_bench_%'"
+            )
+            return {r[0] for r in rows}
 
     before = databases()
     output = run_bench(
@@ -96,16 +100,121 @@ def test_sarif_import_benchmark_on_postgresql_in_a_database_of_its_own(postgres_
     assert databases() == before  # its throwaway database is gone again
 
 
-def test_delivery_benchmark_prints_rate_one_token_and_connections():
+def bench_sections(output: str) -> dict[str, str]:
+    """The sections of a delivery benchmark: {heading without its brackets: the
+    lines under it, up to the next blank line}."""
+    return {
+        match.group(1): match.group(2)
+        for match in re.finditer(r"^\[([^\]\n]+)\]\n((?:[^\n]+\n?)*)", output, re.M)
+    }
+
+
+def section(sections: dict, *words: str) -> str:
+    """The one section whose heading has all of `words`."""
+    found = [text for name, text in sections.items() if all(w in name for w in words)]
+    assert len(found) == 1, f"{words} in {list(sections)}"
+    return found[0]
+
+
+MODES = ("all events in one transaction", "each event in its own transaction")
+
+
+def assert_delivery_figures(sections: dict, database: str, tools=("Graph", "SMTP")):
+    for tool in tools:
+        for mode in MODES:
+            run = section(sections, database, tool, mode)
+            assert re.fullmatch(r"[\d.]+ s", figure(run, "first claim -> last sent"))
+            assert re.fullmatch(
+                r"[\d.]+ messages/s \(\d+ sent\)", figure(run, "product")
+            )
+            assert re.match(r"\d+ for 5 messages", figure(run, "token requests"))
+            assert re.match(
+                r"https \d+, smtp \d+", figure(run, "TCP connections opened")
+            )
+            assert re.match(
+                r"\d+ / \d+ / \d+ ", figure(run, "delivered / lost / doubled")
+            )
+        ratios = section(sections, database, tool, "product / baseline")
+        for mode in ("together", "separate"):
+            assert re.fullmatch(
+                r"[\d.]+x \(target >= [\d.]+x: (meets|MISSES)\)",
+                figure(ratios, f"ratio, {mode}"),
+            )
+
+
+def test_delivery_benchmark_prints_rates_ratios_tokens_and_connections():
     output = run_bench("delivery.py", "--messages", "5")
-    assert re.fullmatch(r"5 in [\d.]+s -> \d+ messages/s", figure(output, "sent:")), (
-        output
+    sections = bench_sections(output)
+    assert_delivery_figures(sections, "SQLite")
+    bare = section(sections, "SQLite", "Graph", "baseline:")
+    assert re.match(r"[\d.]+ messages/s \(5 sendMail", figure(bare, "bare loop"))
+    django = section(sections, "SQLite", "SMTP", "baseline:")
+    assert re.match(
+        r"[\d.]+ messages/s \(5 messages", figure(django, "Django EmailBackend")
     )
-    assert figure(output, "token requests:").startswith("1 ")
-    assert re.fullmatch(
-        r'\{"https": \d+, "smtp": \d+\}', figure(output, "TCP connections:")
+    assert "Not measured here:" in output
+
+
+@pytest.mark.services
+def test_delivery_benchmark_on_postgresql_in_a_database_of_its_own(postgres_url):
+    import psycopg
+
+    def own_databases():
+        # Only the benchmark's: other tests create and drop databases meanwhile.
+        with psycopg.connect(postgres_url.replace("postgres://", "postgresql://")) as c:
+            names = [r[0] for r in c.execute("SELECT datname FROM pg_database")]
+        return {name for name in names if name.startswith("bench_delivery_")}
+
+    before = own_databases()
+    output = run_bench(
+        "delivery.py",
+        "--messages",
+        "5",
+        "--tools",
+        "graph",
+        "--database-url",
+        postgres_url,
     )
-    assert figure(output, "sandbox received:").startswith("5 messages")
+    sections = bench_sections(output)
+    assert_delivery_figures(sections, "PostgreSQL", tools=("Graph",))
+    assert_delivery_figures(sections, "SQLite", tools=("Graph",))
+    assert own_databases() == before  # its throwaway database is gone again
+
+
+def test_throttling_benchmark_prints_share_of_budget_429s_lost_and_doubled():
+    output = run_bench(
+        "throttling.py", "--messages", "10", "--budget", "5", "--window", "1"
+    )
+    sections = bench_sections(output)
+    for heading in ("(a) told the budget", "(b) told nothing"):
+        mode = sections[heading]
+        assert figure(mode, "told by")
+        assert re.match(
+            r"\d+% \(\d+ of the \d+ the sandbox accepts in \d+ windows; "
+            r"target >= \d+%: (meets|MISSES)\)",
+            figure(mode, "delivered/allowed"),
+        )
+        assert re.match(r"[\d.]+ messages/s \(allowed", figure(mode, "delivered rate"))
+        assert re.match(r"\d+ \(sandbox counter", figure(mode, "429 answers"))
+        assert re.match(r"\d+ \(", figure(mode, "lost"))
+        assert re.match(r"\d+ \(", figure(mode, "doubled"))
+
+
+def test_fault_drill_loses_nothing_through_faults_and_a_killed_worker():
+    output = run_bench("fault_drill.py", "--deliveries", "20")
+    sections = bench_sections(output)
+    drill = sections["drill"]
+    assert "with SIGKILL" in figure(drill, "killed")
+    assert figure(drill, "restarted")
+    result = sections["result"]
+    assert figure(result, "expected") == "20"
+    assert re.fullmatch(r"\d+", figure(result, "delivered"))
+    assert figure(result, "lost") == "0"
+    assert re.match(r"\d+ \(Graph \d+, SMTP \d+;", figure(result, "doubled"))
+    assert re.match(r"\d+ \(", figure(result, "doubled after a 504-after-accept"))
+    assert re.match(r"\d+ \(", figure(result, "doubled otherwise"))
+    assert figure(result, "504-after-accept per the product")
+    assert figure(result, "sender mailboxes (sandbox)")
 
 
 def test_benchmark_defaults_are_the_sizes_the_issue_names():
@@ -117,4 +226,28 @@ def test_benchmark_defaults_are_the_sizes_the_issue_names():
     assert re.search(
         r"--messages N, --count N\s+notifications to deliver \(default: 1000\)",
         delivery,
+    )
+    drill = " ".join(run_bench("fault_drill.py", "--help").split())
+    assert "--deliveries N deliveries, half through each tool (default: 1000)" in drill
+
+
+def test_email_build_benchmark_prints_mime_and_rendering_times_and_queries():
+    output = run_bench(
+        "email_build.py",
+        *("--deliveries", "3", "--findings", "2", "--repeat", "2", "--messages", "5"),
+    )
+    ms_per_message = r"[\d.]+ ms/message"
+    assert re.fullmatch(ms_per_message, figure(output, "build_message (compat32)"))
+    assert re.fullmatch(ms_per_message, figure(output, "Django EmailMultiAlternatives"))
+    assert re.fullmatch(r"[\d.]+ x", figure(output, "ratio build_message / Django"))
+    assert re.fullmatch(
+        r"[\d.]+ ms/email, 3 queries per batch",
+        figure(output, "previous email_for, one at a time"),
+    )
+    assert re.fullmatch(
+        r"[\d.]+ ms/email, 1 query per batch", figure(output, "emails_for, one batch")
+    )
+    assert figure(output, "same bytes, all three") == "yes"
+    assert figure(output, "decryptions (secrets, token cache)").startswith(
+        "2 (one per row and field without the cache: 6)"
     )

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 from django.core.management import call_command
 from django.db import connection
 
+from integrations import fields
 from integrations.fields import DecryptionError
 from integrations.models import Integration
 
@@ -106,3 +107,75 @@ def test_development_generates_a_key_once(tmp_path):
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert (tmp_path / "field_encryption_key").exists()
+
+
+@pytest.fixture
+def count_decryptions(monkeypatch):
+    """How many times a stored value is really decrypted (MultiFernet.decrypt)."""
+    calls = []
+    real = MultiFernet.decrypt
+
+    def counting(self, token, ttl=None):
+        calls.append(token)
+        return real(self, token, ttl)
+
+    monkeypatch.setattr(MultiFernet, "decrypt", counting)
+    return calls
+
+
+def test_a_claimed_batch_decrypts_its_tools_secrets_once_not_per_row(
+    project, count_decryptions
+):
+    from notifications.models import EventKind, ToolLink
+    from notifications.services import event_emit
+    from notifications.services.delivery import deliveries_claim
+
+    tool = Integration.objects.create(
+        provider="smtp",
+        state="active",
+        secrets={"client_secret": "abc"},
+        token_cache='{"AccessToken": {}}' + " " * 4000,
+    )
+    ToolLink.objects.create(
+        project=project,
+        integration=tool,
+        notify_scan_completed=True,
+        recipients=["a@contoso.example"],
+    )
+    for _ in range(25):
+        event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    fields._decrypt.cache_clear()  # as in a worker that has read nothing yet
+    count_decryptions.clear()
+
+    batch = deliveries_claim(worker="w", limit=25)
+
+    assert len(batch) == 25
+    # Each delivery's row of the tool holds the same two tokens: two decryptions.
+    assert len(count_decryptions) == 2
+    assert {d.integration.secrets["client_secret"] for d in batch} == {"abc"}
+    # The rows do not share one dict: changing one changes no other.
+    batch[0].integration.secrets["client_secret"] = "changed"
+    assert batch[1].integration.secrets == {"client_secret": "abc"}
+
+
+def test_a_changed_secret_is_read_at_once(count_decryptions):
+    integration = Integration.objects.create(provider="x", secrets={"a": "1"})
+    for _ in range(3):
+        assert Integration.objects.get(pk=integration.pk).secrets == {"a": "1"}
+    assert len(count_decryptions) == 1
+
+    # Written the way token stores write (UPDATE, so updated_at does not move).
+    Integration.objects.filter(pk=integration.pk).update(secrets={"a": "2"})
+
+    assert Integration.objects.get(pk=integration.pk).secrets == {"a": "2"}
+    assert len(count_decryptions) == 2
+
+
+def test_a_decrypted_value_is_not_kept_for_other_keys(settings):
+    integration = Integration.objects.create(provider="x", secrets={"a": "b"})
+    assert Integration.objects.get(pk=integration.pk).secrets == {"a": "b"}
+
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    with pytest.raises(DecryptionError):
+        Integration.objects.get(pk=integration.pk)

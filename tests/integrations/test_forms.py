@@ -102,3 +102,33 @@ def test_expiry_must_be_a_date(date):
 def test_client_secret_is_never_rendered_back():
     form = MicrosoftAzureMailForm({**GOOD, "client_secret": "do-not-render"})
     assert "do-not-render" not in str(form)
+
+
+# --- Messages per minute (advanced): blank is Microsoft's limit ------------------------
+
+
+def test_messages_per_minute_is_optional_and_blank_means_microsofts_limit():
+    form = MicrosoftAzureMailForm({**GOOD, "messages_per_minute": ""})
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["messages_per_minute"] is None
+    assert "10,000 requests" not in str(form.fields["messages_per_minute"].help_text)
+    assert "1,000 a minute" in str(form.fields["messages_per_minute"].help_text)
+
+
+@pytest.mark.parametrize("value", ["1", "60", "1000"])
+def test_messages_per_minute_accepts_up_to_graphs_limit(value):
+    form = MicrosoftAzureMailForm({**GOOD, "messages_per_minute": value})
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["messages_per_minute"] == int(value)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1001", "2.5", "ten", "1e3", "<b>5</b>"])
+def test_messages_per_minute_beyond_graphs_limit_or_not_a_number_is_refused(value):
+    errors = errors_for(messages_per_minute=value)
+    assert "messages_per_minute" in errors
+    assert all(message for message in errors["messages_per_minute"])
+
+
+def test_over_the_limit_says_what_microsoft_accepts():
+    (message,) = errors_for(messages_per_minute="5000")["messages_per_minute"]
+    assert "Microsoft Graph accepts at most 1,000 messages a minute" in message

@@ -555,3 +555,35 @@ def test_redirect_url_cannot_be_posted(settings):
     assert cleaned["redirect_url"] == (
         "https://appsec.example.com/integrations/oauth/callback/"
     )
+
+
+# --- Messages per minute (advanced) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base, value, valid",
+    [
+        (APP, "", True),  # Exchange Online's 30
+        (APP, "30", True),
+        (APP, "31", False),  # above Exchange Online SMTP's limit
+        (GOOD, "1000", False),
+        ({**GOOD, "communication_type": "api"}, "1000", True),  # Graph's limit
+        ({**GOOD, "communication_type": "api"}, "1001", False),
+        (OTHER_BASIC, "600", True),  # another server may allow more
+        (OTHER_BASIC, "10000", True),
+        (OTHER_BASIC, "10001", False),
+        (OTHER_BASIC, "0", False),
+    ],
+)
+def test_messages_per_minute_is_bounded_by_the_servers_limit(base, value, valid):
+    errors = errors_for(base, messages_per_minute=value)
+    assert ("messages_per_minute" not in errors) == valid, errors
+
+
+def test_a_tools_messages_per_minute_reaches_its_provider():
+    config = cleaned_for(OTHER_BASIC, messages_per_minute="600")
+    provider = SmtpProvider(config=config, secrets={})
+    assert provider.messages_per_minute == 600
+    assert provider.sending_limits.messages == 30  # Microsoft's, for reference
+    blank = SmtpProvider(config=cleaned_for(APP), secrets={})
+    assert blank.messages_per_minute is None

@@ -240,3 +240,23 @@ def test_pages_forbid_inline_and_third_party_scripts(admin_client):
     assert "frame-ancestors 'none'" in policy
     assert "<script>" not in response.content.decode()  # no inline script
     assert response["X-Frame-Options"] == "DENY"
+
+
+def test_messages_per_minute_is_folded_under_advanced_and_saved(admin_client):
+    html = admin_client.get(TOOL).content.decode()
+    advanced = html[html.index('<details class="advanced"') :]
+    assert "<summary>Advanced</summary>" in advanced
+    assert ">Messages per minute" in advanced[: advanced.index("</details>")]
+    assert '<details class="advanced" open' not in html
+
+    assert admin_client.post(TOOL, values(messages_per_minute="120")).status_code == 302
+    integration = Integration.objects.get(provider=KEY)
+    assert integration.config["messages_per_minute"] == 120
+    # Set, it is shown unfolded.
+    assert '<details class="advanced" open' in admin_client.get(TOOL).content.decode()
+
+    response = admin_client.post(TOOL, values(messages_per_minute="5000"))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "accepts at most 1,000 messages a minute" in html
+    assert '<details class="advanced" open' in html  # the error is not hidden

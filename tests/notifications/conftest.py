@@ -3,8 +3,10 @@ one) pointed at the sandbox, linked to the shared `project` (tests/conftest.py),
 way to drain the outbox."""
 
 import time
+import uuid
 
 import pytest
+from django.utils import timezone
 
 from integrations.services import integration_save
 from notifications.models import Delivery, DeliveryStatus, ToolLink
@@ -73,3 +75,26 @@ def settle(timeout: float = 20.0) -> list[Delivery]:
             break
         time.sleep(0.05)
     return list(Delivery.objects.order_by("pk"))
+
+
+def call_task(task, *args):
+    """Run `task` here, as db_worker would: with a context of its own (a fresh task
+    id), but without going through a backend."""
+    from django_tasks.base import TaskContext, TaskResult, TaskResultStatus
+
+    now = timezone.now()
+    result = TaskResult(
+        task=task,
+        id=str(uuid.uuid4()),
+        status=TaskResultStatus.RUNNING,
+        enqueued_at=now,
+        started_at=now,
+        finished_at=None,
+        last_attempted_at=now,
+        args=list(args),
+        kwargs={},
+        backend=task.backend,
+        errors=[],
+        worker_ids=["test"],
+    )
+    return task.call(TaskContext(task_result=result), *args)

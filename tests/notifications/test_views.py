@@ -393,3 +393,28 @@ def test_delivery_log_shows_the_smtp_servers_reply(
     body = client.get(deliveries_url(project)).content.decode()
     assert f"Accepted: <code>{escape(delivery.request_id)}</code>" in body
     assert attempts_cell(1) in body
+
+
+def test_delivery_log_shows_when_a_delivery_was_claimed_and_how_often_throttled(
+    client, owner, project, link, sandbox, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    with django_capture_on_commit_callbacks(execute=True):
+        event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+        event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    sent, throttled = Delivery.objects.order_by("pk")
+    assert sent.status == DeliveryStatus.SENT and sent.claimed_at is not None
+    Delivery.objects.filter(pk=throttled.pk).update(throttle_count=3)
+    Delivery.objects.filter(pk=sent.pk).update(throttle_count=1)
+
+    as_user(client, owner)
+    body = client.get(deliveries_url(project)).content.decode()
+    claimed = timezone.localtime(sent.claimed_at).strftime("%H:%M:%S")
+    assert f"Claimed {claimed}" in body
+    assert "throttled 3×" in body and "throttled 1×" in body
+
+    # Never claimed, never throttled: neither line.
+    Delivery.objects.update(claimed_at=None, throttle_count=0)
+    body = client.get(deliveries_url(project)).content.decode()
+    assert "Claimed" not in body and "throttled" not in body

@@ -1,5 +1,6 @@
 """The database-backed worker in real processes: killed mid-batch, then restarted,
-it finishes the rest with nothing lost and nothing doubled; two workers on
+it finishes the rest with nothing lost and its task row closed as failed; many small
+tasks are sent by a few runs; a slow live worker keeps its rows; two workers on
 PostgreSQL never send the same delivery twice."""
 
 import json
@@ -94,29 +95,108 @@ def expected_ids(state):
     return {f"<delivery-{d['uuid']}@appsec.example.test>" for d in state["deliveries"]}
 
 
-def test_worker_killed_mid_batch_and_restarted_finishes_the_rest(sandbox, tmp_path):
-    count = 30
-    env = worker_env(sandbox, tmp_path, f"sqlite:///{tmp_path / 'worker.sqlite3'}")
+def sent_uuids(state):
+    return {d["uuid"] for d in state["deliveries"] if d["status"] == "sent"}
+
+
+def test_worker_killed_mid_batch_is_taken_over_within_about_a_lease(sandbox, tmp_path):
+    count, lease, flush, stale = 40, 2.0, 5, 6.0
+    env = worker_env(
+        sandbox,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'worker.sqlite3'}",
+        NOTIFICATIONS_LEASE_SECONDS=str(lease),
+        NOTIFICATIONS_OUTCOME_FLUSH=str(flush),
+        NOTIFICATIONS_RUN_MAX_SECONDS="4",
+        NOTIFICATIONS_TASK_STALE_SECONDS=str(stale),
+        # Leases only: with pacing, the dead worker's in-flight slots would hold
+        # Graph's 4 for twice the HTTP timeout (as long as the default lease, much
+        # longer than this one).
+        NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE="0",
+    )
     run(env, "-m", "tests.notifications.worker_script", "setup", str(count))
     assert status(env)["tasks"] == ["READY"]  # one task for the whole transaction
-    # Slow sending down, so the worker is surely in the middle of the batch.
-    sandbox.add_fault(target="graph", delay=0.1, probability=1.0)
+    # Slow sending down (Graph takes 4 at a time), so the worker is surely in the
+    # middle of the batch.
+    sandbox.add_fault(target="graph", delay=0.4, probability=1.0)
 
+    workers = {name: start_worker(env, "--worker-id", name) for name in ("a", "b")}
+    try:
+        assert wait_for(lambda: len(sandbox.messages()) >= 8, timeout=60)
+        (busy,) = status(env)["task_workers"]["deliver"]
+        workers[busy].send_signal(signal.SIGKILL)  # no goodbye: a crash, an OOM kill
+        workers[busy].wait(timeout=10)
+        killed_at = time.time()
+        sandbox.control("DELETE", "/_sandbox/faults")
+        state = status(env)
+        statuses = [d["status"] for d in state["deliveries"]]
+        # Outcomes are written every `flush` deliveries: some were, not the rest.
+        assert 0 < statuses.count("sent") < count
+        assert {"pending", "sending"} & set(statuses)  # left by the dead worker
+        sent_before = sent_uuids(state)
+        # The other worker finishes the batch: the dead task booked a `recover`
+        # task for when its leases run out, which sends the rows it had claimed
+        # and those it had not reached.
+        assert wait_for(
+            lambda: {d["status"] for d in status(env)["deliveries"]} == {"sent"},
+            timeout=30,
+            interval=0.3,
+        ), status(env)
+        # The dead worker's task row, left RUNNING by db_worker, is closed as
+        # FAILED by a `recover` task once it is stale.
+        assert wait_for(
+            lambda: ["deliver", "FAILED"] in status(env)["task_runs"],
+            timeout=stale + 15,
+            interval=0.3,
+        ), status(env)["task_runs"]
+        state = status(env)
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=20)
+    # Its deliveries resumed within about a lease of its death.
+    resumed = min(
+        d["sent_at"] for d in state["deliveries"] if d["uuid"] not in sent_before
+    )
+    assert resumed - killed_at < 2 * lease + 1, resumed - killed_at
+    results = state["task_results"]
+    (killed,) = [r for r in results if r["name"] == "deliver"]
+    assert killed["status"] == "FAILED"
+    assert killed["exception"] == "notifications.exceptions.TaskWorkerLost"
+    assert "stopped without finishing it" in killed["traceback"]
+    assert ["recover", "SUCCESSFUL"] in state["task_runs"]
+    assert [r for r in results if r["status"] == "FAILED"] == [killed]
+    assert "RUNNING" not in state["tasks"]
+    assert [d["status"] for d in state["deliveries"]] == ["sent"] * count, state
+    messages = sandbox.messages()
+    assert {m["message_id"] for m in messages} == expected_ids(state)
+    # At most the outcomes not yet written when the worker died (fewer than
+    # `flush`, and those of the sends that had just come back) and the messages in
+    # flight (Graph: 4 at a time) went out twice, with the same Message-ID.
+    assert count <= len(messages) <= count + flush - 1 + 2 * 4
+
+
+def test_worker_killed_and_restarted_alone_finishes_the_rest(sandbox, tmp_path):
+    count = 20
+    env = worker_env(
+        sandbox,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'restart.sqlite3'}",
+        NOTIFICATIONS_OUTCOME_FLUSH="5",
+        NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE="0",  # see the test above
+    )
+    run(env, "-m", "tests.notifications.worker_script", "setup", str(count))
+    sandbox.add_fault(target="graph", delay=0.1, probability=1.0)
     worker = start_worker(env)
     try:
         assert wait_for(lambda: len(sandbox.messages()) >= 8, timeout=60)
     finally:
-        worker.send_signal(signal.SIGKILL)  # no goodbye: a crash, an OOM kill
+        worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-    state = status(env)
-    statuses = [d["status"] for d in state["deliveries"]]
-    assert 0 < statuses.count("sent") < count
-    assert "pending" in statuses  # work left behind by the dead worker
-
+    assert "sent" in {d["status"] for d in status(env)["deliveries"]}
     sandbox.control("DELETE", "/_sandbox/faults")
-    # Restarted, the worker alone finishes the batch (no `deliver_pending`): the dead
-    # task booked a `recover` task for when its leases run out, which sends the
-    # rows it had claimed and those it had not reached.
+    # Restarted, the worker alone finishes the batch (no `deliver_pending`).
     worker = start_worker(env)
     try:
         assert wait_for(
@@ -124,20 +204,96 @@ def test_worker_killed_mid_batch_and_restarted_finishes_the_rest(sandbox, tmp_pa
             timeout=30,
             interval=0.3,
         ), status(env)
-        state = status(env)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
+    state = status(env)
+    assert {m["message_id"] for m in sandbox.messages()} == expected_ids(state)
+    assert count <= len(sandbox.messages()) <= count + 5
+
+
+def delivers_done(state):
+    """Every `deliver` task ran to the end (the `recover` ones may still wait)."""
     runs = state["task_runs"]
-    assert ["deliver", "RUNNING"] in runs  # the killed one, left as it was
-    assert ["recover", "SUCCESSFUL"] in runs
-    assert "FAILED" not in state["tasks"]
-    assert [d["status"] for d in state["deliveries"]] == ["sent"] * count, state
+    return {task_status for name, task_status in runs if name == "deliver"} == {
+        "SUCCESSFUL"
+    }
+
+
+def test_many_small_tasks_are_sent_in_a_few_task_runs(sandbox, tmp_path):
+    count = 200
+    env = worker_env(
+        sandbox,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'small.sqlite3'}",
+        NOTIFICATIONS_CLAIM_BATCH="25",
+        NOTIFICATIONS_LEASE_SECONDS="30",
+        NOTIFICATIONS_RUN_MAX_SECONDS="60",
+    )
+    # One transaction per event, as imports commit: 200 tasks of one delivery each.
+    run(env, "-m", "tests.notifications.worker_script", "setup", str(count), str(count))
+    assert status(env)["tasks"] == ["READY"] * count
+    worker = start_worker(env)
+    try:
+        assert wait_for(
+            lambda: delivers_done(status(env)), timeout=120, interval=0.3
+        ), status(env)["task_runs"][-5:]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=20)
+    state = status(env)
+    assert [d["status"] for d in state["deliveries"]] == ["sent"] * count
+    delivers = [r for r in state["task_results"] if r["name"] == "deliver"]
+    assert len(delivers) == count
+    sending = [r["return_value"]["sent"] for r in delivers if r["return_value"]["sent"]]
+    assert sum(sending) == count
+    assert len(sending) <= 3, sending  # a few runs did the work, not 200
     messages = sandbox.messages()
+    assert len(messages) == count
     assert {m["message_id"] for m in messages} == expected_ids(state)
-    # At most the one message in flight when the worker died went out twice, and
-    # then with the same Message-ID.
-    assert count <= len(messages) <= count + 1
+    assert all(d["attempts"] == 1 for d in state["deliveries"])
+
+
+def test_a_slow_live_worker_keeps_its_leases_against_other_workers(sandbox, tmp_path):
+    """Each send takes longer than two leases; the heartbeat renews them, so neither
+    the other worker (running the `recover` task booked for the lease's end) nor a
+    sweeper takes a row over, and nothing is sent twice."""
+    count, lease = 3, 1.0
+    env = worker_env(
+        sandbox,
+        tmp_path,
+        f"sqlite:///{tmp_path / 'slow.sqlite3'}",
+        NOTIFICATIONS_LEASE_SECONDS=str(lease),
+    )
+    run(env, "-m", "tests.notifications.worker_script", "setup", str(count))
+    sandbox.add_fault(target="graph", delay=2.5 * lease, probability=1.0)
+    workers = [start_worker(env), start_worker(env)]
+    sweeper = subprocess.Popen(
+        [sys.executable, "manage.py", "deliver_pending", "--loop", "--interval", "0.2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_for(
+            lambda: {d["status"] for d in status(env)["deliveries"]} == {"sent"},
+            timeout=60,
+            interval=0.3,
+        ), status(env)
+    finally:
+        for process in [*workers, sweeper]:
+            process.send_signal(signal.SIGTERM)
+        for process in [*workers, sweeper]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    state = status(env)
+    assert all(d["attempts"] == 1 for d in state["deliveries"]), state
+    messages = sandbox.messages()
+    assert len(messages) == count
+    assert {m["message_id"] for m in messages} == expected_ids(state)
 
 
 def test_worker_retries_throttled_deliveries_with_delayed_tasks(sandbox, tmp_path):

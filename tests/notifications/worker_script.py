@@ -7,7 +7,7 @@ The environment carries DATABASE_URL, the sandbox's hosts and the encryption key
 `setup` migrates, activates Microsoft Azure Mail with the sandbox's seed values, links
 it to a project and emits COUNT events in TRANSACTIONS transactions (each enqueues one
 `deliver` task with the database backend). `status` prints the deliveries and the
-tasks (their status, and their name with it) as JSON.
+tasks (their status, name, return value and error) as JSON.
 """
 
 import json
@@ -60,6 +60,7 @@ def main(argv):
                 "status": d.status,
                 "attempts": d.attempts,
                 "error_code": d.error_code,
+                "sent_at": d.sent_at.timestamp() if d.sent_at else None,
             }
             for d in Delivery.objects.order_by("pk")
         ]
@@ -67,18 +68,56 @@ def main(argv):
 
         results = list(
             DBTaskResult.objects.order_by("enqueued_at").values_list(
-                "task_path", "status"
+                "task_path",
+                "status",
+                "return_value",
+                "exception_class_path",
+                "traceback",
+                "run_after",
+                "started_at",
+                "finished_at",
             )
         )
+        task_workers = {}
+        for path, worker_ids in DBTaskResult.objects.values_list(
+            "task_path", "worker_ids"
+        ):
+            task_workers.setdefault(path.rpartition(".")[2], []).extend(worker_ids)
         print(
             json.dumps(
                 {
                     "deliveries": rows,
-                    "tasks": [status for _, status in results],
+                    "tasks": [status for _, status, *_ in results],
                     "task_runs": [
-                        [path.rpartition(".")[2], status] for path, status in results
+                        [path.rpartition(".")[2], status]
+                        for path, status, *_ in results
                     ],
-                }
+                    "task_workers": task_workers,
+                    "task_results": [
+                        {
+                            "name": path.rpartition(".")[2],
+                            "status": status,
+                            "return_value": value,
+                            "exception": exception,
+                            "traceback": traceback,
+                            "times": [
+                                t.timestamp() if t else None
+                                for t in (run_after, started, finished)
+                            ],
+                        }
+                        for (
+                            path,
+                            status,
+                            value,
+                            exception,
+                            traceback,
+                            run_after,
+                            started,
+                            finished,
+                        ) in results
+                    ],
+                },
+                default=str,
             )
         )
     else:

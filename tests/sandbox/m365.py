@@ -119,6 +119,14 @@ class Control:
     def counters(self):
         return self("GET", "counters")
 
+    def grant(self, *permissions):
+        """Add application permissions to the seeded app (README: seed)."""
+        from sandbox.seed import APPLICATION_PERMISSIONS
+
+        wanted = list(APPLICATION_PERMISSIONS) + list(permissions)
+        client_id = self.sb.seed["client_id"]
+        return self.patch_app(client_id, application_permissions=wanted)
+
     def messages(self, **filters):
         query = "&".join(f"{k}={v}" for k, v in filters.items())
         return self("GET", f"messages?{query}" if query else "messages")["messages"]
@@ -358,6 +366,28 @@ def send_mail(sb, http, token, sender, body, **kwargs):
         headers.setdefault("Content-Type", "application/json")
         return http.post(f"{sb.graph_host}{path}", data=body, headers=headers, **kwargs)
     return http.post(f"{sb.graph_host}{path}", json=body, headers=headers, **kwargs)
+
+
+def sent_items(sb, http, token, mailbox, query=None, folder="sentitems", **kwargs):
+    """GET the messages of a mailbox's Sent Items (``mailbox=None``: /me).
+
+    ``query`` is a dict (URL-encoded by requests) or a ready query string.
+    """
+    user = "me" if mailbox is None else f"users/{mailbox}"
+    url = f"{sb.graph_host}/v1.0/{user}/mailFolders/{folder}/messages"
+    if isinstance(query, str):
+        url, query = f"{url}?{query}", None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return http.get(url, params=query, headers=headers, **kwargs)
+
+
+def by_message_id(internet_message_id):
+    """The $filter for one Internet Message-ID, quoted as an OData string."""
+    literal = internet_message_id.replace("'", "''")
+    return {
+        "$filter": f"internetMessageId eq '{literal}'",
+        "$select": "id,internetMessageId",
+    }
 
 
 def assert_graph_error(response, status, code, message=None):

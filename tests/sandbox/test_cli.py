@@ -210,3 +210,24 @@ def test_serve_help_shows_the_defaults():
     assert "--host HOST" in help_text and "(default: 127.0.0.1)" in help_text
     assert "(default: 8365)" in help_text
     assert "(default: 8587)" in help_text
+
+
+def test_serve_grant_is_repeatable_and_empty_by_default():
+    from sandbox.__main__ import build_parser
+
+    parser = build_parser()
+
+    assert parser.parse_args(["serve"]).grant == []
+    assert parser.parse_args(
+        ["serve", "--grant", "Mail.ReadBasic.All", "--grant", "Mail.Read"]
+    ).grant == ["Mail.ReadBasic.All", "Mail.Read"]
+
+
+def test_serve_refuses_to_grant_an_unknown_permission(capsys):
+    from sandbox.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--grant", "Mail.ReadEverything"])
+
+    assert exited.value.code == 2
+    assert "Mail.ReadBasic.All" in capsys.readouterr().err

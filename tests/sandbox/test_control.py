@@ -375,6 +375,84 @@ def test_python_control_accepts_paths_with_or_without_prefix(sb, http, token):
     assert sb.control("GET", "messages")["messages"] == sb.messages()
 
 
+def test_reset_fault_resets_the_connection_without_answering(sb, http, ctl, token):
+    ctl.add_fault(target="graph", reset=True)
+
+    # requests reports a reset as ConnectionError (its SSLError included: a reset
+    # during TLS may surface as an SSL EOF).
+    with pytest.raises(requests.exceptions.ConnectionError):
+        send(sb, http, token)
+    assert send(sb, http, token).status_code == 202
+    assert [m["subject"] for m in sb.messages()] == ["Control test"]
+
+
+def test_fault_with_count_and_probability_fires_at_most_count_times(
+    sb, http, ctl, token
+):
+    ctl.add_fault(target="graph", status=503, probability=1.0, count=2)
+
+    statuses = [send(sb, http, token).status_code for _ in range(4)]
+
+    assert statuses == [503, 503, 202, 202]
+    assert ctl.counters()["faults_fired"]["graph"] == 2
+
+
+def test_a_drill_can_mix_graph_faults_by_probability(sb, ctl, token):
+    ctl.add_fault(
+        target="graph", status=429, retry_after="1", probability=0.2, count=1000
+    )
+    ctl.add_fault(target="graph", status=503, probability=0.2)
+    ctl.add_fault(target="graph", accept_then_status=504, probability=0.1)
+    ctl.add_fault(target="graph", drop=True, probability=0.05)
+
+    statuses = []
+    for _ in range(150):
+        with trusted_session(sb.ca_path) as session:
+            try:
+                statuses.append(send(sb, session, token).status_code)
+            except requests.exceptions.ConnectionError:
+                statuses.append("dropped")
+
+    counters = ctl.counters()
+    assert set(statuses) <= {202, 429, 503, 504, "dropped"}
+    assert {202, 429, 503} <= set(statuses)
+    assert counters["faults_fired"]["graph"] == sum(s != 202 for s in statuses)
+    assert counters["graph_send_mail"] == statuses.count(202)
+    # Accepted then answered 504: stored, so a blind retry would send it twice.
+    assert counters["graph_accepted"] == statuses.count(202) + statuses.count(504)
+    assert len(sb.messages()) == counters["graph_accepted"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"target": "graph", "probability": 1.5},
+        {"target": "graph", "probability": "often"},
+        {"target": "graph", "count": -1},
+        {"target": "graph", "count": 1.5},
+        {"target": "graph", "status": "503"},
+        {"target": "graph", "accept_then_status": 42},
+        {"target": "graph", "graph_operation": "deleteMessage"},
+        {"target": "smtp", "smtp_stage": "helo"},
+    ],
+    ids=[
+        "probability-above-1",
+        "probability-word",
+        "negative-count",
+        "fractional-count",
+        "status-string",
+        "status-out-of-range",
+        "unknown-operation",
+        "unknown-stage",
+    ],
+)
+def test_malformed_faults_are_refused_with_400(sb, ctl, fault):
+    body = ctl("POST", "faults", json=fault, expect=(400,))
+
+    assert body["error"]["code"] == "BadRequest"
+    assert ctl("GET", "faults")["faults"] == []
+
+
 # --- throttling -----------------------------------------------------------------
 
 
@@ -418,7 +496,80 @@ def test_concurrent_requests_beyond_the_mailbox_limit_are_429(sb, ctl, token):
     assert codes[0] == 202
     throttled = [r for r in responses if r.status_code == 429]
     assert throttled
-    assert_graph_error(throttled[0], 429, "MailboxConcurrency")
+    # Outlook's code for both of its limits; the message names the one hit.
+    assert_graph_error(
+        throttled[0],
+        429,
+        "ApplicationThrottled",
+        "Application is over its MailboxConcurrency limit.",
+    )
+    assert throttled[0].headers["Retry-After"] == "1"
+
+
+def test_throttling_budget_is_per_app_and_mailbox(sb, http, ctl, seed, token):
+    ctl.throttle(graph_requests_per_window=1, window_seconds=30)
+    client_id, secret = ctl.add_app(application_permissions=["Mail.Send"])
+    other_app = app_token(
+        sb, http, GRAPH_DEFAULT, client_id=client_id, credential=secret
+    )
+
+    first = send(sb, http, token)
+    same_app_again = send(sb, http, token)
+    other_app_same_mailbox = send(sb, http, other_app)
+
+    assert first.status_code == 202
+    assert_graph_error(same_app_again, 429, "ApplicationThrottled")
+    assert other_app_same_mailbox.status_code == 202
+
+
+def concurrent_sends(sb, tokens):
+    """Send one message per token at the same time, each on its own connection."""
+
+    def one(token):
+        with trusted_session(sb.ca_path) as session:
+            return send(sb, session, token)
+
+    with concurrent.futures.ThreadPoolExecutor(len(tokens)) as pool:
+        return list(pool.map(one, tokens))
+
+
+def test_concurrency_limit_defaults_to_four_per_app_and_mailbox(sb, ctl, token):
+    settings = ctl.throttle(graph_requests_per_window=100)
+    ctl.add_fault(target="graph", delay=1.5, probability=1.0)
+
+    responses = concurrent_sends(sb, [token] * 5)
+
+    assert settings["graph_concurrency_per_mailbox"] == 4
+    assert sorted(r.status_code for r in responses) == [202, 202, 202, 202, 429]
+    counters = ctl.counters()
+    assert counters["graph_throttled"] == counters["graph_throttled_concurrency"] == 1
+
+
+def test_concurrency_limit_is_per_app(sb, http, ctl, token):
+    ctl.throttle(graph_concurrency_per_mailbox=1, graph_requests_per_window=100)
+    ctl.add_fault(target="graph", delay=1.0, probability=1.0)
+    client_id, secret = ctl.add_app(application_permissions=["Mail.Send"])
+    other_app = app_token(
+        sb, http, GRAPH_DEFAULT, client_id=client_id, credential=secret
+    )
+
+    responses = concurrent_sends(sb, [token, other_app])
+
+    assert [r.status_code for r in responses] == [202, 202]
+
+
+def test_throttled_requests_are_counted_and_store_nothing(sb, http, ctl, token):
+    ctl.throttle(graph_requests_per_window=2, window_seconds=30)
+
+    statuses = [send(sb, http, token).status_code for _ in range(5)]
+
+    counters = ctl.counters()
+    assert statuses == [202, 202, 429, 429, 429]
+    assert counters["graph_throttled"] == 3
+    assert counters["graph_throttled_concurrency"] == 0
+    assert counters["graph_requests"] == 5
+    assert counters["graph_send_mail"] == counters["graph_accepted"] == 2
+    assert len(sb.messages()) == 2
 
 
 def test_throttling_off_by_default(sb, http, token):

@@ -511,3 +511,93 @@ def test_smtp_counters_count_sessions_messages_and_connections(
     assert counters["smtp_sessions"] == 1
     assert counters["smtp_messages"] == 2
     assert counters["tcp_connections"]["smtp"] == 1
+
+
+def test_throttled_submissions_are_counted(sb, ctl, seed, outlook_token):
+    ctl.throttle(smtp_messages_per_minute=1)
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        send(client, seed["sender"], [seed["recipient"]])
+        for _ in range(2):
+            with pytest.raises(smtplib.SMTPDataError):
+                send(client, seed["sender"], [seed["recipient"]])
+            client.rset()
+
+    counters = ctl.counters()
+    assert (counters["smtp_messages"], counters["smtp_throttled"]) == (1, 2)
+
+
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
+def test_421_fault_replies_then_closes_the_connection(
+    sb, ctl, seed, outlook_token, stage
+):
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage=stage,
+        smtp_reply="421 4.3.2 Service not available, closing transmission channel",
+    )
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        # One command at a time: smtplib's sendmail() would close on 421 itself.
+        reply = client.mail(seed["sender"])
+        if stage != "mail":
+            reply = client.rcpt(seed["recipient"])
+        if stage == "data":
+            message = mime_message(seed["sender"], [seed["recipient"]])
+            reply = client.data(message.as_bytes())
+        with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionResetError)):
+            client.noop()
+
+    assert reply[0] == 421
+    assert sb.messages() == []
+    assert ctl.counters()["faults_fired"]["smtp"] == 1
+
+
+@pytest.mark.parametrize("stage", ["mail", "data"])
+def test_reset_fault_resets_the_connection(sb, ctl, seed, outlook_token, stage):
+    ctl.add_fault(target="smtp", smtp_stage=stage, reset=True)
+
+    with smtp_session(sb) as client:
+        smtp_login_xoauth2(client, seed["sender"], outlook_token)
+        # smtplib reports a reset as OSError (ConnectionResetError), or as a
+        # disconnection when it reads the end of the stream first.
+        with pytest.raises((OSError, smtplib.SMTPServerDisconnected)):
+            send(client, seed["sender"], [seed["recipient"]])
+
+    assert sb.messages() == []
+
+
+def test_a_drill_can_mix_throttling_replies_and_resets_by_probability(
+    sb, ctl, seed, outlook_token
+):
+    ctl.add_fault(
+        target="smtp",
+        smtp_stage="data",
+        probability=0.3,
+        smtp_reply="451 4.3.2 Message submission rate for this client has exceeded "
+        "the configured limit",
+    )
+    ctl.add_fault(target="smtp", smtp_stage="mail", probability=0.2, count=3, drop=True)
+
+    outcomes = []
+    for _ in range(40):
+        with smtp_session(sb) as client:
+            smtp_login_xoauth2(client, seed["sender"], outlook_token)
+            try:
+                send(client, seed["sender"], [seed["recipient"]])
+                outcomes.append(250)
+            except smtplib.SMTPDataError as error:
+                outcomes.append(error.smtp_code)
+            except smtplib.SMTPServerDisconnected:
+                outcomes.append("dropped")
+
+    counters = ctl.counters()
+    assert set(outcomes) <= {250, 451, "dropped"}
+    assert 451 in outcomes
+    assert outcomes.count("dropped") <= 3
+    assert counters["faults_fired"]["smtp"] == outcomes.count(451) + outcomes.count(
+        "dropped"
+    )
+    assert counters["smtp_messages"] == outcomes.count(250) == len(sb.messages())

@@ -5,6 +5,8 @@ import socket
 import time
 
 import pytest
+import requests
+import urllib3
 
 from integrations.models import Integration, IntegrationState
 from integrations.providers.base import OutgoingEmail, StepStatus
@@ -291,3 +293,55 @@ def test_message_id_and_headers_reach_graph(sandbox, graph_values):
     [message] = sandbox.messages(to=sandbox.seed["recipient"])
     assert message["message_id"] == "<delivery-1@example.com>"
     assert message["html"] == "<p>html</p>"
+
+
+def test_connection_reset_mid_request_is_a_retryable_dropped_connection(
+    sandbox, graph_values
+):
+    # Over TLS, Python reports a peer's reset as an SSL error (EOF in violation of
+    # the protocol); it is a dropped connection, not a TLS failure, and is retried.
+    sandbox.add_fault(target="graph", reset=True, count=1)
+    report = run_test(graph_values)
+
+    assert report.error.code in ("connection_failed", "connection_reset")
+    assert report.error.retryable
+
+
+def test_tls_eof_is_a_dropped_connection_but_a_bad_certificate_is_not():
+    import ssl
+
+    from integrations.providers.http import error_from_exception
+
+    eof = error_from_exception(ssl.SSLEOFError(8, "EOF occurred in violation"))
+    assert (eof.code, eof.retryable) == ("connection_failed", True)
+    # As requests raises it: SSLError(MaxRetryError(reason=urllib3 SSLError(eof))).
+    wrapped = requests.exceptions.SSLError(
+        urllib3.exceptions.MaxRetryError(
+            None, "/sendMail", reason=urllib3.exceptions.SSLError(ssl.SSLEOFError(8))
+        )
+    )
+    assert error_from_exception(wrapped).code == "connection_failed"
+    bad = error_from_exception(ssl.SSLCertVerificationError(1, "unable to get issuer"))
+    assert (bad.code, bad.retryable) == ("tls_error", False)
+
+
+@pytest.mark.parametrize(
+    "limits, code",
+    [
+        # Over the per app and mailbox request budget: ApplicationThrottled.
+        ({"graph_requests_per_window": 0, "window_seconds": 5.0}, "throttled"),
+        # Over the 4 requests at a time: MailboxConcurrency.
+        ({"graph_concurrency_per_mailbox": 0}, "mailbox_concurrency"),
+    ],
+)
+def test_outlooks_throttling_answers_are_throttles_with_retry_after(
+    sandbox, graph_values, ctl, limits, code
+):
+    ctl("PUT", "throttling", {"enabled": True, **limits})
+    report = run_test(graph_values)
+
+    assert report.failed_step.key == "send"
+    assert report.error.code == code
+    assert report.error.retryable
+    assert report.error.retry_after is not None and report.error.retry_after > 0
+    assert report.error.troubleshooting.title

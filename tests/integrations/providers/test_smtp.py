@@ -164,7 +164,7 @@ def test_build_message_has_a_text_part_and_an_html_alternative():
     message = build_message(outgoing, sender="n@example.com", sender_name="Alerts")
 
     assert message.get_content_type() == "multipart/alternative"
-    assert [p.get_content_type() for p in message.iter_parts()] == [
+    assert [p.get_content_type() for p in message.get_payload()] == [
         "text/plain",
         "text/html",
     ]

@@ -48,8 +48,10 @@ def assert_each_sent_once_by_message_id(sandbox, deliveries):
 
 
 def test_throttled_delivery_waits_for_retry_after_then_sends(
-    sandbox, project, link, django_capture_on_commit_callbacks
+    sandbox, project, link, settings, django_capture_on_commit_callbacks
 ):
+    # Longer than the task waits itself (tests/.../test_throttling.py has that).
+    settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS = 0.5
     sandbox.add_fault(target="graph", status=429, retry_after="0.6", count=1)
     started = timezone.now()
     deliveries = emit_scans_completed(project, 5, django_capture_on_commit_callbacks)

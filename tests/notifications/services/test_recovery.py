@@ -10,10 +10,17 @@ from django.utils import timezone
 from django_tasks import task_backends
 
 from notifications import tasks
+from notifications.exceptions import TaskWorkerLost
 from notifications.models import Delivery, DeliveryStatus, EventKind, RecoverySchedule
 from notifications.services import event_emit
 from notifications.services.delivery import deliveries_claim
-from notifications.services.recovery import deliveries_recovery_at, recovery_book
+from notifications.services.recovery import (
+    deliveries_recovery_at,
+    recovery_book,
+    task_claim_token,
+    task_runs_fail_dead,
+)
+from tests.notifications.conftest import call_task
 
 pytestmark = pytest.mark.django_db
 
@@ -75,8 +82,8 @@ def test_delivery_task_books_a_recovery_for_its_lease_end(
 ):
     deliveries = emit_uncommitted(project, 2)
     started = timezone.now()
-    tasks.deliver.call([deliveries[0].pk])
-    tasks.deliver.call([deliveries[1].pk])
+    call_task(tasks.deliver, [deliveries[0].pk])
+    call_task(tasks.deliver, [deliveries[1].pk])
     (booked,) = recoveries(queued)  # one booking for both tasks
     assert booked.task.run_after >= started + timedelta(seconds=LEASE)
     assert booked.task.run_after <= timezone.now() + timedelta(seconds=LEASE + 1)
@@ -84,7 +91,7 @@ def test_delivery_task_books_a_recovery_for_its_lease_end(
 
     # When it runs and nothing is open, the chain stops.
     RecoverySchedule.objects.update(next_run_at=timezone.now() - timedelta(seconds=1))
-    tasks.recover.call()
+    call_task(tasks.recover)
     assert len(recoveries(queued)) == 1
 
 
@@ -98,14 +105,21 @@ def test_recover_finishes_a_dead_workers_batch_and_what_it_never_reached(
     Delivery.objects.filter(status=DeliveryStatus.SENDING).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    result = tasks.recover.call()
+    result = call_task(tasks.recover)
     assert result["sent"] == 6
     final = list(Delivery.objects.order_by("pk"))
     assert [d.status for d in final] == [DeliveryStatus.SENT] * 6
     assert {m["message_id"] for m in sandbox.messages()} == {
         f"<delivery-{d.uuid}@appsec.example.test>" for d in final
     }
-    assert recoveries(queued) == []  # nothing left open: no further look booked
+    # Only the watchdog this run booked for its own leases (had its worker died,
+    # that look would have finished its work); nothing is left open, so when it
+    # runs it books no further look.
+    (watchdog,) = recoveries(queued)
+    assert watchdog.task.run_after <= timezone.now() + timedelta(seconds=LEASE + 1)
+    RecoverySchedule.objects.update(next_run_at=timezone.now() - timedelta(seconds=1))
+    assert call_task(tasks.recover)["sent"] == 0
+    assert len(recoveries(queued)) == 1
 
 
 def test_recover_books_the_next_look_while_a_live_worker_holds_rows(
@@ -114,7 +128,7 @@ def test_recover_books_the_next_look_while_a_live_worker_holds_rows(
     emit_uncommitted(project, 2)
     deliveries_claim(worker="live-worker", limit=1)
     lease_end = Delivery.objects.get(status=DeliveryStatus.SENDING).lease_expires_at
-    tasks.recover.call()
+    call_task(tasks.recover)
     # The unclaimed one went out; the claimed one is left to its worker, and looked
     # at again when that worker's lease runs out.
     assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 1
@@ -137,3 +151,89 @@ def test_deliver_pending_sends_what_a_lost_enqueue_left(sandbox, project, link):
     call_command("deliver_pending", stdout=out)
     assert out.getvalue().startswith("sent 2, failed 0")
     assert [d.status for d in Delivery.objects.all()] == [DeliveryStatus.SENT] * 2
+
+
+def running_task_row(path, *, started):
+    """A task row as db_worker leaves it while running (or after being killed)."""
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.create(
+        status="RUNNING",
+        task_path=path,
+        args_kwargs={"args": [], "kwargs": {}},
+        backend_name="default",
+        run_after=started,
+        started_at=started,
+        worker_ids=["killed-or-not"],
+    )
+
+
+def test_recover_closes_task_rows_a_dead_worker_left_running(
+    sandbox, project, link, queued, settings
+):
+    settings.NOTIFICATIONS_TASK_STALE_SECONDS = 60
+    now = timezone.now()
+    long_ago = now - timedelta(seconds=120)
+    deliver, recover = tasks.deliver.module_path, tasks.recover.module_path
+    dead = running_task_row(deliver, started=long_ago)
+    dead_recover = running_task_row(recover, started=long_ago)
+    # As old, but its run still holds a delivery with a live lease (a slow send).
+    slow = running_task_row(deliver, started=long_ago)
+    young = running_task_row(deliver, started=now - timedelta(seconds=5))
+    not_ours = running_task_row("projects.tasks.scan_import", started=long_ago)
+    emit_uncommitted(project, 1)
+    deliveries_claim(worker=task_claim_token(str(slow.pk)))
+
+    result = call_task(tasks.recover)
+
+    assert result["tasks_closed"] == 2
+    for row in (dead, dead_recover):
+        row.refresh_from_db()
+        assert row.status == "FAILED" and row.finished_at is not None
+        (error,) = row.task_result.errors
+        assert error.exception_class is TaskWorkerLost
+        assert "stopped without finishing it" in error.traceback
+        assert "none of its deliveries had a live lease" in error.traceback
+    for row in (slow, young, not_ours):
+        row.refresh_from_db()
+        assert row.status == "RUNNING"
+    assert Delivery.objects.get().status == DeliveryStatus.SENDING  # left to `slow`
+
+
+def test_a_task_finishing_while_it_is_closed_keeps_its_result(settings):
+    settings.NOTIFICATIONS_TASK_STALE_SECONDS = 60
+    row = running_task_row(
+        tasks.deliver.module_path, started=timezone.now() - timedelta(seconds=120)
+    )
+    row.set_successful({"sent": 1})  # it was alive after all, and just finished
+    assert (
+        task_runs_fail_dead(task_paths=[tasks.deliver.module_path], current_task=None)
+        == 0
+    )
+    row.refresh_from_db()
+    assert row.status == "SUCCESSFUL"
+
+
+def test_recovery_looks_again_when_a_running_task_turns_stale(settings):
+    settings.NOTIFICATIONS_TASK_STALE_SECONDS = 60
+    paths = [tasks.deliver.module_path, tasks.recover.module_path]
+    assert deliveries_recovery_at(task_paths=paths) is None
+    started = timezone.now() - timedelta(seconds=5)
+    row = running_task_row(tasks.deliver.module_path, started=started)
+    assert deliveries_recovery_at(task_paths=paths) == started + timedelta(seconds=60)
+    # A `recover` task does not wait for itself.
+    assert deliveries_recovery_at(task_paths=paths, current_task=str(row.pk)) is None
+
+
+def test_a_dead_workers_rows_are_looked_at_about_a_lease_after_it_died(
+    project, link, settings
+):
+    """The next look is at the lease end, never more than a third of a lease
+    later however long the retry base is."""
+    settings.NOTIFICATIONS_LEASE_SECONDS = 30
+    settings.NOTIFICATIONS_RETRY_BASE_SECONDS = 3600
+    emit_uncommitted(project, 1)
+    deliveries_claim(worker="about-to-die")
+    Delivery.objects.update(lease_expires_at=timezone.now() + timedelta(seconds=2))
+    at = deliveries_recovery_at()
+    assert at <= timezone.now() + timedelta(seconds=10)

@@ -1,0 +1,260 @@
+"""A run pays per batch: many small tasks are sent by the first to run, outcomes are
+written a batch at a time with a bounded number of queries, a live run keeps its
+leases (the heartbeat) and a taken-over row keeps the other worker's outcome.
+tests/notifications/test_worker.py drills the same with real db_worker processes."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_tasks import task_backends
+
+from notifications import tasks
+from notifications.models import Delivery, DeliveryStatus, EventKind
+from notifications.services import deliveries_send, event_emit
+from notifications.services.delivery import _Run, deliveries_claim
+from tests.notifications.conftest import call_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(settings):
+    """A backend that records enqueued tasks instead of running them, as the
+    database backend holds them for db_worker."""
+    settings.TASKS = {
+        "default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}
+    }
+    backend = task_backends["default"]
+    backend.clear()
+    yield backend
+    backend.clear()
+
+
+def emit(project, count):
+    """`count` committed deliveries (their enqueue, if any, left to the caller)."""
+    with transaction.atomic():
+        for i in range(count):
+            event_emit(
+                project=project, kind=EventKind.SCAN_COMPLETED, payload={"new": i}
+            )
+    return list(Delivery.objects.filter(status=DeliveryStatus.PENDING).order_by("pk"))
+
+
+def message_ids(deliveries):
+    return {f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries}
+
+
+def delivery_writes(queries):
+    """The statements that write delivery rows."""
+    return [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith(("UPDATE", "INSERT", "DELETE"))
+        and '"notifications_delivery"' in q["sql"].split("SET")[0]
+    ]
+
+
+def test_many_small_tasks_are_sent_by_the_first_run_and_the_rest_find_nothing(
+    sandbox, project, link, queued, django_capture_on_commit_callbacks
+):
+    count = 200
+    # One delivery per transaction, as events commit one by one: 200 tasks.
+    for i in range(count):
+        with django_capture_on_commit_callbacks(execute=True):
+            with transaction.atomic():
+                event_emit(
+                    project=project, kind=EventKind.SCAN_COMPLETED, payload={"new": i}
+                )
+    delivers = [r for r in queued.results if r.task.name == "deliver"]
+    assert len(delivers) == count
+
+    runs = []
+    empty_queries = []
+    for result in delivers:
+        with CaptureQueriesContext(connection) as queries:
+            summary = call_task(result.task, *result.args)
+        runs.append(summary["sent"])
+        if not summary["sent"]:
+            empty_queries.append(len(queries))
+
+    assert sum(runs) == count
+    assert len([sent for sent in runs if sent]) == 1  # one run sent them all
+    # The other 199 tasks each found their row sent: one query (the claim's SELECT).
+    assert set(empty_queries) == {1}
+    final = list(Delivery.objects.order_by("pk"))
+    assert {d.status for d in final} == {DeliveryStatus.SENT}
+    assert all(d.attempts == 1 for d in final)
+    messages = sandbox.messages()
+    assert len(messages) == count
+    assert {m["message_id"] for m in messages} == message_ids(final)
+
+
+def test_a_run_stops_at_its_time_limit_and_the_task_enqueues_its_rest(
+    sandbox, project, link, queued, settings
+):
+    settings.NOTIFICATIONS_CLAIM_BATCH = 2
+    settings.NOTIFICATIONS_RUN_MAX_SECONDS = 0  # one claim, then time is up
+    deliveries = emit(project, 5)
+    ids = [d.pk for d in deliveries]
+    first = call_task(tasks.deliver, ids)
+    assert first["sent"] == 0  # stopped before its first claim
+    (again,) = [r for r in queued.results if r.task.name == "deliver"]
+    assert again.args == [ids]
+
+    settings.NOTIFICATIONS_RUN_MAX_SECONDS = 60
+    assert call_task(tasks.deliver, ids)["sent"] == 5
+
+
+def test_a_run_goes_on_with_other_due_rows_of_its_tools_only(
+    sandbox, project, link, smtp_link, settings
+):
+    deliveries = emit(project, 4)
+    graph = [d for d in deliveries if d.integration_id == link.integration_id]
+    smtp = [d for d in deliveries if d.integration_id == smtp_link.integration_id]
+    assert len(graph) == len(smtp) == 4
+    summary = deliveries_send(delivery_ids=[graph[0].pk])
+    assert summary.sent == 4  # its own row, then the tool's three others
+    statuses = {
+        d.pk: d.status for d in Delivery.objects.filter(pk__in=[d.pk for d in smtp])
+    }
+    assert set(statuses.values()) == {DeliveryStatus.PENDING}  # another tool
+
+
+def test_writing_outcomes_takes_the_same_queries_for_5_or_25_deliveries(
+    sandbox, project, link, settings
+):
+    settings.NOTIFICATIONS_CLAIM_BATCH = 25
+    settings.NOTIFICATIONS_OUTCOME_FLUSH = 25
+    emit(project, 1)
+    deliveries_send()  # a token and a connection, so both runs start warm
+
+    figures = {}
+    for count in (5, 25):
+        emit(project, count)
+        with CaptureQueriesContext(connection) as queries:
+            summary = deliveries_send()
+        assert summary.sent == count
+        figures[count] = (len(queries), len(delivery_writes(queries)))
+    # Claiming and writing the outcomes: the claim's UPDATE and one UPDATE of the
+    # outcomes, whatever the number of deliveries. Around them, 6 more statements
+    # either way: the claim's SELECT and its SELECT of the rows; the outcomes'
+    # SAVEPOINT, SELECT, RELEASE; the claim that finds nothing more. (Reading what
+    # the emails need is `emails_for`'s; the mailbox's budget, `pacing`'s.)
+    assert figures[5][1] == figures[25][1] == 2, figures
+
+
+def test_outcomes_are_flushed_every_few_deliveries(
+    sandbox, project, smtp_link, settings
+):
+    settings.NOTIFICATIONS_CLAIM_BATCH = 25
+    settings.NOTIFICATIONS_OUTCOME_FLUSH = 4
+    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0  # no waits for the budget
+    emit(project, 10)
+    with CaptureQueriesContext(connection) as queries:
+        assert deliveries_send().sent == 10
+    # One message at a time over SMTP: the claim, then the outcomes after the 4th,
+    # the 8th and at the end.
+    assert len(delivery_writes(queries)) == 1 + 3
+
+
+def test_a_taken_over_row_keeps_the_other_workers_outcome(project, link):
+    emit(project, 3)
+    run = _Run()
+    mine = deliveries_claim(worker=run.worker)
+    assert len(mine) == 3
+    # The run stalled past its lease; another worker took the second row over.
+    Delivery.objects.filter(pk=mine[1].pk).update(claimed_by="other-worker")
+    sent_at = timezone.now()
+    for delivery in mine:
+        run.finish(
+            delivery,
+            DeliveryStatus.SENT,
+            subject=f"Subject {delivery.pk}",
+            request_id=f"request-{delivery.pk}",
+            error_code="",
+            sent_at=sent_at,
+            throttle_count=F("throttle_count") + 1,
+        )
+    assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 0  # queued
+    run.flush()
+    assert run.summary.sent == 2
+    rows = {d.pk: d for d in Delivery.objects.all()}
+    for delivery in (mine[0], mine[2]):
+        row = rows[delivery.pk]
+        assert row.status == DeliveryStatus.SENT
+        assert (row.subject, row.request_id) == (
+            f"Subject {delivery.pk}",
+            f"request-{delivery.pk}",
+        )
+        assert row.claimed_by == "" and row.lease_expires_at is None
+        assert row.throttle_count == 1
+    taken = rows[mine[1].pk]
+    assert (taken.status, taken.claimed_by) == (DeliveryStatus.SENDING, "other-worker")
+    assert taken.subject == "" and taken.throttle_count == 0
+
+
+def test_a_claim_records_when(project, link):
+    emit(project, 1)
+    before = timezone.now()
+    (claimed,) = deliveries_claim(worker="w")
+    assert before <= claimed.claimed_at <= timezone.now()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_live_run_keeps_its_leases_and_nothing_is_sent_twice(
+    sandbox, project, link, settings, queued
+):
+    """Each send blocks for longer than two leases; the heartbeat thread renews them,
+    so a competitor claiming all the while never takes a row over."""
+    settings.NOTIFICATIONS_LEASE_SECONDS = 0.6
+    sandbox.add_fault(target="graph", delay=1.5, probability=1.0)
+    deliveries = emit(project, 2)
+
+    stolen, stop = [], threading.Event()
+
+    def competitor():
+        try:
+            while not stop.is_set():
+                stolen.extend(deliveries_claim(worker="competitor"))
+                time.sleep(0.05)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=competitor)
+    try:
+        started = time.monotonic()
+        # The competitor starts once the run holds the rows.
+        summary = deliveries_send(on_claim=thread.start)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+    assert took > 1.5 > 2 * 0.6  # a send outlasted two leases
+    assert stolen == []
+    assert summary.sent == 2
+    final = list(Delivery.objects.order_by("pk"))
+    assert [(d.status, d.attempts) for d in final] == [(DeliveryStatus.SENT, 1)] * 2
+    messages = sandbox.messages()
+    assert len(messages) == 2
+    assert {m["message_id"] for m in messages} == message_ids(deliveries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_heartbeat_a_dead_runs_rows_are_taken_over_after_a_lease(
+    project, link, settings, queued
+):
+    settings.NOTIFICATIONS_LEASE_SECONDS = 0.5
+    emit(project, 1)
+    deliveries_claim(worker="killed-run")  # claimed, then nothing renews it
+    assert deliveries_claim(worker="other") == []
+    time.sleep(0.6)
+    (taken,) = deliveries_claim(worker="other")
+    assert taken.claimed_by == "other" and taken.attempts == 2
+    assert taken.lease_expires_at > timezone.now() + timedelta(seconds=0.3)
