@@ -312,8 +312,8 @@ Not measured here:
   in these ratios than it would against Graph's or Exchange Online's latency;
 - Microsoft's limits: pacing and the sandbox's throttling are off (bench/throttling.py);
 - faults and worker crashes (bench/fault_drill.py);
-- more than one worker, and event emission itself (written before the commit in one
-  transaction; concurrently with the worker, and so inside the time, one by one);
+- more than one worker, and event emission itself (the events are written before the
+  worker starts; their writing time is printed apart, outside the ratio);
 - TCP connections are the sandbox's accept counts per port: the https port serves
   the token endpoint and Graph alike."""
 

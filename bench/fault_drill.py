@@ -183,14 +183,15 @@ def product_504_record(projects) -> str:
     from notifications.models import Delivery
 
     fields = {f.name for f in Delivery._meta.get_fields()}
-    for name in ("accepted_after_error", "maybe_sent", "uncertain_sends"):
-        if name in fields:
-            from django.db.models import Sum
-
-            value = Delivery.objects.filter(project__in=projects).aggregate(
-                n=Sum(name)
-            )["n"]
-            return f"{value or 0} (Delivery.{name})"
+    if "resent_unconfirmed" in fields:
+        value = Delivery.objects.filter(
+            project__in=projects, resent_unconfirmed=True
+        ).count()
+        return (
+            f"{value} deliveries marked on the delivery log as sent again after a "
+            "lost answer (a 504 after accepting, a timeout, a reset, or a killed "
+            "worker), with no way to look them up"
+        )
     return (
         "not recorded: a delivery keeps its last outcome only, and a sent one "
         "no error, so the log cannot tell a resend after a 504 from any retry"
@@ -418,7 +419,7 @@ def main() -> int:
                     + ")",
                 )
                 row(
-                    "504-after-accept per the product",
+                    "resent after a lost answer, per the product",
                     product_504_record([project]),
                 )
                 for label, value in product_log([project]):

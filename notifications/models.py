@@ -164,6 +164,10 @@ class Delivery(models.Model):
     #: How many times the tool's server answered "slow down" (429, SMTP 4.3.2);
     #: throttles are not counted as attempts.
     throttle_count = models.PositiveIntegerField(default=0)
+    #: Sent again after an attempt whose answer was lost (a timeout, a dropped
+    #: connection, Graph's 504 after accepting), with no way to look the first one
+    #: up: the recipients may have it twice (same Message-ID).
+    resent_unconfirmed = models.BooleanField(default=False)
     subject = models.CharField(max_length=300, blank=True)
     #: The provider's request id (Graph) or the server's reply (SMTP).
     request_id = models.CharField(max_length=500, blank=True)

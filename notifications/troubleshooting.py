@@ -35,6 +35,12 @@ DELIVERY_TROUBLESHOOTING = {
             "Microsoft kept refusing this mailbox's messages for 24 hours (NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS) because too many were sent, so this email was given up; throttling alone only delays an email and never uses up its attempts. Another program probably sends from the same mailbox or through the same app registration: give it its own, or lower this tool's Messages per minute (its settings › Advanced), or send one digest per scan; then Resend."
         ),
     ),
+    "worker_lost": Troubleshooting(
+        _("Interrupted while sending"),
+        _(
+            "The task worker sending this email stopped (it was restarted or killed) before it recorded the answer. Another worker takes it over; where the tool can look the message up (Microsoft Azure Mail with the Mail.ReadBasic.All permission) it is not sent twice, otherwise the delivery log says the recipients may have it twice."
+        ),
+    ),
     "internal_error": Troubleshooting(
         _("Unexpected error"),
         _(

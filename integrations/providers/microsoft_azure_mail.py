@@ -35,6 +35,22 @@ class GraphConnection(Connection):
             payload=message_payload(email),
         )
 
+    def already_sent(self, email):
+        # Needs the optional Mail.ReadBasic.All application permission; without it
+        # the answer is "cannot tell". Messages are saved to Sent Items
+        # (message_payload), so one Graph accepted before the answer was lost is
+        # found there by its Message-ID.
+        if not email.message_id:
+            return None
+        try:
+            return self.client.sent_message_exists(
+                access_token=self.provider.access_token(),
+                sender=self.provider.sender,
+                internet_message_id=email.message_id,
+            )
+        except PermissionMissing:
+            return None
+
 
 class MicrosoftAzureMailProvider(NotificationToolProvider):
     key = "microsoft_azure_mail"

@@ -79,6 +79,15 @@ from notifications.services.pacing import (
 
 logger = logging.getLogger(__name__)
 
+#: Error codes after which a message may have arrived although the attempt failed:
+#: the answer was lost (a timeout, a dropped connection) or was a 5xx that Graph can
+#: send after accepting the message. Before sending again, the tool is asked whether
+#: it holds the message already (`Connection.already_sent`).
+WORKER_LOST = "worker_lost"
+UNCERTAIN_OUTCOMES = frozenset(
+    {"timeout", "connection_failed", "service_unavailable", WORKER_LOST}
+)
+
 
 def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
     """Seconds to wait before attempt `attempts + 1`.
@@ -154,6 +163,12 @@ def deliveries_claim(
         # The WHERE repeats the due condition: on SQLite (no row locks) this UPDATE is
         # the claim, and a row another worker took in between is simply not updated.
         Delivery.objects.filter(_due_q(now), pk__in=picked).update(
+            # A row still "sending" belonged to a worker that died: whether its
+            # message went out is unknown, so the send path looks before resending.
+            error_code=Case(
+                When(status=DeliveryStatus.SENDING, then=Value(WORKER_LOST)),
+                default=F("error_code"),
+            ),
             status=DeliveryStatus.SENDING,
             claimed_by=worker,
             claimed_at=now,
@@ -511,6 +526,20 @@ class _Run:
             return
         try:
             email = self.emails.pop(delivery.pk, None) or email_for(delivery)
+            if delivery.error_code in UNCERTAIN_OUTCOMES:
+                # The last attempt's answer was lost: the server may hold it already.
+                held = self.connections.get(integration).already_sent(email)
+                if held:
+                    self.finish(
+                        delivery,
+                        DeliveryStatus.SENT,
+                        subject=email.subject[:300],
+                        request_id="found in the sender's Sent Items",
+                        error_code="",
+                        sent_at=timezone.now(),
+                    )
+                    return
+                delivery.resent_unconfirmed = held is None
             _, budget, concurrency = self.pacing(integration)
             # The token (and anything else that reads or writes rows) on this thread.
             submit = self.connections.get(integration).prepare(email)
@@ -674,6 +703,7 @@ class _Run:
                 request_id=answer.reply[:500],
                 error_code="",
                 sent_at=timezone.now(),
+                resent_unconfirmed=delivery.resent_unconfirmed,
             )
             return
         if answer.crashed:

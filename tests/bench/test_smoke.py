@@ -213,7 +213,7 @@ def test_fault_drill_loses_nothing_through_faults_and_a_killed_worker():
     assert re.match(r"\d+ \(Graph \d+, SMTP \d+;", figure(result, "doubled"))
     assert re.match(r"\d+ \(", figure(result, "doubled after a 504-after-accept"))
     assert re.match(r"\d+ \(", figure(result, "doubled otherwise"))
-    assert figure(result, "504-after-accept per the product")
+    assert figure(result, "resent after a lost answer, per the product")
     assert figure(result, "sender mailboxes (sandbox)")
 
 

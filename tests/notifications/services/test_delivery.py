@@ -9,7 +9,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from integrations.models import IntegrationState
-from integrations.services import integration_deactivate
+from integrations.services import integration_deactivate, provider_for
+from notifications.emails import email_for
 from notifications.models import Delivery, DeliveryStatus, EventKind
 from notifications.services import deliveries_send, delivery_resend, event_emit
 from notifications.services.delivery import deliveries_claim, retry_delay
@@ -110,6 +111,76 @@ def test_gateway_timeout_after_accept_resends_the_same_message_id(
     assert_each_sent_once_by_message_id(sandbox, final)
     first_id = f"<delivery-{final[0].uuid}@appsec.example.test>"
     assert [m["message_id"] for m in messages].count(first_id) == 2
+
+
+def grant_mail_read_basic(sandbox):
+    """Give the seeded Graph app the optional Mail.ReadBasic.All permission."""
+    from sandbox.seed import APPLICATION_PERMISSIONS
+
+    seed = sandbox.seed
+    sandbox.control(
+        "PATCH",
+        f"/_sandbox/tenants/{seed['tenant_id']}/apps/{seed['client_id']}",
+        {"application_permissions": [*APPLICATION_PERMISSIONS, "Mail.ReadBasic.All"]},
+    )
+
+
+def test_a_504_after_accept_is_looked_up_in_sent_items_and_not_sent_twice(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    grant_mail_read_basic(sandbox)
+    sandbox.add_fault(target="graph", accept_then_status=504, count=1)
+    emit_scans_completed(project, 2, django_capture_on_commit_callbacks)
+    final = settle()
+
+    assert [d.status for d in final] == [DeliveryStatus.SENT] * 2
+    # Graph kept the first attempt: found in Sent Items, so no second copy.
+    assert len(sandbox.messages()) == 2
+    assert_each_sent_once_by_message_id(sandbox, final)
+    assert final[0].request_id == "found in the sender's Sent Items"
+    assert not any(d.resent_unconfirmed for d in final)
+
+
+def test_without_the_lookup_permission_a_resend_is_marked_on_the_delivery_log(
+    sandbox, project, link, django_capture_on_commit_callbacks, client, owner
+):
+    sandbox.add_fault(target="graph", accept_then_status=504, count=1)
+    emit_scans_completed(project, 2, django_capture_on_commit_callbacks)
+    final = settle()
+
+    assert [d.status for d in final] == [DeliveryStatus.SENT] * 2
+    assert len(sandbox.messages()) == 3  # the first one twice: counted and shown
+    assert [d.resent_unconfirmed for d in final] == [True, False]
+    client.force_login(owner)
+    page = client.get(f"/projects/{project.slug}/deliveries/").content.decode()
+    assert page.count("the recipients may have it twice") == 1
+
+
+@pytest.mark.parametrize("can_look", [True, False])
+def test_a_dead_workers_delivery_is_looked_up_before_it_is_sent_again(
+    sandbox, project, link, django_capture_on_commit_callbacks, can_look
+):
+    if can_look:
+        grant_mail_read_basic(sandbox)
+    with django_capture_on_commit_callbacks(execute=False):
+        event_emit(
+            project=project,
+            kind=EventKind.SCAN_COMPLETED,
+            payload={"scan_id": None, "new": 1, "seen_again": 0, "resolved": 0},
+        )
+    # A worker claims it, sends it, and dies before recording the answer.
+    (claimed,) = deliveries_claim(worker="dead-worker")
+    provider_for(claimed.integration).open().send(email_for(claimed))
+    Delivery.objects.filter(pk=claimed.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    deliveries_send()
+
+    delivery = Delivery.objects.get(pk=claimed.pk)
+    assert delivery.status == DeliveryStatus.SENT
+    assert len(sandbox.messages()) == (1 if can_look else 2)
+    assert delivery.resent_unconfirmed is not can_look
 
 
 def test_mixed_faults_lose_nothing_and_double_nothing(
