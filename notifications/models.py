@@ -168,6 +168,9 @@ class Delivery(models.Model):
     #: connection, Graph's 504 after accepting), with no way to look the first one
     #: up: the recipients may have it twice (same Message-ID).
     resent_unconfirmed = models.BooleanField(default=False)
+    #: An attempt's answer was lost (see `resent_unconfirmed`): before the next
+    #: attempt the tool is asked whether it holds the message already.
+    answer_lost = models.BooleanField(default=False)
     subject = models.CharField(max_length=300, blank=True)
     #: The provider's request id (Graph) or the server's reply (SMTP).
     request_id = models.CharField(max_length=500, blank=True)

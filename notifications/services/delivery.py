@@ -169,6 +169,10 @@ def deliveries_claim(
                 When(status=DeliveryStatus.SENDING, then=Value(WORKER_LOST)),
                 default=F("error_code"),
             ),
+            answer_lost=Case(
+                When(status=DeliveryStatus.SENDING, then=Value(True)),
+                default=F("answer_lost"),
+            ),
             status=DeliveryStatus.SENDING,
             claimed_by=worker,
             claimed_at=now,
@@ -526,7 +530,7 @@ class _Run:
             return
         try:
             email = self.emails.pop(delivery.pk, None) or email_for(delivery)
-            if delivery.error_code in UNCERTAIN_OUTCOMES:
+            if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
                 # The last attempt's answer was lost: the server may hold it already.
                 held = self.connections.get(integration).already_sent(email)
                 if held:
@@ -537,6 +541,7 @@ class _Run:
                         request_id="found in the sender's Sent Items",
                         error_code="",
                         sent_at=timezone.now(),
+                        answer_lost=False,
                     )
                     return
                 delivery.resent_unconfirmed = held is None
@@ -704,6 +709,7 @@ class _Run:
                 error_code="",
                 sent_at=timezone.now(),
                 resent_unconfirmed=delivery.resent_unconfirmed,
+                answer_lost=False,
             )
             return
         if answer.crashed:
@@ -825,6 +831,9 @@ class _Run:
             "error_code": error.code[:64],
             "request_id": (error.request_id or "")[:500],
         }
+        if error.code in UNCERTAIN_OUTCOMES:
+            # Kept until the message is sent, whatever later attempts answer.
+            common["answer_lost"] = True
         logger.warning(
             "Delivery %s attempt %s through %s failed: %s",
             delivery.uuid,

@@ -141,6 +141,29 @@ def test_a_504_after_accept_is_looked_up_in_sent_items_and_not_sent_twice(
     assert not any(d.resent_unconfirmed for d in final)
 
 
+def test_a_lost_answer_is_still_looked_up_after_a_throttled_lookup(
+    sandbox, project, link, django_capture_on_commit_callbacks, settings
+):
+    settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS = 0.1
+    grant_mail_read_basic(sandbox)
+    sandbox.add_fault(target="graph", accept_then_status=504, count=1)
+    # The first look in Sent Items is throttled: the delivery waits, then looks again.
+    sandbox.add_fault(
+        target="graph",
+        graph_operation="listMessages",
+        status=429,
+        retry_after="0.3",
+        count=1,
+    )
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    (delivery,) = settle()
+
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.request_id == "found in the sender's Sent Items"
+    assert len(sandbox.messages()) == 1
+    assert (delivery.answer_lost, delivery.resent_unconfirmed) == (False, False)
+
+
 def test_without_the_lookup_permission_a_resend_is_marked_on_the_delivery_log(
     sandbox, project, link, django_capture_on_commit_callbacks, client, owner
 ):
