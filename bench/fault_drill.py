@@ -422,6 +422,16 @@ def main() -> int:
                     "resent after a lost answer, per the product",
                     product_504_record([project]),
                 )
+                doubled_ids = figures["doubled_messages"]
+                marked = Delivery.objects.filter(
+                    pk__in=[expected[mid].pk for mid in doubled_ids],
+                    resent_unconfirmed=True,
+                ).count()
+                row(
+                    "doubled and marked on the delivery log",
+                    f"{marked} of {len(doubled_ids)} doubled messages (the rest were "
+                    "resent although the product could look them up)",
+                )
                 for label, value in product_log([project]):
                     row(label, value)
                 senders = Counter(

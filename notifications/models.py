@@ -171,6 +171,9 @@ class Delivery(models.Model):
     #: An attempt's answer was lost (see `resent_unconfirmed`): before the next
     #: attempt the tool is asked whether it holds the message already.
     answer_lost = models.BooleanField(default=False)
+    #: The sender mailbox of the attempt whose answer was lost: where to look for
+    #: it, even if an admin changed the tool's From address since.
+    answer_lost_from = models.CharField(max_length=320, blank=True)
     subject = models.CharField(max_length=300, blank=True)
     #: The provider's request id (Graph) or the server's reply (SMTP).
     request_id = models.CharField(max_length=500, blank=True)

@@ -105,11 +105,14 @@ class Connection(AbstractContextManager):
         """
         return partial(self.send, email)
 
-    def already_sent(self, email: OutgoingEmail) -> bool | None:
+    def already_sent(
+        self, email: OutgoingEmail, *, sender: str | None = None
+    ) -> bool | None:
         """After an attempt whose answer was lost (a timeout, a dropped connection, a
         504 that Graph may send after accepting the message): whether the server
-        already holds `email`, looked up by its Message-ID. None when this tool
-        cannot tell, and the message is then sent again."""
+        already holds `email`, looked up by its Message-ID in `sender`'s mailbox
+        (the tool's From when None). None when this tool cannot tell, and the
+        message is then sent again."""
         return None
 
     def close(self) -> None:

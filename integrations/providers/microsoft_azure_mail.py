@@ -35,7 +35,7 @@ class GraphConnection(Connection):
             payload=message_payload(email),
         )
 
-    def already_sent(self, email):
+    def already_sent(self, email, *, sender=None):
         # Needs the optional Mail.ReadBasic.All application permission; without it
         # the answer is "cannot tell". Messages are saved to Sent Items
         # (message_payload), so one Graph accepted before the answer was lost is
@@ -45,7 +45,7 @@ class GraphConnection(Connection):
         try:
             return self.client.sent_message_exists(
                 access_token=self.provider.access_token(),
-                sender=self.provider.sender,
+                sender=sender or self.provider.sender,
                 internet_message_id=email.message_id,
             )
         except PermissionMissing:

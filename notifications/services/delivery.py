@@ -532,7 +532,9 @@ class _Run:
             email = self.emails.pop(delivery.pk, None) or email_for(delivery)
             if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
                 # The last attempt's answer was lost: the server may hold it already.
-                held = self.connections.get(integration).already_sent(email)
+                held = self.connections.get(integration).already_sent(
+                    email, sender=delivery.answer_lost_from or None
+                )
                 if held:
                     self.finish(
                         delivery,
@@ -834,6 +836,7 @@ class _Run:
         if error.code in UNCERTAIN_OUTCOMES:
             # Kept until the message is sent, whatever later attempts answer.
             common["answer_lost"] = True
+            common["answer_lost_from"] = self.pacing(integration)[0][:320]
         logger.warning(
             "Delivery %s attempt %s through %s failed: %s",
             delivery.uuid,

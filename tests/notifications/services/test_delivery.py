@@ -164,6 +164,25 @@ def test_a_lost_answer_is_still_looked_up_after_a_throttled_lookup(
     assert (delivery.answer_lost, delivery.resent_unconfirmed) == (False, False)
 
 
+def test_a_lost_answer_is_looked_up_in_the_mailbox_it_was_sent_from(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    grant_mail_read_basic(sandbox)
+    sandbox.add_fault(target="graph", accept_then_status=504, count=1)
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    # An admin changes the From address before the retry (to one with no mailbox:
+    # looking there, or sending from it, would fail).
+    integration = link.integration
+    integration.config = {**integration.config, "sender": "nobody@contoso.test"}
+    integration.save(update_fields=["config"])
+
+    (delivery,) = settle()
+
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.request_id == "found in the sender's Sent Items"
+    assert len(sandbox.messages()) == 1
+
+
 def test_without_the_lookup_permission_a_resend_is_marked_on_the_delivery_log(
     sandbox, project, link, django_capture_on_commit_callbacks, client, owner
 ):
