@@ -91,6 +91,42 @@ def wait_for(predicate, timeout, interval=0.05):
     return False
 
 
+def run_two_workers_and_a_sweeper_until_sent(env, *, timeout, sweep_interval):
+    """Two db_workers and a `deliver_pending --loop` sweep compete for the
+    deliveries until all are sent (or `timeout`); then all three are stopped."""
+    processes = [start_worker(env), start_worker(env)]
+    processes.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "deliver_pending",
+                "--loop",
+                "--interval",
+                str(sweep_interval),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    )
+    try:
+        assert wait_for(
+            lambda: {d["status"] for d in status(env)["deliveries"]} == {"sent"},
+            timeout=timeout,
+            interval=0.3,
+        ), status(env)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def expected_ids(state):
     return {f"<delivery-{d['uuid']}@appsec.example.test>" for d in state["deliveries"]}
 
@@ -267,28 +303,7 @@ def test_a_slow_live_worker_keeps_its_leases_against_other_workers(sandbox, tmp_
     )
     run(env, "-m", "tests.notifications.worker_script", "setup", str(count))
     sandbox.add_fault(target="graph", delay=2.5 * lease, probability=1.0)
-    workers = [start_worker(env), start_worker(env)]
-    sweeper = subprocess.Popen(
-        [sys.executable, "manage.py", "deliver_pending", "--loop", "--interval", "0.2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert wait_for(
-            lambda: {d["status"] for d in status(env)["deliveries"]} == {"sent"},
-            timeout=60,
-            interval=0.3,
-        ), status(env)
-    finally:
-        for process in [*workers, sweeper]:
-            process.send_signal(signal.SIGTERM)
-        for process in [*workers, sweeper]:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    run_two_workers_and_a_sweeper_until_sent(env, timeout=60, sweep_interval=0.2)
     state = status(env)
     assert all(d["attempts"] == 1 for d in state["deliveries"]), state
     messages = sandbox.messages()
@@ -346,35 +361,7 @@ def test_two_workers_on_postgresql_never_send_one_delivery_twice(
         # 6 transactions: 6 tasks, for two workers and a recovery sweep to share.
         run(env, "-m", "tests.notifications.worker_script", "setup", str(count), "6")
         sandbox.add_fault(target="graph", delay=0.02, probability=1.0)
-        workers = [start_worker(env), start_worker(env)]
-        sweeper = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "deliver_pending",
-                "--loop",
-                "--interval",
-                "0.1",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            assert wait_for(
-                lambda: {d["status"] for d in status(env)["deliveries"]} == {"sent"},
-                timeout=90,
-                interval=0.3,
-            ), status(env)
-        finally:
-            for process in [*workers, sweeper]:
-                process.send_signal(signal.SIGTERM)
-            for process in [*workers, sweeper]:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        run_two_workers_and_a_sweeper_until_sent(env, timeout=90, sweep_interval=0.1)
         state = status(env)
         messages = sandbox.messages()
         assert len(messages) == count
