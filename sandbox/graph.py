@@ -117,16 +117,22 @@ def _after(fault: dict | None) -> None:
         raise _fault_error(dict(fault, status=fault["accept_then_status"]))
 
 
-async def send_mail(request: web.Request) -> web.StreamResponse:
-    """POST /v1.0/users/{user}/sendMail and /v1.0/me/sendMail."""
+async def _answer(request: web.Request, handler) -> web.StreamResponse:
+    """One Graph request: a request id, the request counter, and any GraphError
+    the handler raises answered in Graph's error shape."""
     ctx = request.app[CTX]
     request[REQUEST_ID] = str(uuid.uuid4())
     ctx.state.count("graph_requests")
     try:
-        response = await _send_mail(ctx, request)
+        response = await handler(ctx, request)
     except GraphError as error:
         response = error.response(request)
     return _finish(request, response)
+
+
+async def send_mail(request: web.Request) -> web.StreamResponse:
+    """POST /v1.0/users/{user}/sendMail and /v1.0/me/sendMail."""
+    return await _answer(request, _send_mail)
 
 
 async def _send_mail(ctx, request: web.Request) -> web.StreamResponse:
@@ -398,14 +404,7 @@ class ListQuery:
 
 async def list_messages(request: web.Request) -> web.StreamResponse:
     """GET /v1.0/users/{user}/mailFolders/sentitems/messages (and /me/...)."""
-    ctx = request.app[CTX]
-    request[REQUEST_ID] = str(uuid.uuid4())
-    ctx.state.count("graph_requests")
-    try:
-        response = await _list_messages(ctx, request)
-    except GraphError as error:
-        response = error.response(request)
-    return _finish(request, response)
+    return await _answer(request, _list_messages)
 
 
 async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
