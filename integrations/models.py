@@ -64,6 +64,18 @@ class AuditAction(models.TextChoices):
     AUTHORIZED = "authorized", _("Authorized")
     AUTHORIZATION_FAILED = "authorization_failed", _("Authorization failed")
     NEEDS_ATTENTION = "needs_attention", _("Needs attention")
+    # Outbound policy and recipient policy (docs/SECURITY.md).
+    ADDRESS_REFUSED = "address_refused", _("Address refused")
+    RECIPIENT_REFUSED = "recipient_refused", _("Recipient refused")
+    # Accounts: sign-in lockout.
+    SIGN_IN_LOCKED_OUT = "sign_in_locked_out", _("Sign-in locked out")
+    SIGN_IN_UNLOCKED = "sign_in_unlocked", _("Sign-in unlocked")
+    # Projects: API tokens and memberships.
+    TOKEN_CREATED = "token_created", _("API token created")
+    TOKEN_REVOKED = "token_revoked", _("API token revoked")
+    MEMBER_ADDED = "member_added", _("Member added")
+    MEMBER_REMOVED = "member_removed", _("Member removed")
+    MEMBER_ROLE_CHANGED = "member_role_changed", _("Member role changed")
 
 
 class AuditEntry(models.Model):
@@ -83,6 +95,12 @@ class AuditEntry(models.Model):
     changed_fields = models.JSONField(default=list, blank=True)
     succeeded = models.BooleanField(default=True)
     error_code = models.CharField(max_length=64, blank=True)
+    #: What the entry is about besides a tool: "project:<slug>", "user:<name>",
+    #: "token:<prefix>", "address:<host>:<port>"... Empty for a tool's own entries.
+    subject = models.CharField(max_length=200, blank=True)
+    #: Extra words for the auditor, already cut and sanitised (a peer's reply text,
+    #: a refused recipient, a role change). Never a secret.
+    detail = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
