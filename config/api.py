@@ -3,18 +3,28 @@
 Every error, whichever layer finds it, is answered here once, as
 `{"error": {"code": "...", "message": "..."}}` (docs/API.md): the projects error
 hierarchy, authentication, request validation, 404 for any other address under
-/api/v1/ and 405 for a wrong method. The OpenAPI description is generated from the
-routers and their schemas and served at /api/v1/openapi.json; there is no docs page
-(Swagger UI loads its scripts from a CDN, which the CSP and offline use forbid).
+/api/ (config/urls.py), 405 for a wrong method, 411 for a chunked body, 413 for a body
+over the limit and 500 for anything unexpected (logged, its text never sent). The
+OpenAPI description is generated from the routers and their schemas and served at
+/api/v1/openapi.json; there is no docs page (Swagger UI loads its scripts from a
+CDN, which the CSP and offline use forbid).
 """
 
+import logging
 from functools import wraps
 from typing import get_args
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
+from django.core.signals import got_request_exception
 from django.http import Http404, HttpResponseNotAllowed
 from django.urls import URLPattern, path, re_path, reverse
+from django.utils.log import log_response
 from django.utils.translation import gettext as _
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from ninja import NinjaAPI
@@ -44,6 +54,23 @@ class MethodNotAllowed(Exception):
         self.allowed = allowed
 
 
+class LengthRequired(Exception):
+    """A chunked request body without a Content-Length (HTTP 411)."""
+
+
+def is_chunked_without_length(request) -> bool:
+    """Whether the body came chunked, with no Content-Length.
+
+    Django reads a WSGI body up to CONTENT_LENGTH, so such a body would be taken as
+    empty (and a SARIF import would say "the file is empty"). Servers differ in
+    whether they de-chunk it, so it is refused, asking for a Content-Length, the
+    way RFC 9110 §15.5.12 describes.
+    """
+    return "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and (
+        not request.META.get("CONTENT_LENGTH")
+    )
+
+
 class Api(NinjaAPI):
     """NinjaAPI, with every answer in JSON: ninja answers a wrong method in plain
     text and leaves other addresses to Django's HTML 404."""
@@ -69,7 +96,7 @@ class Api(NinjaAPI):
                 # ninja reverses it to find where the API is mounted.
                 ours.append(path("", unknown_address, name="api-root"))
                 continue
-            ours.append(self._json_405(pattern))
+            ours.append(self._json_errors(pattern))
             if pattern.name == "openapi-json":
                 # The name the pages link with ({% url 'api:openapi' %}).
                 ours.append(
@@ -78,11 +105,15 @@ class Api(NinjaAPI):
         ours.append(re_path("", unknown_address, name="unknown_address"))
         return ours, app_name, namespace
 
-    def _json_405(self, pattern: URLPattern) -> URLPattern:
+    def _json_errors(self, pattern: URLPattern) -> URLPattern:
+        """The view, refusing a chunked body before it is read, and with ninja's
+        plain-text 405 answered in JSON."""
         view = pattern.callback
 
         @wraps(view)
         def wrapper(request, *args, **kwargs):
+            if is_chunked_without_length(request):
+                return self.on_exception(request, LengthRequired())
             response = view(request, *args, **kwargs)
             if isinstance(response, HttpResponseNotAllowed):
                 allowed = sorted(m.strip() for m in response["Allow"].split(","))
@@ -123,7 +154,9 @@ def error(request, status: int, code: str, message, headers=None):
 
 @csrf_exempt
 def unknown_address(request, *args, **kwargs):
-    """Any other address under /api/v1/, answered in JSON like the rest."""
+    """Any other address under /api/, answered in JSON like the rest."""
+    if is_chunked_without_length(request):
+        return api.on_exception(request, LengthRequired())
     return api.on_exception(
         request,
         Http404(
@@ -153,6 +186,29 @@ def project_error(request, exc: ProjectError):
 @api.exception_handler(RequestDataTooBig)
 def request_too_large(request, exc: RequestDataTooBig):
     return error(request, 413, "too_large", _("The request body is too large."))
+
+
+@api.exception_handler(LengthRequired)
+def length_required(request, exc: LengthRequired):
+    return error(
+        request,
+        411,
+        "length_required",
+        _(
+            "Send the request body with a Content-Length header; chunked bodies "
+            "(Transfer-Encoding: chunked) are not accepted."
+        ),
+    )
+
+
+@api.exception_handler(SuspiciousOperation)
+def suspicious_request(request, exc: SuspiciousOperation):
+    """A request Django refuses as malformed (too many fields or files, a bad
+    Host...): a 400, logged to django.security as Django logs it."""
+    logging.getLogger(f"django.security.{exc.__class__.__name__}").error(
+        str(exc), extra={"status_code": 400, "request": request}
+    )
+    return error(request, 400, "bad_request", _("The request is malformed."))
 
 
 @api.exception_handler(Http404)
@@ -206,8 +262,10 @@ def invalid_request(request, exc: ValidationError):
 
 @api.exception_handler(HttpError)
 def http_error(request, exc: HttpError):
-    """Ninja's own errors. A body it cannot parse is the one that occurs here."""
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+    """Ninja's own errors. A body it cannot parse is the one that occurs here:
+    not JSON (ValueError), or nested too deep for the parser (RecursionError).
+    Its message would carry the parser's text in DEBUG, so it is never used."""
+    if exc.status_code == 400 and exc.__cause__ is not None:
         # Only PATCH .../findings/{id} has a body that ninja parses.
         return error(
             request,
@@ -227,6 +285,49 @@ def http_error(request, exc: HttpError):
 
 @api.exception_handler(Exception)
 def server_error(request, exc: Exception):
-    """Anything unexpected goes to Django: logged, and its 500 page (ninja would
-    answer with the traceback in DEBUG)."""
-    raise exc
+    """Anything unexpected: logged with its traceback as Django logs a 500 (and
+    signalled, so the test client and error trackers see it), answered in JSON
+    without a word of the exception (ninja would send the traceback in DEBUG)."""
+    got_request_exception.send(sender=None, request=request)
+    response = server_error_answer(request)
+    # Once, with the traceback (Django would log the 500 again without it).
+    log_response(
+        "Internal Server Error: %s",
+        request.path,
+        response=response,
+        request=request,
+        exception=exc,
+    )
+    return response
+
+
+def server_error_answer(request):
+    return error(
+        request,
+        500,
+        "server_error",
+        _(
+            "Something went wrong on the server; it has been logged. Try again, "
+            "and report it if it persists."
+        ),
+    )
+
+
+def is_api_request(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def handler500(request, *args, **kwargs):
+    """Django's 500 view (config/urls.py): JSON under /api/ for a failure outside
+    the API's own views (a middleware's), Django's page elsewhere."""
+    if is_api_request(request):
+        return server_error_answer(request)
+    return defaults.server_error(request, *args, **kwargs)
+
+
+def handler400(request, exception, *args, **kwargs):
+    """Django's 400 view, e.g. for a disallowed Host or a malformed upload: JSON
+    under /api/, Django's page elsewhere."""
+    if is_api_request(request):
+        return error(request, 400, "bad_request", _("The request is malformed."))
+    return defaults.bad_request(request, exception, *args, **kwargs)

@@ -7,7 +7,10 @@ an encryption key generated once into `var/` when DEBUG is on. In production
 (DEBUG off) a missing SECRET_KEY or FIELD_ENCRYPTION_KEYS stops start-up.
 """
 
+import re
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from cryptography.fernet import Fernet
@@ -44,7 +47,7 @@ def _required_in_production(var, filename, generate):
         return _development_key(filename, generate)
     raise ImproperlyConfigured(
         f"{var} is not set. Set it in the environment (or .env) before starting "
-        f"with DEBUG off; see README.md, 'Running in production'."
+        f"with DEBUG off; see README.md, 'Production'."
     )
 
 
@@ -65,7 +68,6 @@ FIELD_ENCRYPTION_KEYS = [
 ]
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
@@ -81,9 +83,12 @@ INSTALLED_APPS = [
     "integrations",
     "notifications",
     "projects",
+    "operations",  # issue 12: health, metrics, periodic work, the Operations page
 ]
 
 MIDDLEWARE = [
+    # issue 12: X-Request-ID on every response, redirects included (config/logs.py)
+    "operations.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -98,6 +103,17 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
+    # --- Email templates (issue 10): notifications/email/* render with Jinja2, which
+    # speaks Django's translation tags (notifications/email_templates.py); this
+    # engine answers for those names only, every other goes on to Django's.
+    {
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "NAME": "email",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": False,
+        "OPTIONS": {"environment": "notifications.email_templates.environment"},
+    },
+    # --- end of the email templates' engine
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],
@@ -130,10 +146,51 @@ AUTH_PASSWORD_VALIDATORS = [
     },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+
+# -- Sign-in lockout (issue 11, item 1): django-axes --------------------------------
+# Failed sign-ins are counted in the database, so every process sees the same count:
+# by user name and, separately, by client address. SIGN_IN_FAILURE_LIMIT failures for
+# either lock sign-in for it (the right password is refused too) for
+# SIGN_IN_COOLOFF_MINUTES after the failure that caused the lockout. A security admin
+# unlocks sooner on the "Sign-in lockouts" page or with `manage.py unlock_sign_in`.
+INSTALLED_APPS += ["axes", "accounts"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # axes wants it last
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out sign-in first
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = env.int("SIGN_IN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SIGN_IN_COOLOFF_MINUTES", default=15))
+if not 1 <= AXES_FAILURE_LIMIT <= 1000:
+    raise ImproperlyConfigured("SIGN_IN_FAILURE_LIMIT must be from 1 to 1000.")
+if not timedelta(minutes=1) <= AXES_COOLOFF_TIME <= timedelta(days=7):
+    raise ImproperlyConfigured(
+        "SIGN_IN_COOLOFF_MINUTES must be from 1 to 10080 (a week)."
+    )
+# Attempts made while locked out are refused without being counted, so a lockout
+# ends when the page said it would.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A successful sign-in does not clear the count: axes would clear every failure from
+# that address too, letting anyone with an account reset the count against another.
+AXES_RESET_ON_SUCCESS = False
+# The sign-in page again, with status 429 and the lockout explained.
+AXES_LOCKOUT_CALLABLE = "accounts.views.sign_in_locked_out"
+AXES_HTTP_RESPONSE_CODE = 429
+# The client address: REMOTE_ADDR. Behind N reverse proxies that each append the
+# address they received from to X-Forwarded-For, set SIGN_IN_TRUSTED_PROXY_COUNT=N:
+# the Nth address from the right is then taken (the ones to its left can be forged).
+SIGN_IN_TRUSTED_PROXY_COUNT = env.int("SIGN_IN_TRUSTED_PROXY_COUNT", default=0)
+if not 0 <= SIGN_IN_TRUSTED_PROXY_COUNT <= 10:
+    raise ImproperlyConfigured("SIGN_IN_TRUSTED_PROXY_COUNT must be from 0 to 10.")
+AXES_CLIENT_IP_CALLABLE = "accounts.services.client_address"
+# -- end sign-in lockout ---------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -146,6 +203,25 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# -- Static files in production (issue 12, item 1): whitenoise ------------------------
+# With DEBUG off, `manage.py collectstatic` writes every file under a name with its
+# content's hash plus .gz and .br copies into STATIC_ROOT, and whitenoise serves them
+# (compressed when the client accepts it, cached for ever since the name changes with
+# the content). Pages need the manifest collectstatic writes: run it at every release.
+# With DEBUG on, nothing changes: `runserver` serves static/ as it is, no collectstatic
+# (and no whitenoise, which would warn that STATIC_ROOT does not exist).
+if not DEBUG:
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {
+            "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        },
+    }
+# -- end static files in production
 # Uploaded files waiting for the worker (queued SARIF imports, deleted once imported).
 # Never served: there is no MEDIA_URL route.
 MEDIA_ROOT = VAR_DIR / "media"
@@ -155,16 +231,93 @@ SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 X_FRAME_OPTIONS = "DENY"
 
-CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": [SELF],
-        "script-src": [SELF],
-        "style-src": [SELF],
-        "img-src": [SELF, "data:"],
-        "frame-ancestors": [NONE],
-        "form-action": [SELF, "https:", "http://127.0.0.1:*", "http://localhost:*"],
-    },
-}
+# -- HTTPS (issue 11, item 6) ----------------------------------------------------------
+# With DEBUG off and an https:// SITE_URL the defaults are production's: plain http is
+# redirected to https, and browsers are told (HSTS) to use only https on this host for
+# a year (the value preload lists ask for; the host already needs https for its secure
+# cookies). Subdomains and preloading are the operator's choice: they commit every
+# host under SITE_URL's, which is harmless for a host of its own (appsec.example.com)
+# and not for an organisation's bare domain. See README.md, "Production".
+_SITE = urlsplit(SITE_URL)
+if _SITE.scheme not in ("http", "https") or not _SITE.hostname:
+    raise ImproperlyConfigured(
+        "SITE_URL must be the product's address, e.g. https://appsec.example.com."
+    )
+_HTTPS_PRODUCTION = not DEBUG and _SITE.scheme == "https"
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS_PRODUCTION)
+SECURE_HSTS_SECONDS = env.int(
+    "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _HTTPS_PRODUCTION else 0
+)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be 0 (off) or more.")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False
+)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a proxy that terminates TLS: the header it sets and the value meaning https,
+# e.g. "HTTP_X_FORWARDED_PROTO,https". Only when the proxy always overwrites that
+# header, since otherwise a client could claim https for itself.
+_PROXY_SSL_HEADER = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _PROXY_SSL_HEADER:
+    if (
+        len(_PROXY_SSL_HEADER) != 2
+        or not _PROXY_SSL_HEADER[0].startswith("HTTP_")
+        or not _PROXY_SSL_HEADER[1]
+    ):
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be a request.META header name and a "
+            "value, e.g. HTTP_X_FORWARDED_PROTO,https."
+        )
+    SECURE_PROXY_SSL_HEADER = tuple(_PROXY_SSL_HEADER)
+# Origins whose form posts pass the CSRF check besides the request's own host (needed
+# when a proxy in front changes the Host header). Default: SITE_URL's origin.
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS", default=[f"{_SITE.scheme}://{_SITE.netloc}"]
+)
+# -- end HTTPS ---------------------------------------------------------------------------
+
+# -- Health and readiness (issue 12, item 3; operations/health.py) ----------------------
+# Probes (a load balancer, Kubernetes) speak plain http inside the cluster: these
+# paths are never redirected to https.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# /readyz answers whoever comes from READYZ_ALLOWED_NETWORKS (comma-separated CIDRs
+# matched against REMOTE_ADDR; default loopback only; empty for none) or presents
+# `Authorization: Bearer <READYZ_TOKEN>` (unset: no token opens it). /healthz is open.
+READYZ_TOKEN = env.str("READYZ_TOKEN", default="")
+if READYZ_TOKEN and len(READYZ_TOKEN) < 16:
+    raise ImproperlyConfigured("READYZ_TOKEN must be at least 16 characters long.")
+READYZ_ALLOWED_NETWORKS = env.list(
+    "READYZ_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"]
+)
+
+
+def _check_readyz_networks(entries):
+    import ipaddress
+
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"READYZ_ALLOWED_NETWORKS: {entry!r} is not an IP network "
+                "(e.g. 10.0.0.0/8, fd00::/8, 127.0.0.1)."
+            ) from None
+
+
+_check_readyz_networks(READYZ_ALLOWED_NETWORKS)
+# Ready only if a task worker was seen within this many seconds (its heartbeat); the
+# Deliveries pages warn after the same time. And only if no due delivery has been
+# waiting longer than READYZ_QUEUE_MAX_AGE_SECONDS.
+READYZ_WORKER_MAX_AGE_SECONDS = env.float(
+    "READYZ_WORKER_MAX_AGE_SECONDS", default=120.0
+)
+READYZ_QUEUE_MAX_AGE_SECONDS = env.float("READYZ_QUEUE_MAX_AGE_SECONDS", default=900.0)
+if READYZ_WORKER_MAX_AGE_SECONDS <= 0 or READYZ_QUEUE_MAX_AGE_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "READYZ_WORKER_MAX_AGE_SECONDS and READYZ_QUEUE_MAX_AGE_SECONDS must be "
+        "more than 0 seconds."
+    )
+# -- end health and readiness ------------------------------------------------------------
 
 # Background tasks: django-tasks (the backport of Django 6's django.tasks) with the
 # database backend; `manage.py db_worker` runs them.
@@ -210,26 +363,127 @@ OAUTH_ALLOW_INSECURE_ENDPOINTS = env.bool(
 # Test Connection attempts allowed per user per minute.
 TEST_CONNECTION_RATE_LIMIT = env.int("TEST_CONNECTION_RATE_LIMIT", default=10)
 
+# --- Outbound policy (issue 11; integrations/providers/outbound.py) -----------------
+# Every address an admin types (SMTP host and port, explicit OAuth endpoints) is
+# resolved once and checked before connecting, and the connection goes to the checked
+# address. Link-local, cloud metadata, unspecified and multicast addresses are always
+# refused. Loopback and private ranges (RFC 1918, fc00::/7, 100.64.0.0/10, ...) only
+# when OUTBOUND_ALLOW_PRIVATE_NETWORKS is on, or for the host names and CIDRs listed
+# in OUTBOUND_ALLOWED_HOSTS (comma-separated, e.g. "mailrelay.corp,10.20.0.0/16").
+# The M365_* hosts above are the operator's own and are trusted as they are.
+OUTBOUND_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "OUTBOUND_ALLOW_PRIVATE_NETWORKS", default=False
+)
+OUTBOUND_ALLOWED_HOSTS = env.list("OUTBOUND_ALLOWED_HOSTS", default=[])
+
+
+def _check_outbound_allowed_hosts(entries):
+    import ipaddress
+    import re
+
+    name = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            if not name.fullmatch(entry.lower()) or "/" in entry:
+                raise ImproperlyConfigured(
+                    f"OUTBOUND_ALLOWED_HOSTS: {entry!r} is neither a host name nor "
+                    "an IP address or network (10.0.0.0/8, fd00::/8)."
+                )
+
+
+_check_outbound_allowed_hosts(OUTBOUND_ALLOWED_HOSTS)
+# SMTP ports an admin may choose besides 25, 465, 587 and 2525 (comma-separated);
+# M365_SMTP_PORT is always allowed.
+try:
+    SMTP_ALLOWED_PORTS_EXTRA = [
+        int(port) for port in env.list("SMTP_ALLOWED_PORTS_EXTRA", default=[])
+    ]
+except ValueError:
+    raise ImproperlyConfigured(
+        "SMTP_ALLOWED_PORTS_EXTRA must be port numbers separated by commas."
+    )
+if not all(0 < port < 65536 for port in SMTP_ALLOWED_PORTS_EXTRA):
+    raise ImproperlyConfigured("SMTP_ALLOWED_PORTS_EXTRA: ports are 1 to 65535.")
+# --- end of outbound policy ----------------------------------------------------------
+
+# -- Content Security Policy (issue 11, item 6) ----------------------------------------
+# form-action limits where a form may send the browser, redirects included. Save &
+# Authorize posts to the product, which redirects to the sign-in page, so in
+# production (DEBUG off) it is the product and Microsoft's sign-in hosts: every
+# cloud's (integrations/providers/clouds.py) and M365_AUTHORITY_HOST, plus the origins
+# in CSP_FORM_ACTION_EXTRA (comma-separated, e.g. the authorization endpoint of a
+# non-Microsoft OAuth server used by the SMTP tool). With DEBUG on: any https origin,
+# and loopback on any port (the sandbox).
+
+
+def _origin(url: str, var: str) -> str:
+    """`scheme://host[:port]` of an http(s) URL, rebuilt from its checked parts so
+    that nothing else reaches the policy (a `;` would start another directive)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("http", "https")
+        or port == -1
+        or not re.fullmatch(r"[a-z0-9.-]+|[0-9a-f:.]+", host)
+    ):
+        raise ImproperlyConfigured(f"{var}: {url!r} is not an http(s) origin.")
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _form_action_production() -> list[str]:
+    from integrations.providers import clouds
+
+    origins = [SELF]
+    hosts = [
+        ("clouds.py", clouds.preset(cloud).authority_host) for cloud in clouds.Cloud
+    ]
+    if M365_AUTHORITY_HOST:
+        hosts.append(("M365_AUTHORITY_HOST", M365_AUTHORITY_HOST))
+    for extra in env.list("CSP_FORM_ACTION_EXTRA", default=[]):
+        hosts.append(("CSP_FORM_ACTION_EXTRA", extra))
+    for var, host in hosts:
+        origin = _origin(host, var)
+        if origin not in origins:
+            origins.append(origin)
+    return origins
+
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "frame-ancestors": [NONE],
+        "form-action": (
+            [SELF, "https:", "http://127.0.0.1:*", "http://localhost:*"]
+            if DEBUG
+            else _form_action_production()
+        ),
+    },
+}
+# -- end Content Security Policy -------------------------------------------------------
+
 CACHES = {
     "default": env.cache("CACHE_URL", default="locmemcache://"),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-    },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        # msal logs request details at DEBUG; keep it quiet.
-        "msal": {"level": "WARNING"},
-        "urllib3": {"level": "WARNING"},
-    },
-}
+# -- Logs (issue 12, item 7; config/logs.py) ------------------------------------------
+# LOG_FORMAT=plain: one readable line per record. LOG_FORMAT=json: one JSON object per
+# line (time, level, logger, message, exception) with the request_id or task_id of the
+# request or task it was logged for. LOG_LEVEL: the root logger's level.
+from config.logs import logging_config  # noqa: E402
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").strip().lower()
+LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="INFO").upper())
+# -- end logs
 
 # ---------------------------------------------------------------------------
 # Projects (SARIF imports)
@@ -246,6 +500,16 @@ SARIF_ASYNC_THRESHOLD_BYTES = env.int(
 # How long one queued import may run. A scan still "processing" after this is
 # taken to be lost with its worker (killed, out of memory) and is marked failed.
 SARIF_IMPORT_TIMEOUT_SECONDS = env.int("SARIF_IMPORT_TIMEOUT_SECONDS", default=3600)
+
+# -- API tokens (issue 11, item 3) --------------------------------------------------
+# The expiry a new API token gets unless its creator picks another (30, 90, 365
+# days or none): days, 0 for no expiry.
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+if not 0 <= API_TOKEN_DEFAULT_DAYS <= 3650:
+    raise ImproperlyConfigured(
+        "API_TOKEN_DEFAULT_DAYS must be a number of days from 0 (no expiry) to 3650."
+    )
+# -- end API tokens ------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Notifications (delivery of vulnerability emails)
@@ -308,3 +572,53 @@ NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS = env.float(
 NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=25)
 # The django-tasks queue the delivery tasks go to (db_worker --queue-name).
 NOTIFICATIONS_QUEUE_NAME = env.str("NOTIFICATIONS_QUEUE_NAME", default="default")
+
+# -- Metrics (issue 12, item 4): GET /metrics for Prometheus ------------------------
+# The bearer token Prometheus sends (`Authorization: Bearer ...`); unset, /metrics is
+# switched off (404). At least 16 characters, e.g. `python -c "import secrets;
+# print(secrets.token_urlsafe(32))"`.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and (len(METRICS_TOKEN) < 16 or re.search(r"\s", METRICS_TOKEN)):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be at least 16 characters without spaces (or unset to "
+        "switch /metrics off)."
+    )
+# prometheus-client's multi-process mode: a directory shared by every web and task
+# worker process (set in their environment before they start, emptied only when
+# all of them are stopped). Unset, /metrics counts the answering process only.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        "PROMETHEUS_MULTIPROC_DIR must be an existing directory the web and worker "
+        "processes can write to (or unset)."
+    )
+# -- end metrics ---------------------------------------------------------------------
+
+# -- Periodic work and retention (issue 12, items 2 and 6; operations/periodic.py) ---
+# A task worker records its heartbeat at least this often (the operations.heartbeat
+# periodic job); 0 turns the job off.
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=30.0)
+# How often the operations.retention job purges old records (default: daily).
+RETENTION_INTERVAL_SECONDS = env.float("RETENTION_INTERVAL_SECONDS", default=86400.0)
+# Days kept (0 keeps forever): sent deliveries and events none of whose deliveries is
+# pending; finished task results (a week of task history for troubleshooting, while
+# the table, which gets a row per task run, stays small); audit entries and sign-in
+# attempts/logs. Findings and scans are never purged.
+RETENTION_DELIVERIES_DAYS = env.int("RETENTION_DELIVERIES_DAYS", default=90)
+RETENTION_TASK_RESULTS_DAYS = env.int("RETENTION_TASK_RESULTS_DAYS", default=7)
+RETENTION_AUDIT_DAYS = env.int("RETENTION_AUDIT_DAYS", default=365)
+# Rows deleted per transaction (short transactions, no long locks).
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
+for _name in ("WORKER_HEARTBEAT_SECONDS", "RETENTION_INTERVAL_SECONDS"):
+    if not 0 <= globals()[_name] <= 365 * 86400:
+        raise ImproperlyConfigured(f"{_name} must be 0 (off) or seconds up to a year.")
+for _name in (
+    "RETENTION_DELIVERIES_DAYS",
+    "RETENTION_TASK_RESULTS_DAYS",
+    "RETENTION_AUDIT_DAYS",
+):
+    if not 0 <= globals()[_name] <= 36500:
+        raise ImproperlyConfigured(f"{_name} must be 0 (keep forever) or days.")
+if not 1 <= RETENTION_BATCH_SIZE <= 100000:
+    raise ImproperlyConfigured("RETENTION_BATCH_SIZE must be from 1 to 100000.")
+# -- end periodic work and retention ------------------------------------------------

@@ -34,6 +34,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
         "actor_name",
         "action",
         "provider",
+        "subject",
         "succeeded",
         "error_code",
     ]

@@ -14,7 +14,9 @@ Each error carries:
   secrets: providers pass error descriptions, not requests); made log-safe here,
   since part of it may come from outside (an OAuth callback's error_description):
   control characters, CR and LF included, become spaces, and it is bounded;
-- `request_id`: the provider's request or trace id, or an SMTP reply, for support.
+- `request_id`: the provider's request or trace id, or an SMTP reply's codes (never
+  its text: a peer that is not Microsoft's could write anything there), for support;
+- `address`: the host:port the failure is about, when the words name it.
 """
 
 from integrations.text import single_line
@@ -38,6 +40,7 @@ class IntegrationError(Exception):
         retry_after: float | None = None,
         request_id: str = "",
         status: int | None = None,
+        address: str = "",
     ):
         detail = single_line(detail, MAX_DETAIL)
         super().__init__(detail or self.code)
@@ -47,13 +50,14 @@ class IntegrationError(Exception):
         self.retry_after = retry_after
         self.request_id = single_line(request_id, 200)
         self.status = status
+        self.address = single_line(address, 300)
 
     def __str__(self):
         return f"{self.code}: {self.detail}" if self.detail else self.code
 
     @property
     def troubleshooting(self):
-        return troubleshooting_for(self.code)
+        return troubleshooting_for(self.code, address=self.address)
 
 
 class ConfigurationError(IntegrationError):
@@ -61,6 +65,14 @@ class ConfigurationError(IntegrationError):
 
     code = "configuration"
     needs_attention = True
+
+
+class AddressRefused(ConfigurationError):
+    """The outbound policy refused an address (`providers.outbound`): a link-local,
+    metadata or other never-allowed address, a private one the settings do not
+    allow, or an SMTP port outside the allowed list. Caught before connecting."""
+
+    code = "address_refused"
 
 
 class ConnectionFailed(IntegrationError):

@@ -77,6 +77,37 @@ TROUBLESHOOTING = {
             "The TLS handshake or the server certificate check failed. Check that the host name is right, that the server's certificate is trusted (set M365_CA_BUNDLE for a private CA), and that no proxy intercepts TLS."
         ),
     ),
+    # --- outbound policy (providers/outbound.py) ----------------------------------------
+    "smtp_no_answer": Troubleshooting(
+        _("No SMTP server answered"),
+        _(
+            "The server at %(address)s did not answer as an SMTP server: it could not be reached, or what answered is not an SMTP server. Check the SMTP host and port (587 for STARTTLS, 465 for SSL/TLS) and that this server may connect to it."
+        ),
+    ),
+    "address_never_allowed": Troubleshooting(
+        _("This address is never allowed"),
+        _(
+            "Connecting to %(address)s was refused: it resolves to a link-local or cloud metadata address (or an unspecified, multicast or reserved one), which is never allowed. Enter the host name of the mail server or identity provider."
+        ),
+    ),
+    "address_private": Troubleshooting(
+        _("Private addresses are not allowed"),
+        _(
+            "Connecting to %(address)s was refused: it resolves to a private address (loopback, a private network or shared address space). To use an internal server, set OUTBOUND_ALLOW_PRIVATE_NETWORKS or add it to OUTBOUND_ALLOWED_HOSTS on this server."
+        ),
+    ),
+    "address_refused": Troubleshooting(
+        _("This address is not allowed"),
+        _(
+            "Connecting to %(address)s was refused by this server's outbound policy. Enter the host name of the mail server or identity provider."
+        ),
+    ),
+    "smtp_port_not_allowed": Troubleshooting(
+        _("This SMTP port is not allowed"),
+        _(
+            "Connecting to %(address)s was refused: the port is not one this server uses for SMTP. Use 587 (STARTTLS), 465 (SSL/TLS), 25 or 2525, or add the port to SMTP_ALLOWED_PORTS_EXTRA on this server."
+        ),
+    ),
     # --- identity platform (AADSTS) ---------------------------------------------------
     "tenant_not_found": Troubleshooting(
         _("Tenant ID not found"),
@@ -311,6 +342,12 @@ TROUBLESHOOTING = {
         _("The sign-in took too long"),
         _("The authorization request expired. Start again with Save & Authorize."),
     ),
+    "authorization_code_refused": Troubleshooting(
+        _("The sign-in’s authorization code was refused"),
+        _(
+            "The identity provider did not accept the code this sign-in returned: it was already used, it expired (a code lasts a few minutes), or it belongs to another sign-in than the one being completed, e.g. when Save & Authorize was clicked again meanwhile. Start again with Save & Authorize and finish that sign-in."
+        ),
+    ),
     "authorization_state_invalid": Troubleshooting(
         _("The sign-in response does not match"),
         _(
@@ -332,6 +369,20 @@ TROUBLESHOOTING = {
 }
 
 
-def troubleshooting_for(code: str) -> Troubleshooting:
-    """The words for `code`, falling back to a generic explanation."""
-    return TROUBLESHOOTING.get(code) or TROUBLESHOOTING["unexpected"]
+#: Codes whose words name the address (host:port) the failure is about.
+_NAMES_ADDRESS = frozenset(
+    {"smtp_no_answer", "address_never_allowed", "address_private", "address_refused"}
+    | {"smtp_port_not_allowed"}
+)
+
+
+def troubleshooting_for(code: str, *, address: str = "") -> Troubleshooting:
+    """The words for `code`, falling back to a generic explanation. `address` (our
+    host:port, never a peer's text) fills the words that name it."""
+    words = TROUBLESHOOTING.get(code) or TROUBLESHOOTING["unexpected"]
+    if code not in _NAMES_ADDRESS:
+        return words
+    params = {"address": address or str(_("the configured address"))}
+    return Troubleshooting(
+        str(words.title) % params, str(words.text) % params, words.steps
+    )

@@ -4,9 +4,14 @@
 query, each project's links from one `reverse()`, and the templates are fetched
 once; `email_for` renders one delivery the same way, to the same bytes.
 
+The templates (`templates/notifications/email/`) render with Jinja2 in Django's
+escaping and translation tags (`notifications/email_templates.py`): the same bytes
+as the Django template language gave, a few times faster, which counts when a
+worker renders two of them per message.
+
 Everything that came from a scan (rule ids, paths, messages, project names) is
-untrusted: the HTML part relies on Django's autoescaping, and the subject is reduced
-to one line, since a CR or LF there would start a new header.
+untrusted: the HTML part relies on autoescaping (Django's HTML escaping), and the
+subject is reduced to one line, since a CR or LF there would start a new header.
 """
 
 import re
@@ -102,13 +107,15 @@ class FindingLine:
     change: str = ""
 
 
-def _finding_line(finding, links: "_ProjectLinks") -> FindingLine:
+def _finding_line(finding, links: "_ProjectLinks", labels: dict) -> FindingLine:
+    severity = finding.severity
     return FindingLine(
         # "No rule" for a result that names none.
         rule=str(finding.rule_label),
         rule_name=finding.rule_name,
-        severity=finding.severity,
-        severity_label=severity_label(finding.severity),
+        severity=severity,
+        # The batch's labels (`_Batch.labels`): a lazy translation made text once.
+        severity_label=labels.get(severity) or severity_label(severity),
         location=finding.location,
         message=(finding.message or "")[:300],
         url=links.finding(finding.pk),
@@ -260,7 +267,7 @@ def _new_vulnerabilities(event: Event, link, project, batch: "_Batch") -> Sectio
         % {"count": total},
         counts=_counts_rows(counts),
         total=total,
-        findings=[_finding_line(f, links) for f in findings],
+        findings=[_finding_line(f, links, batch.labels) for f in findings],
         more=max(0, total - len(findings)),
         top_severity=top,
     )
@@ -299,7 +306,7 @@ def _status_changed(event: Event, link, project, batch: "_Batch") -> Section:
     links = batch.links(project)
     lines = []
     for change, finding in found[:TOP_FINDINGS]:
-        line = _finding_line(finding, links)
+        line = _finding_line(finding, links, batch.labels)
         line.change = _("%(from)s → %(to)s") % {
             "from": status_label(change.get("from", "")),
             "to": status_label(change.get("to", "")),
@@ -350,6 +357,8 @@ class _Batch:
             + list(self.events.values())
         )
         self._links: dict[int, _ProjectLinks] = {}
+        #: Severity -> its label in the active language, for the finding lines.
+        self.labels = {value: severity_label(value) for value in Severity.values}
 
     def events_of(self, delivery: Delivery) -> list[Event]:
         """The delivery's events, in order: a digest's by id, else its own."""

@@ -17,6 +17,13 @@ class NotificationError(Exception):
         self.message = message
 
 
+class RecipientsRefused(NotificationError):
+    """Addresses outside the tool's allowed recipient domains (a security admin's
+    setting); `field` is the form field they were typed in."""
+
+    field = "recipients"
+
+
 class DeliveryInternalError(IntegrationError):
     """Sending failed in this product, not at the tool (a bug: a template error, say).
 

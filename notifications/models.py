@@ -199,14 +199,14 @@ class Delivery(models.Model):
 class MailboxBudget(models.Model):
     """The pacing of one sender mailbox through one tool, shared by every worker.
 
-    A token bucket: `tokens` (at most `capacity`) refill at `rate` per second, scaled
-    by `rate_factor`, which halves when Microsoft throttles anyway and creeps back by
-    `rate_step` after each window of successful sends; each message takes a token.
-    `in_flight` holds the submissions under way (slot id -> when it lapses), never
-    more than the tool's concurrency, so a killed worker's slots free themselves.
+    A sliding count (`notifications.services.pacing`): the whole state is the JSON
+    in `in_flight` (the messages answered in each of the last window's 100 slots,
+    the submissions under way with when each lapses, and what was learned from
+    Microsoft's last throttle). `rate`, `capacity`, `tokens`, `rate_factor` and
+    `resume_at` are a readable summary of it, written with it and never read back.
     One row per (tool, mailbox), however many messages go through it. Times are
     seconds since the epoch. With CACHE_URL on Redis the same state lives in Redis
-    instead (`notifications.services.pacing`).
+    instead.
     """
 
     integration = models.ForeignKey(

@@ -7,6 +7,7 @@ to `deliveries_enqueue` through `notifications.services.outbox`.
 """
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -78,6 +79,21 @@ def recover(context) -> dict:
         recovery_schedule(
             at=deliveries_recovery_at(task_paths=paths, current_task=current)
         )
+    return {**_result(summary), "tasks_closed": closed}
+
+
+def recover_sweep() -> dict:
+    """The periodic `notifications.recover` job (every NOTIFICATIONS_LEASE_SECONDS,
+    see notifications/periodic.py): what a `recover` task does, on the periodic
+    schedule, so recovery also happens when no `recover` task was booked (a booking
+    lost, a worker that died before its first claim)."""
+    summary = deliveries_send(
+        worker=task_claim_token(f"periodic-{uuid.uuid4()}"), on_claim=_book_watchdog
+    )
+    schedule_retries(summary.retry_at)
+    closed = task_runs_fail_dead(task_paths=_task_paths())
+    if summary.unfinished:
+        recovery_schedule(at=timezone.now())
     return {**_result(summary), "tasks_closed": closed}
 
 

@@ -29,6 +29,12 @@ DELIVERY_TROUBLESHOOTING = {
             "The notification tool was unlinked from this project before the email went out. Link it again, then Resend."
         ),
     ),
+    "recipient_refused": Troubleshooting(
+        _("Recipient not allowed"),
+        _(
+            "At least one recipient is outside the domains this tool may send to (its Allowed recipient domains, set by a security admin; by default only the From address's domain), so nothing was sent. This happens when the allowed domains were narrowed after the project's recipients were chosen. Change the recipients in Project › Settings › Notification Tools, or ask a security admin to allow the domain; then Resend. The audit log names the refused address."
+        ),
+    ),
     "throttled_too_long": Troubleshooting(
         _("Throttled for too long"),
         _(

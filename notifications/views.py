@@ -100,9 +100,11 @@ def link_update(request, project, access, link_id):
             status_transitions=data["status_transitions"],
             recipients=data["recipients"],
             delivery_mode=data["delivery_mode"],
+            actor=request.user,
         )
     except NotificationError as exc:
-        form.add_error(None, exc.message)
+        # A refused recipient is shown on the Project recipients field.
+        form.add_error(getattr(exc, "field", None), exc.message)
         return _tools_page(request, project, access, forms={link.pk: form}, status=400)
     messages.success(request, _("Notification settings saved."))
     return redirect(_tools_url(project))

@@ -5,14 +5,18 @@ under /projects/<slug>/), so that neither app's views import the other's.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import TextChoices
 from django.http import Http404
+from django.utils import formats, timezone
+from django.utils.translation import gettext_lazy as _
 
 from integrations.permissions import is_security_admin
-from projects.models import Membership, Project, Role
+from projects.models import ApiToken, Membership, Project, Role
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,83 @@ def project_view(permission="view"):
         return wrapper
 
     return decorator
+
+
+# -- API tokens: a token acts with its creator's current access ----------------------
+
+
+class TokenStatus(TextChoices):
+    ACTIVE = "active", _("Active")
+    REVOKED = "revoked", _("Revoked")
+    EXPIRED = "expired", _("Expired")
+    DISABLED = "disabled", _("Disabled")
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """Whether a token may act now, and if not, why (in words for people)."""
+
+    status: str  # TokenStatus value
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status == TokenStatus.ACTIVE
+
+    @property
+    def label(self) -> str:
+        return TokenStatus(self.status).label
+
+
+def _when(moment: datetime) -> str:
+    return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def api_token_state(
+    *, token: ApiToken, now: datetime | None = None, access_of=None
+) -> TokenState:
+    """Whether `token` may act at `now` (default: now), decided from the rows as they
+    are: revoked, expired, or disabled because its creator may no longer manage the
+    project (removed from it, made a plain member, deactivated or deleted).
+
+    Nothing is stored when a membership changes: the answer is always current.
+    `access_of(user)` may be given to reuse one creator's access across tokens.
+    """
+    now = now or timezone.now()
+    if token.revoked_at is not None:
+        return TokenState(
+            TokenStatus.REVOKED,
+            _("Revoked %(when)s.") % {"when": _when(token.revoked_at)},
+        )
+    if token.expires_at is not None and token.expires_at <= now:
+        return TokenState(
+            TokenStatus.EXPIRED,
+            _("Expired %(when)s.") % {"when": _when(token.expires_at)},
+        )
+    creator = token.created_by
+    if creator is None:
+        return TokenState(
+            TokenStatus.DISABLED, _("The account that created it was deleted.")
+        )
+    name = creator.get_username()
+    if not creator.is_active:
+        return TokenState(
+            TokenStatus.DISABLED,
+            _("%(user)s, who created it, is deactivated.") % {"user": name},
+        )
+    if access_of is not None:
+        access = access_of(creator)
+    else:
+        access = project_access(user=creator, project=token.project)
+    if access.can_manage:
+        return TokenState(TokenStatus.ACTIVE)
+    if access.role is None:
+        reason = _(
+            "%(user)s, who created it, is no longer a member of this project."
+        ) % {"user": name}
+    else:
+        reason = _(
+            "%(user)s, who created it, is now a %(role)s of this project; a token "
+            "needs its creator to be an Owner."
+        ) % {"user": name, "role": Role(access.role).label}
+    return TokenState(TokenStatus.DISABLED, reason)

@@ -60,7 +60,12 @@ StatusChangeBody = Body[schemas.StatusChange, dict(default=None, validate_defaul
 
 ERRORS = {
     400: "The request needs fixing; `error.message` says what.",
-    401: "Missing, unknown or revoked token.",
+    401: (
+        "Missing, unknown, revoked or expired token (`token_missing`, "
+        "`token_invalid`, `token_revoked`, `token_expired`), or a token disabled "
+        "because its creator may no longer manage the project: removed from it, "
+        "made a plain member, deactivated or deleted (`token_disabled`)."
+    ),
     404: "No such project for this token, or no such finding or scan in it.",
     413: (
         "The request is over the size limit: SARIF_MAX_BYTES (50 MB by default) for "

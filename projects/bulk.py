@@ -193,7 +193,7 @@ class ImportStage:
                 return
             marks = ", ".join("?" * len(RESULT_COLUMNS))
             sql = (
-                f"INSERT INTO {_qn(STAGE)} ({names}) VALUES ({marks}) "
+                f"INSERT INTO {_qn(STAGE)} ({names}) VALUES ({marks}) "  # nosec B608  # quoted model names, values as parameters
                 "ON CONFLICT (identity) DO UPDATE SET occurrences = occurrences + 1"
             )
             # Outside a transaction, each row would be committed on its own (several
@@ -241,7 +241,7 @@ class ImportStage:
                 raw = ", ".join(f"r.{name}" for name in RESULT_COLUMNS)
                 # Each identity's first row, and how many rows it has.
                 cursor.execute(
-                    f"INSERT INTO {_qn(STAGE)} "
+                    f"INSERT INTO {_qn(STAGE)} "  # nosec B608  # quoted model names, values as parameters
                     f"({names}, occurrences, finding_id, old_status) "
                     f"SELECT {raw}, g.occurrences, f.{fid}, f.{fstatus} FROM ("
                     "SELECT min(seq) AS seq, count(*) AS occurrences "
@@ -254,7 +254,7 @@ class ImportStage:
             else:
                 # Row values rather than UPDATE ... FROM, which needs SQLite 3.33.
                 cursor.execute(
-                    f"UPDATE {_qn(STAGE)} SET (finding_id, old_status) = ("
+                    f"UPDATE {_qn(STAGE)} SET (finding_id, old_status) = ("  # nosec B608  # quoted model names, values as parameters
                     f"SELECT f.{fid}, f.{fstatus} FROM {finding} AS f "
                     f"WHERE f.{fproject} = %s AND f.{fprint} = {_qn(STAGE)}.identity)",
                     [project_id],
@@ -270,7 +270,7 @@ class ImportStage:
         when = _datetime(now)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {_table(Finding)} ({target}) "
+                f"INSERT INTO {_table(Finding)} ({target}) "  # nosec B608  # quoted model names, values as parameters
                 f"SELECT {', '.join(_FINDING_COLUMNS)}, %s, identity, %s, %s, %s, %s, %s "
                 f"FROM {_qn(STAGE)} WHERE finding_id IS NULL ORDER BY seq",
                 [project_id, FindingStatus.OPEN, scan_id, scan_id, when, when],
@@ -306,7 +306,7 @@ class ImportStage:
         when = _datetime(now)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {change} ({columns}) "
+                f"INSERT INTO {change} ({columns}) "  # nosec B608  # quoted model names, values as parameters
                 f"SELECT finding_id, old_status, %s, %s, %s FROM {_qn(STAGE)} "
                 "WHERE old_status = %s "
                 "UNION ALL "
@@ -363,14 +363,14 @@ class ImportStage:
                     for column, name in zip(refreshed, _REFRESHED_COLUMNS, strict=True)
                 )
                 cursor.execute(
-                    f"UPDATE {finding} SET {reopen}, {assignments} "
+                    f"UPDATE {finding} SET {reopen}, {assignments} "  # nosec B608  # quoted model names, values as parameters
                     f"FROM {_qn(STAGE)} AS s WHERE {finding}.{fproject} = %s "
                     f"AND {finding}.{_column(Finding, 'id')} = s.finding_id",
                     params,
                 )
             else:
                 cursor.execute(
-                    f"UPDATE {finding} SET {reopen}, ({', '.join(refreshed)}) = ("
+                    f"UPDATE {finding} SET {reopen}, ({', '.join(refreshed)}) = ("  # nosec B608  # quoted model names, values as parameters
                     f"SELECT {', '.join(_REFRESHED_COLUMNS)} FROM {_qn(STAGE)} AS s "
                     f"WHERE s.identity = {finding}.{fprint}) "
                     f"WHERE {fproject} = %s AND {fprint} IN ("
@@ -383,7 +383,7 @@ class ImportStage:
         change = _table(FindingStatusChange)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {_table(Finding)} SET {_column(Finding, 'status')} = %s, "
+                f"UPDATE {_table(Finding)} SET {_column(Finding, 'status')} = %s, "  # nosec B608  # quoted model names, values as parameters
                 f"{_column(Finding, 'updated_at')} = %s "
                 f"WHERE {_column(Finding, 'id')} IN ("
                 f"SELECT {_column(FindingStatusChange, 'finding')} FROM {change} "
@@ -403,7 +403,7 @@ class ImportStage:
         """Per severity: (severity, identities, results, new, re-opened)."""
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT severity, COUNT(*), SUM(occurrences), "
+                "SELECT severity, COUNT(*), SUM(occurrences), "  # nosec B608  # quoted model names, values as parameters
                 "SUM(CASE WHEN finding_id IS NULL THEN 1 ELSE 0 END), "
                 "SUM(CASE WHEN old_status = %s THEN 1 ELSE 0 END) "
                 f"FROM {_qn(STAGE)} GROUP BY severity",

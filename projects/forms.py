@@ -1,8 +1,10 @@
 """Forms for the projects pages. Parsing only; the services decide."""
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from projects.exceptions import ProjectError
 from projects.models import FindingStatus, Role, Severity
@@ -37,12 +39,34 @@ class MembershipForm(forms.Form):
         return username
 
 
+def _expiry_choices() -> list[tuple[int, str]]:
+    """30, 90 and 365 days (and the configured default, if another), or none."""
+    days = sorted({30, 90, 365, settings.API_TOKEN_DEFAULT_DAYS} - {0})
+    return [
+        (n, ngettext_lazy("%(n)d day", "%(n)d days", n) % {"n": n}) for n in days
+    ] + [(0, _("No expiry"))]
+
+
 class ApiTokenForm(forms.Form):
     name = forms.CharField(
         label=_("Token name"),
         max_length=100,
         help_text=_("What will use it, e.g. “GitHub Actions”."),
     )
+    # Not required: a client that sends only the name gets API_TOKEN_DEFAULT_DAYS.
+    expires_in_days = forms.TypedChoiceField(
+        label=_("Expires after"),
+        coerce=int,
+        required=False,
+        empty_value=None,
+        help_text=_("Refused from then on; create a new token before."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["expires_in_days"]
+        field.choices = _expiry_choices()
+        field.initial = settings.API_TOKEN_DEFAULT_DAYS
 
 
 class ScanUploadForm(forms.Form):

@@ -254,6 +254,10 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Refused from then on; empty: no expiry. Whether the token may act is decided
+    # at each request (projects/access.py api_token_state), from this, revoked_at
+    # and its creator's current account and membership.
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -263,4 +267,5 @@ class ApiToken(models.Model):
 
     @property
     def is_active(self) -> bool:
+        """Not revoked. Whether it may act now: projects.access.api_token_state."""
         return self.revoked_at is None

@@ -4,8 +4,10 @@ says what that is)."""
 from __future__ import annotations
 
 from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.utils import timezone
 
 from integrations.permissions import is_security_admin
+from projects.access import api_token_state, project_access
 from projects.models import (
     ApiToken,
     Finding,
@@ -83,3 +85,20 @@ def memberships_for_project(*, project: Project) -> QuerySet[Membership]:
 
 def api_tokens_for_project(*, project: Project) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(project=project).select_related("created_by")
+
+
+def api_tokens_with_state(*, project: Project) -> list[ApiToken]:
+    """The project's tokens, each with `state` (access.TokenState: active, revoked,
+    expired or disabled, and why), decided now as the API decides it."""
+    tokens = list(api_tokens_for_project(project=project))
+    accesses = {}
+
+    def access_of(user):
+        if user.pk not in accesses:
+            accesses[user.pk] = project_access(user=user, project=project)
+        return accesses[user.pk]
+
+    now = timezone.now()
+    for token in tokens:
+        token.state = api_token_state(token=token, now=now, access_of=access_of)
+    return tokens

@@ -17,8 +17,13 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
+from integrations.models import AuditAction
+from integrations.services.audit import audit_record
+from integrations.text import single_line
 from notifications.models import EventKind
 from notifications.services import event_emit
+from operations import metrics
+from projects.access import TokenStatus, api_token_state, project_access
 from projects.bulk import ImportStage
 from projects.exceptions import (
     MembershipError,
@@ -74,25 +79,77 @@ def project_create(*, name: str, slug: str = "") -> Project:
     return Project.objects.create(name=name, slug=slug)
 
 
+def _project_audit(*, project: Project, action: AuditAction, actor, detail: str):
+    audit_record(
+        provider_key="",
+        action=action,
+        actor=actor,
+        subject=f"project:{project.slug}",
+        detail=single_line(detail, 500),
+    )
+
+
+# Every membership change goes through these two functions (the settings page, the
+# admin's inline), so that each is audited. Tokens follow at once: see
+# projects.access.api_token_state.
+
+
 @transaction.atomic
-def membership_set(*, project: Project, user, role: str) -> Membership:
-    """Make `user` an owner or member of `project` (adding or changing the role)."""
+def membership_set(*, project: Project, user, role: str, actor=None) -> Membership:
+    """Make `user` an owner or member of `project` (adding or changing the role).
+
+    Audited as "member added" or "member role changed"; setting the role a member
+    has already changes nothing. Lowering an owner to member disables the API
+    tokens they created at once.
+    """
     if role not in Role.values:
         raise MembershipError(_("Choose Owner or Member as the role."))
     if not user.is_active:
         raise MembershipError(
             _("%(user)s is deactivated and cannot join a project.") % {"user": user}
         )
-    membership, _created = Membership.objects.update_or_create(
+    membership, created = Membership.objects.select_for_update().get_or_create(
         project=project, user=user, defaults={"role": role}
     )
+    name = user.get_username()
+    if created:
+        _project_audit(
+            project=project,
+            action=AuditAction.MEMBER_ADDED,
+            actor=actor,
+            detail=f"{name}: added as {role}",
+        )
+    elif membership.role != role:
+        before = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        _project_audit(
+            project=project,
+            action=AuditAction.MEMBER_ROLE_CHANGED,
+            actor=actor,
+            detail=f"{name}: {before} → {role}",
+        )
     return membership
 
 
 @transaction.atomic
-def membership_remove(*, project: Project, user) -> None:
-    """Take `user` out of `project`. Their past actions stay recorded."""
-    Membership.objects.filter(project=project, user=user).delete()
+def membership_remove(*, project: Project, user, actor=None) -> None:
+    """Take `user` out of `project`. Their past actions stay recorded; the API tokens
+    they created stop working at once. Audited as "member removed"."""
+    membership = (
+        Membership.objects.select_for_update()
+        .filter(project=project, user=user)
+        .first()
+    )
+    if membership is None:
+        return
+    membership.delete()
+    _project_audit(
+        project=project,
+        action=AuditAction.MEMBER_REMOVED,
+        actor=actor,
+        detail=f"{user.get_username()}: removed (was {membership.role})",
+    )
 
 
 # -- API tokens -----------------------------------------------------------------
@@ -102,14 +159,35 @@ def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
+def _token_detail(token: ApiToken) -> str:
+    return f"token {token.prefix} ({token.name})"
+
+
 @transaction.atomic
 def api_token_create(
-    *, project: Project, name: str, actor=None
+    *, project: Project, name: str, actor, expires_in_days: int | None = None
 ) -> tuple[ApiToken, str]:
-    """Create a token for `project`. Returns the row and the raw token, shown once."""
-    name = name.strip()
+    """Create a token for `project`. Returns the row and the raw token, shown once.
+
+    The token acts with `actor`'s access, as it is at each request: `actor` must
+    manage the project (an owner or a security admin). It expires after
+    `expires_in_days` (default: API_TOKEN_DEFAULT_DAYS; 0: never). Audited.
+    """
+    name = single_line(name, 1000)
     if not name:
         raise ProjectError(_("Give the token a name, e.g. the CI pipeline using it."))
+    if actor is None or not project_access(user=actor, project=project).can_manage:
+        raise ProjectError(
+            _("Only an owner of the project or a security admin can create tokens.")
+        )
+    if expires_in_days is None:
+        expires_in_days = settings.API_TOKEN_DEFAULT_DAYS
+    if type(expires_in_days) is not int or not 0 <= expires_in_days <= 3650:
+        raise ProjectError(
+            _("Choose an expiry from 1 to 3650 days, or no expiry."),
+            code="invalid_expiry",
+        )
+    now = timezone.now()
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         project=project,
@@ -117,16 +195,29 @@ def api_token_create(
         prefix=raw[:TOKEN_PREFIX_SHOWN],
         token_hash=_token_hash(raw),
         created_by=actor,
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    _project_audit(
+        project=project,
+        action=AuditAction.TOKEN_CREATED,
+        actor=actor,
+        detail=_token_detail(token),
     )
     return token, raw
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
-    """Revoke `token` for good. Revoking twice keeps the first time."""
+def api_token_revoke(*, token: ApiToken, actor=None) -> ApiToken:
+    """Revoke `token` for good. Revoking twice keeps the first time. Audited."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        _project_audit(
+            project=token.project,
+            action=AuditAction.TOKEN_REVOKED,
+            actor=actor,
+            detail=_token_detail(token),
+        )
     return token
 
 
@@ -148,7 +239,7 @@ def api_token_authenticate(*, authorization: str | None) -> ApiToken:
             code="token_missing",
         )
     token = (
-        ApiToken.objects.select_related("project")
+        ApiToken.objects.select_related("project", "created_by")
         .filter(token_hash=_token_hash(raw))
         .first()
     )
@@ -160,12 +251,32 @@ def api_token_authenticate(*, authorization: str | None) -> ApiToken:
             ),
             code="token_invalid",
         )
-    if token.revoked_at is not None:
+    now = timezone.now()
+    # Decided now, from the creator's account and membership as they are.
+    state = api_token_state(token=token, now=now)
+    if state.status == TokenStatus.REVOKED:
         raise TokenError(
             _("The token was revoked. Create a new one in the project's Settings."),
             code="token_revoked",
         )
-    now = timezone.now()
+    if state.status == TokenStatus.EXPIRED:
+        raise TokenError(
+            _(
+                "The token expired on %(when)s. Create a new one in the project's "
+                "Settings › API tokens."
+            )
+            % {"when": token.expires_at.isoformat(timespec="seconds")},
+            code="token_expired",
+        )
+    if state.status == TokenStatus.DISABLED:
+        raise TokenError(
+            _(
+                "The token is disabled: %(reason)s A token acts with its creator's "
+                "current access; an owner of the project can create a new one."
+            )
+            % {"reason": state.reason},
+            code="token_disabled",
+        )
     if (
         token.last_used_at is None
         or now - token.last_used_at > TOKEN_LAST_USED_RESOLUTION
@@ -485,6 +596,7 @@ def _scan_record(
     Scan.objects.filter(pk=scan.pk).update(**finished)
     for name, value in finished.items():
         setattr(scan, name, value)
+    metrics.scan_imported(source=source, findings_created=counts["new_count"])
     return scan
 
 

@@ -245,7 +245,7 @@ def _settings_page(request, project, access, *, status=200, **context):
             "project": project,
             "access": access,
             "memberships": selectors.memberships_for_project(project=project),
-            "tokens": selectors.api_tokens_for_project(project=project),
+            "tokens": selectors.api_tokens_with_state(project=project),
             # Served by the notifications app, in this namespace (projects/urls.py).
             "notification_tools_url": reverse(
                 "projects:notification_tools", kwargs={"slug": project.slug}
@@ -272,6 +272,7 @@ def membership_add(request, project, access):
                 project=project,
                 user=form.cleaned_data["user"],
                 role=form.cleaned_data["role"],
+                actor=request.user,
             )
         except ProjectError as exc:
             form.add_error(None, exc.message)
@@ -296,7 +297,9 @@ def membership_remove(request, project, access, membership_id):
     membership = Membership.objects.filter(project=project, pk=membership_id).first()
     if membership is None:
         raise Http404
-    services.membership_remove(project=project, user=membership.user)
+    services.membership_remove(
+        project=project, user=membership.user, actor=request.user
+    )
     messages.success(
         request, _("%(user)s removed.") % {"user": membership.user.get_username()}
     )
@@ -310,10 +313,14 @@ def token_create(request, project, access):
     if form.is_valid():
         try:
             token, raw = services.api_token_create(
-                project=project, name=form.cleaned_data["name"], actor=request.user
+                project=project,
+                name=form.cleaned_data["name"],
+                actor=request.user,
+                expires_in_days=form.cleaned_data["expires_in_days"],
             )
         except ProjectError as exc:
-            form.add_error("name", exc.message)
+            field = "expires_in_days" if exc.code == "invalid_expiry" else "name"
+            form.add_error(field, exc.message)
         else:
             # Rendered, not redirected: the raw token exists only in this response.
             response = _settings_page(
@@ -332,6 +339,6 @@ def token_revoke(request, project, access, token_id):
     )
     if token is None:
         raise Http404
-    services.api_token_revoke(token=token)
+    services.api_token_revoke(token=token, actor=request.user)
     messages.success(request, _("Token “%(name)s” revoked.") % {"name": token.name})
     return redirect("projects:settings", slug=project.slug)

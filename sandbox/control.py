@@ -154,7 +154,7 @@ async def add_certificate(request, ctx):
     except ValueError as exc:
         raise ControlError(400, "certificate_pem is not a PEM certificate.") from exc
     stored = Certificate(
-        sha1=cert.fingerprint(hashes.SHA1()),
+        sha1=cert.fingerprint(hashes.SHA1()),  # nosec B303  # Entra ID's x5t thumbprint
         sha256=cert.fingerprint(hashes.SHA256()),
         public_key=cert.public_key(),
         pem=data["certificate_pem"],

@@ -49,7 +49,7 @@ class Context:
 
     @property
     def public_host(self) -> str:
-        if self.host in ("", "0.0.0.0", "::"):
+        if self.host in ("", "0.0.0.0", "::"):  # nosec B104  # compared, not bound
             return "127.0.0.1"
         return f"[{self.host}]" if ":" in self.host else self.host
 

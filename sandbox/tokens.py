@@ -56,7 +56,7 @@ class Signer:
         der = self.public_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        self.kid = b64url(hashlib.sha1(der).digest())
+        self.kid = b64url(hashlib.sha1(der, usedforsecurity=False).digest())
         self._cache = {}
         self._cache_lock = threading.Lock()
 

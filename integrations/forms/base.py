@@ -16,7 +16,13 @@ from django.core.validators import URLValidator, validate_email
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from integrations.providers import outbound
 from integrations.providers.limits import MAX_MESSAGES_PER_MINUTE, SendingLimits
+from integrations.providers.recipients import (
+    ALLOWED_DOMAINS_KEY,
+    parse_recipient_domains,
+    recipients_check,
+)
 from integrations.text import CONTROL_CHARACTER
 
 _DOMAIN = re.compile(
@@ -147,9 +153,9 @@ def validate_endpoint_url(value):
     """An OAuth endpoint the client secret is sent to.
 
     https:// with a proper host (a DNS name or an IP address; internal and loopback
-    hosts are allowed, since self-hosted identity providers often are internal),
-    no user name or password, no #fragment. http:// only when the setting
-    OAUTH_ALLOW_INSECURE_ENDPOINTS is on (development).
+    addresses as the outbound policy allows: OUTBOUND_ALLOW_PRIVATE_NETWORKS or
+    OUTBOUND_ALLOWED_HOSTS), no user name or password, no #fragment. http:// only
+    when the setting OAUTH_ALLOW_INSECURE_ENDPOINTS is on (development).
     """
     schemes = ["https"]
     if settings.OAUTH_ALLOW_INSECURE_ENDPOINTS:
@@ -176,13 +182,45 @@ def validate_endpoint_url(value):
     if _MARKUP & set(value):
         raise ValidationError(_("Enter a valid URL."), code="invalid")
     URLValidator(schemes=schemes)(value)
-    try:
-        address = ipaddress.ip_address(parts.hostname or "")
-    except ValueError:
-        return
-    if address.is_unspecified or address.is_multicast or address.is_link_local:
+    validate_outbound_host(parts.hostname or "")
+
+
+def validate_outbound_host(host):
+    """The outbound policy (`providers.outbound`) for what a form can tell without
+    DNS: an IP literal or localhost that may never, or not here, be connected to.
+    A name is checked when it is resolved, at Test Connection and send time."""
+    code = outbound.literal_refusal(host)
+    if code == "address_never_allowed":
         raise ValidationError(
-            _("Enter the address of the identity provider's server."), code="host"
+            _(
+                "%(host)s is a link-local, cloud metadata, unspecified, multicast "
+                "or reserved address, which is never allowed."
+            ),
+            params={"host": host},
+            code="address_never_allowed",
+        )
+    if code == "address_private":
+        raise ValidationError(
+            _(
+                "%(host)s is a private address; set OUTBOUND_ALLOW_PRIVATE_NETWORKS "
+                "or add it to OUTBOUND_ALLOWED_HOSTS on this server."
+            ),
+            params={"host": host},
+            code="address_private",
+        )
+
+
+def validate_smtp_port(port):
+    """SMTP ports: 25, 465, 587, 2525, SMTP_ALLOWED_PORTS_EXTRA and M365_SMTP_PORT."""
+    if port and not outbound.smtp_port_allowed(port):
+        raise ValidationError(
+            _(
+                "Port %(port)s is not allowed for SMTP: use 587 (STARTTLS), 465 "
+                "(SSL/TLS), 25 or 2525, or add it to SMTP_ALLOWED_PORTS_EXTRA on "
+                "this server."
+            ),
+            params={"port": port},
+            code="smtp_port_not_allowed",
         )
 
 
@@ -329,6 +367,68 @@ def check_messages_per_minute(form, value, limits: SendingLimits, service: str):
                 ),
                 params={"service": service, "limit": f"{limits.per_minute:,}"},
                 code="over_limit",
+            ),
+        )
+
+
+class RecipientDomainsField(forms.CharField):
+    """The tool's "Allowed recipient domains" (`providers.recipients`): domains
+    separated by commas, spaces or lines, cleaned to the stored list; blank is []
+    (the From address's domain only)."""
+
+    #: One domain a line is welcome: ProviderForm lets this field have line breaks.
+    multiline = True
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("label", _("Allowed recipient domains"))
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 5000)
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3}))
+        kwargs.setdefault(
+            "help_text",
+            _(
+                "Where project owners may send this tool's mail. Leave blank for "
+                "the From address's domain only; enter * to allow any domain; or "
+                "list domains separated by commas or lines: contoso.com allows that "
+                "domain, *.contoso.com its subdomains (not contoso.com itself)."
+            ),
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        # Saved settings hold a list; the text box shows one domain a line.
+        if isinstance(value, (list, tuple)):
+            return "\n".join(value)
+        return value
+
+    def clean(self, value):
+        return parse_recipient_domains(super().clean(value))
+
+
+def check_recipient_domains(form, cleaned) -> None:
+    """Refuse a To address outside the tool's allowed recipient domains: such
+    deliveries would be refused when sent."""
+    if form.has_error("recipients") or form.has_error(ALLOWED_DOMAINS_KEY):
+        return
+    verdict = recipients_check(
+        cleaned.get("recipients") or [],
+        sender=cleaned.get("sender") or "",
+        allowed_domains=cleaned.get(ALLOWED_DOMAINS_KEY),
+    )
+    if not verdict.ok:
+        form.add_error(
+            "recipients",
+            ValidationError(
+                _(
+                    "%(refused)s: outside the allowed recipient domains "
+                    "(%(allowed)s). Allow the domain under Advanced, or remove "
+                    "the address."
+                ),
+                params={
+                    "refused": ", ".join(verdict.refused[:5]),
+                    "allowed": ", ".join(verdict.allowed) or _("none"),
+                },
+                code="recipient_refused",
             ),
         )
 

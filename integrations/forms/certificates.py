@@ -98,7 +98,7 @@ def certificate_info(
         raise ValidationError(_("This certificate is not valid yet."), code="not_yet")
     return CertificateInfo(
         certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303
+        thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),  # nosec B303  # Entra ID names a certificate by its SHA-1 thumbprint (x5t)
         expires_on=expires_on,
         subject=certificate.subject.rfc4514_string(),
     )

@@ -9,9 +9,11 @@ from integrations.forms.base import (
     GuidField,
     MessagesPerMinuteField,
     ProviderForm,
+    RecipientDomainsField,
     SecretField,
     TenantField,
     check_messages_per_minute,
+    check_recipient_domains,
 )
 from integrations.forms.certificates import CertificateCredentialMixin
 from integrations.providers.clouds import Cloud
@@ -22,7 +24,7 @@ class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
     """Client secret, or a certificate and its private key: one of them is required."""
 
     required_secrets = ("client_secret",)
-    advanced_fields = ("messages_per_minute",)
+    advanced_fields = ("messages_per_minute", "allowed_recipient_domains")
 
     tenant_id = TenantField(label=_("Tenant ID"))
     client_id = GuidField(label=_("Client ID"))
@@ -49,6 +51,7 @@ class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
         help_text=_("Optional. You will be reminded before it expires."),
     )
     messages_per_minute = MessagesPerMinuteField(limits=GRAPH)
+    allowed_recipient_domains = RecipientDomainsField()
 
     field_order = [
         "tenant_id",
@@ -63,6 +66,7 @@ class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
         "cloud",
         "secret_expires_on",
         "messages_per_minute",
+        "allowed_recipient_domains",
     ]
 
     def clean(self):
@@ -71,6 +75,7 @@ class MicrosoftAzureMailForm(CertificateCredentialMixin, ProviderForm):
         check_messages_per_minute(
             self, cleaned.get("messages_per_minute"), GRAPH, "Microsoft Graph"
         )
+        check_recipient_domains(self, cleaned)
         return cleaned
 
     def required_secrets_now(self, cleaned):

@@ -14,13 +14,17 @@ from integrations.forms.base import (
     HostField,
     MessagesPerMinuteField,
     ProviderForm,
+    RecipientDomainsField,
     ScopeField,
     SecretField,
     SecretInput,
     TenantField,
     check_messages_per_minute,
+    check_recipient_domains,
     validate_display_name,
     validate_guid,
+    validate_outbound_host,
+    validate_smtp_port,
     validate_token,
 )
 from integrations.forms.certificates import CertificateCredentialMixin
@@ -52,7 +56,7 @@ def _cloud_presets() -> str:
 
 
 class SmtpForm(CertificateCredentialMixin, ProviderForm):
-    advanced_fields = ("messages_per_minute",)
+    advanced_fields = ("messages_per_minute", "allowed_recipient_domains")
 
     cloud = forms.ChoiceField(
         label=_("Cloud"),
@@ -140,7 +144,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
         help_text=_(
             "Only for a non-Microsoft server; leave blank to use the Tenant ID. "
-            "An https:// URL; internal hosts are allowed."
+            "An https:// URL; internal hosts only where this server allows them."
         ),
     )
     token_endpoint = EndpointUrlField(
@@ -148,8 +152,9 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         required=False,
         widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
         help_text=_(
-            "An https:// URL (the Client Secret is sent to it); internal hosts are "
-            "allowed. Plain http:// only if OAUTH_ALLOW_INSECURE_ENDPOINTS is on."
+            "An https:// URL (the Client Secret is sent to it); internal hosts only "
+            "where this server allows them (OUTBOUND_ALLOWED_HOSTS). Plain http:// "
+            "only if OAUTH_ALLOW_INSECURE_ENDPOINTS is on."
         ),
     )
     scope = ScopeField(
@@ -188,6 +193,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             "more."
         ),
     )
+    allowed_recipient_domains = RecipientDomainsField()
 
     field_order = [
         "cloud",
@@ -215,6 +221,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         "redirect_url",
         "test_email",
         "messages_per_minute",
+        "allowed_recipient_domains",
     ]
 
     def __init__(self, *args, **kwargs):
@@ -249,6 +256,16 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
                 cleaned["smtp_port"] = (
                     465 if cleaned.get("security") == Security.SSL else 587
                 )
+            # The outbound policy, as far as a form can tell without DNS.
+            for name, check in (
+                ("smtp_host", validate_outbound_host),
+                ("smtp_port", validate_smtp_port),
+            ):
+                if cleaned.get(name) and not self.has_error(name):
+                    try:
+                        check(cleaned[name])
+                    except ValidationError as error:
+                        self.add_error(name, error)
         if auth == AuthType.BASIC:
             self._clean_basic_username(cleaned)
         if auth in (AuthType.OAUTH_APP, AuthType.OAUTH_DELEGATED):
@@ -319,6 +336,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             self.add_error(
                 "security", _("Plain-text SMTP is not allowed on this server.")
             )
+        check_recipient_domains(self, cleaned)
         return cleaned
 
     @staticmethod

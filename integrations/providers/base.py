@@ -25,6 +25,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import IntegrationError, UnexpectedResponse
+from integrations.providers import recipients
 from integrations.providers.delegated import GrantStore
 from integrations.providers.identity import TokenStore
 from integrations.providers.limits import SendingLimits
@@ -211,6 +212,21 @@ class NotificationToolProvider:
         the figure in `sending_limits`; None when left blank."""
         value = self.config.get("messages_per_minute")
         return int(value) if value else None
+
+    @property
+    def allowed_recipient_domains(self) -> list[str]:
+        """The drawer's "Allowed recipient domains": [] for the From address's
+        domain only (the default, and what tools saved before it existed get),
+        ["*"] for any (`recipients.recipients_check`)."""
+        return list(self.config.get(recipients.ALLOWED_DOMAINS_KEY) or [])
+
+    def check_recipients(self, addresses) -> recipients.RecipientVerdict:
+        """Which of `addresses` this tool must not send to (its recipient policy)."""
+        return recipients.recipients_check(
+            addresses,
+            sender=self.config.get("sender") or "",
+            allowed_domains=self.allowed_recipient_domains,
+        )
 
     # --- hooks ---------------------------------------------------------------------
 

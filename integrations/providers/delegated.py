@@ -37,6 +37,7 @@ from integrations.providers.identity import (
     error_from_aad,
     msal_http_client,
 )
+from operations import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def complete_flow(client: DelegatedClient, *, flow: dict, auth_response: dict) -
             f"{type(exc).__name__}: auth response does not match the flow",
             code="authorization_state_invalid",
         )
+    metrics.token_request(grant="authorization_code", result=result)
     if "access_token" not in result:
         error = _error(result)
         logger.warning("Authorization code redemption failed: %s", error.detail)
@@ -226,6 +228,7 @@ def refresh(client: DelegatedClient, *, refresh_token: str, scopes: list[str]) -
             )
     except requests.RequestException as exc:
         raise error_from_exception(exc)
+    metrics.token_request(grant="refresh_token", result=result)
     if "access_token" not in result:
         error = _error(result)
         logger.warning("Refresh token redemption failed: %s", error.detail)

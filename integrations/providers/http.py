@@ -14,13 +14,23 @@ from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import certifi
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from requests.utils import select_proxy
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+)
 
 from integrations.exceptions import ConnectionFailed, IntegrationError, TlsError
+from integrations.providers import outbound
 
 # A monotonic time after which no more network calls may start (Test Connection's
 # overall limit). Each request's timeout is clamped to what is left.
@@ -88,13 +98,86 @@ def ssl_context(minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2):
     return context
 
 
+class _PinnedConnectionMixin:
+    """A urllib3 connection that resolves its host once, checks every address with
+    the outbound policy and connects to a checked address. Everything else (SNI,
+    the certificate check, the Host header) still uses the host name, `self.host`."""
+
+    def _new_conn(self):
+        try:
+            destination = outbound.destination(self.host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        try:
+            sock = outbound.connect(
+                destination,
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out."
+            ) from exc
+        except OSError as exc:
+            raise NewConnectionError(
+                self, f"Failed to establish a new connection: {exc}"
+            ) from exc
+        return sock
+
+
+class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _PinnedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _PinnedHTTPConnection
+
+
+class _PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+class OutboundPolicyAdapter(HTTPAdapter):
+    """requests' adapter with the outbound policy on every new connection.
+
+    Through a proxy (HTTPS_PROXY), the proxy makes the connection: the target's
+    name is checked here when it resolves here, and the proxy's own address (the
+    operator's) is not checked.
+    """
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _PinnedHTTPConnectionPool,
+            "https": _PinnedHTTPSConnectionPool,
+        }
+
+    def send(self, request, *args, **kwargs):
+        if select_proxy(request.url, kwargs.get("proxies")):
+            url = urlsplit(request.url)
+            try:
+                outbound.destination(
+                    url.hostname or "",
+                    url.port or (443 if url.scheme == "https" else 80),
+                )
+            except socket.gaierror:
+                pass  # only the proxy can resolve it
+        return super().send(request, *args, **kwargs)
+
+
 class M365Session(requests.Session):
-    """A keep-alive session whose requests always verify TLS and always time out."""
+    """A keep-alive session whose requests always verify TLS and always time out,
+    and whose connections go only where the outbound policy allows."""
 
     def __init__(self, *, timeout: float | None = None, pool_size: int = 10):
         super().__init__()
         self.default_timeout = timeout
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        adapter = OutboundPolicyAdapter(pool_connections=4, pool_maxsize=pool_size)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
         self.headers["User-Agent"] = "m365-appsec-mail/1.0"

@@ -36,6 +36,7 @@ from integrations.providers.http import (
     error_from_exception,
     retry_after_seconds,
 )
+from operations import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,7 @@ def acquire_app_token(
         raise error_from_exception(exc)
     except ValueError as exc:
         raise AuthenticationFailed(str(exc).split(". ")[0], code="tenant_not_found")
+    metrics.token_request(grant="client_credentials", result=result)
     if "access_token" not in result:
         error = error_from_aad(result)
         logger.warning("Token request failed: %s", error.detail)

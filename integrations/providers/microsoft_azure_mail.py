@@ -6,6 +6,7 @@ https://learn.microsoft.com/graph/api/user-sendmail
 https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
 """
 
+import time
 from functools import partial
 
 from django.utils.translation import gettext_lazy as _
@@ -17,6 +18,11 @@ from integrations.providers.base import Connection, NotificationToolProvider
 from integrations.providers.graph import graph_client, message_payload
 from integrations.providers.limits import GRAPH
 
+#: How long one connection reuses the access token it got without asking msal's cache
+#: again. msal renews a token 5 minutes before it expires (and Entra ID issues them
+#: for 60 to 90 minutes), so a minute never hands out one about to lapse.
+TOKEN_REUSE_SECONDS = 60.0
+
 
 class GraphConnection(Connection):
     """App-only Graph `sendMail` as the configured sender, over the shared client."""
@@ -24,13 +30,23 @@ class GraphConnection(Connection):
     def __init__(self, provider: "MicrosoftAzureMailProvider"):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)
+        self._token = None
+        self._token_at = 0.0
+
+    def access_token(self) -> str:
+        """The provider's token, looked up in msal's cache (or the integration's
+        row) at most once a minute per connection: a batch of sends asks once."""
+        now = time.monotonic()
+        if self._token is None or now - self._token_at > TOKEN_REUSE_SECONDS:
+            self._token = self.provider.access_token()
+            self._token_at = now
+        return self._token
 
     def prepare(self, email):
-        # The token comes from msal's cache (or the integration's row), so this is
-        # free until it nears expiry; the POST alone may run on another thread.
+        # The POST alone may run on another thread; the token is got here.
         return partial(
             self.client.send_mail,
-            access_token=self.provider.access_token(),
+            access_token=self.access_token(),
             sender=self.provider.sender,
             payload=message_payload(email),
         )
@@ -44,7 +60,7 @@ class GraphConnection(Connection):
             return None
         try:
             return self.client.sent_message_exists(
-                access_token=self.provider.access_token(),
+                access_token=self.access_token(),
                 sender=sender or self.provider.sender,
                 internet_message_id=email.message_id,
             )

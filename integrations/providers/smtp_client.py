@@ -26,6 +26,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from django.conf import settings
 
 from integrations.exceptions import (
+    AddressRefused,
     AuthenticationFailed,
     ConfigurationError,
     ConnectionFailed,
@@ -34,8 +35,10 @@ from integrations.exceptions import (
     SenderRejected,
     ServiceUnavailable,
     Throttled,
+    TlsError,
     UnexpectedResponse,
 )
+from integrations.providers import outbound
 from integrations.providers.http import (
     error_from_exception,
     remaining_time,
@@ -67,13 +70,33 @@ _REPLIES = (
 )
 
 
+#: An enhanced status code (RFC 3463) in a reply's text.
+_ENHANCED_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
+
+
+def reply_codes(code: int, text: str) -> str:
+    """What of a reply may be shown: its code and enhanced status code, digits only
+    (the text is the peer's and goes only to logs and the audit log)."""
+    enhanced = _ENHANCED_STATUS.search(text)
+    return f"{code} {enhanced.group(0)}" if enhanced else str(code)
+
+
 def error_from_reply(code: int, text: bytes | str, *, stage: str) -> IntegrationError:
-    """Translate one SMTP reply (code and text) at `stage` into the error hierarchy."""
+    """Translate one SMTP reply (code and text) at `stage` into the error hierarchy.
+
+    The reply's text is kept in `detail` only (cut, on one line); `request_id`, which
+    pages show, holds its codes. A line that is not an SMTP reply at all (smtplib
+    reads it as code -1: an SSH or HTTP banner) did not come from an SMTP server.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    text = " ".join(text.split())[:300]
+    text = single_line(text, 300)
     detail = f"{stage}: {code} {text}"
-    reply = f"{code} {text}"[:120]
+    if not 200 <= code <= 599:
+        return ConnectionFailed(
+            f"{stage}: not an SMTP reply: {text}", code="smtp_no_answer"
+        )
+    reply = reply_codes(code, text)
     for needle, cls, our_code in _REPLIES:
         if needle in text:
             return cls(detail, code=our_code, request_id=reply, status=code)
@@ -260,6 +283,80 @@ def build_message(email, *, sender: str, sender_name: str = "") -> Message:
     return message
 
 
+def _connect_error(error: IntegrationError, destination) -> IntegrationError:
+    """What a failure to reach an SMTP server says, in our words.
+
+    For an address an admin typed, a closed port, a dropped or timed-out connection
+    and a peer that is not an SMTP server (or does not speak TLS on an SSL/TLS port)
+    all read the same ("did not answer as an SMTP server"), so Test Connection does
+    not tell open, closed and filtered ports apart; what happened is in `detail`
+    (logs and the audit log). A real SMTP server's reply, a refused address and a
+    certificate that does not verify keep their own words. The operator's own host
+    (M365_SMTP_HOST) keeps the precise codes.
+    """
+    if destination.trusted or isinstance(error, AddressRefused):
+        return error
+    tls_refused = isinstance(error, TlsError) and "CERTIFICATE_VERIFY_FAILED" in (
+        error.detail
+    )
+    if error.code in _UNREACHABLE and not tls_refused:
+        # The audit log shows `detail`: what the peer said, when it said something,
+        # but not whether the port was closed, silent or dropped the connection.
+        said = (
+            error.detail if error.status or "not an SMTP reply" in error.detail else ""
+        )
+        return ConnectionFailed(
+            f"{destination.label}: no SMTP answer" + (f"; {said}" if said else ""),
+            code="smtp_no_answer",
+            address=destination.label,
+        )
+    return error
+
+
+_UNREACHABLE = frozenset(
+    {
+        "smtp_no_answer",
+        "connection_failed",
+        "connection_refused",
+        "timeout",
+        "tls_error",
+        "unexpected",
+    }
+)
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    """smtplib.SMTP connecting to the checked addresses only (no second lookup)."""
+
+    def __init__(self, destination, **kwargs):
+        self._destination = destination
+        super().__init__(**kwargs)
+        # What smtplib verifies the certificate for (STARTTLS, SSL/TLS): the name.
+        self._host = destination.host
+
+    def _get_socket(self, host, port, timeout):
+        return outbound.connect(self._destination, timeout)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL):
+    """smtplib.SMTP_SSL to the checked addresses; the certificate is verified for
+    the host name (`server_hostname`), as smtplib does."""
+
+    def __init__(self, destination, **kwargs):
+        self._destination = destination
+        super().__init__(**kwargs)
+        # What smtplib verifies the certificate for (STARTTLS, SSL/TLS): the name.
+        self._host = destination.host
+
+    def _get_socket(self, host, port, timeout):
+        sock = outbound.connect(self._destination, timeout)
+        try:
+            return self.context.wrap_socket(sock, server_hostname=self._host)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class SmtpSession:
     """One SMTP connection, driven step by step (Test) or message by message (send).
 
@@ -298,20 +395,29 @@ class SmtpSession:
         return seconds
 
     def connect(self) -> str:
-        """Open the TCP connection (TLS from the start for SSL/TLS) and say EHLO."""
+        """Check the address (`outbound`), open the TCP connection to the checked
+        address (TLS from the start for SSL/TLS, verified for the host name) and say
+        EHLO."""
         timeout = self._tick()
         try:
+            destination = outbound.smtp_destination(self.host, self.port)
+        except OSError as exc:  # the name does not resolve
+            raise error_from_exception(exc)
+        # Before connecting: an unreadable M365_CA_BUNDLE is not the peer's doing.
+        context = (
+            ssl_context(self.minimum_tls) if self.security == Security.SSL else None
+        )
+        try:
             if self.security == Security.SSL:
-                client = smtplib.SMTP_SSL(
-                    self.host,
-                    self.port,
-                    timeout=timeout,
-                    context=ssl_context(self.minimum_tls),
-                )
-                self.tls_version = client.sock.version() or ""
+                client = _PinnedSMTPSSL(destination, timeout=timeout, context=context)
             else:
-                client = smtplib.SMTP(self.host, self.port, timeout=timeout)
+                client = _PinnedSMTP(destination, timeout=timeout)
             self.client = client
+            code, text = client.connect(self.host, self.port)
+            if code != 220:
+                raise error_from_reply(code, text, stage="connect")
+            if self.security == Security.SSL:
+                self.tls_version = client.sock.version() or ""
             self._tick()
             code, text = client.ehlo()
             if code != 250:
@@ -320,8 +426,10 @@ class SmtpSession:
                     raise error_from_reply(code, text, stage="ehlo")
         except Exception as exc:
             self.close()
-            raise error_from_smtp_exception(exc, stage="connect")
-        return f"{self.host}:{self.port}"
+            raise _connect_error(
+                error_from_smtp_exception(exc, stage="connect"), destination
+            )
+        return destination.label
 
     def starttls(self) -> str:
         """Upgrade to TLS (STARTTLS), verifying the certificate and the version."""
@@ -400,7 +508,7 @@ class SmtpSession:
         if code != 250:
             self._reset()
             raise error_from_reply(code, text, stage="mail")
-        return f"{code} {text.decode('utf-8', 'replace')[:80]}"
+        return f"{code} {single_line(text.decode('utf-8', 'replace'), 80)}"
 
     def rcpt_to(self, recipients) -> None:
         refused = []
@@ -424,7 +532,7 @@ class SmtpSession:
             raise error_from_smtp_exception(exc, stage="data")
         if code != 250:
             raise error_from_reply(code, text, stage="data")
-        return f"{code} {text.decode('utf-8', 'replace')[:120]}"
+        return f"{code} {single_line(text.decode('utf-8', 'replace'), 120)}"
 
     def send(self, message: Message, *, sender: str, recipients) -> str:
         """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from integrations.exceptions import (
     AuthorizationRefused,
+    AuthorizationRequired,
     ConfigurationError,
     IntegrationError,
 )
@@ -148,9 +149,20 @@ def integration_authorize_complete(
             raise AuthorizationRefused(f"{error}: {description}", code=code)
         integration = row.integration
         provider = provider_for(integration)
-        grant = delegated.complete_flow(
-            provider.delegated_client(), flow=row.flow, auth_response=dict(query)
-        )
+        try:
+            grant = delegated.complete_flow(
+                provider.delegated_client(), flow=row.flow, auth_response=dict(query)
+            )
+        except AuthorizationRequired as error:
+            # invalid_grant while redeeming the code: the code was used before,
+            # expired, or was issued to another sign-in (its PKCE verifier does not
+            # match). Elsewhere invalid_grant means a lost refresh token; here there
+            # is none yet, and the admin must hear what happened to the code.
+            raise AuthorizationRefused(
+                error.detail,
+                code="authorization_code_refused",
+                request_id=error.request_id,
+            )
         expected = provider.authorization_account.lower()
         if grant.account != expected:
             raise AuthorizationRefused(

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.exceptions import ConfigurationError, ConnectionFailed
+from integrations.exceptions import AddressRefused, ConfigurationError, ConnectionFailed
 from integrations.models import AuditAction, Integration, IntegrationState
 from integrations.providers.base import TestReport
 from integrations.providers.http import time_limit
@@ -198,8 +198,18 @@ def integration_test_connection(
             report.failed_step.key,
             error.detail,
         )
+    # What the peer said (a banner, a reply's text), cut and sanitised by the error,
+    # is kept here and in the log only, never on the page (outbound policy).
     audit_record(
-        provider_key=provider_key, action=AuditAction.TESTED, actor=actor, error=error
+        provider_key=provider_key,
+        action=(
+            AuditAction.ADDRESS_REFUSED
+            if isinstance(error, AddressRefused)
+            else AuditAction.TESTED
+        ),
+        actor=actor,
+        error=error,
+        detail=error.detail[:500] if error is not None else "",
     )
     return report
 

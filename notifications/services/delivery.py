@@ -75,7 +75,13 @@ from notifications.services.pacing import (
     mailbox_budget,
     mailbox_slot_release,
     mailbox_slot_take,
+    mailbox_slots_flush,
 )
+from notifications.services.recipients import (
+    RECIPIENT_REFUSED,
+    delivery_recipients_refused,
+)
+from operations import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +199,12 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
     """Write outcomes (a delivery and its fields each) for the rows `worker` still
     holds; return the primary keys written.
 
-    One transaction with two statements, however many outcomes: a SELECT of the rows
+    One transaction, a few statements however many outcomes: a SELECT of the rows
     still claimed by `worker` (locked on PostgreSQL; SQLite's IMMEDIATE transaction
-    holds the write lock), and one UPDATE that sets each field with a CASE on the
-    primary key and repeats `claimed_by = worker` in its WHERE, so a row another
-    worker took over (this run's lease ran out) keeps that worker's outcome. A value
-    may be an expression (`F("throttle_count") + 1`).
+    holds the write lock), then the UPDATEs (`_write_outcomes`), each repeating
+    `claimed_by = worker` in its WHERE, so a row another worker took over (this
+    run's lease ran out) keeps that worker's outcome. A value may be an expression
+    (`F("throttle_count") + 1`).
     """
     if not outcomes:
         return set()
@@ -216,15 +222,57 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
             held = held.select_for_update()
         written = list(held.order_by("pk").values_list("pk", flat=True))
         if written:
-            held.filter(pk__in=written).update(
-                **_case_by_pk({pk: by_pk[pk][1] for pk in written})
-            )
+            _write_outcomes({pk: by_pk[pk][1] for pk in written}, worker)
     for pk in written:
         delivery, fields = by_pk[pk]
         for name, value in fields.items():
             if not hasattr(value, "resolve_expression"):
                 setattr(delivery, name, value)
     return set(written)
+
+
+def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> None:
+    """UPDATE each row held by `worker` with its own fields, in as many statements
+    as there are kinds of outcome, not rows.
+
+    Rows whose values are all plain (a send's outcome, the usual case) go by
+    `executemany` of one parameterised UPDATE per set of field names: the SQL is
+    built once, and each row costs its parameters only (PostgreSQL's driver sends
+    them in one pipeline). Rows with an expression among their values (a throttle's
+    `F("attempts") - 1`) share one ORM UPDATE with a CASE per field.
+    """
+    plain: dict[tuple[str, ...], list[int]] = {}
+    expressions: dict[int, dict] = {}
+    for pk, fields in fields_by_pk.items():
+        if any(hasattr(v, "resolve_expression") for v in fields.values()):
+            expressions[pk] = fields
+        else:
+            plain.setdefault(tuple(sorted(fields)), []).append(pk)
+    quote = connection.ops.quote_name
+    meta = Delivery._meta
+    for names, pks in plain.items():
+        model_fields = [meta.get_field(name) for name in names]
+        sql = (
+            f"UPDATE {quote(meta.db_table)} SET "  # nosec B608  # quoted model names, values as parameters
+            + ", ".join(f"{quote(f.column)} = %s" for f in model_fields)
+            + f" WHERE {quote(meta.pk.column)} = %s"
+            f" AND {quote(meta.get_field('claimed_by').column)} = %s"
+            f" AND {quote(meta.get_field('status').column)} = %s"
+        )
+        rows = [
+            [
+                f.get_db_prep_save(fields_by_pk[pk][f.name], connection)
+                for f in model_fields
+            ]
+            + [pk, worker, DeliveryStatus.SENDING.value]
+            for pk in pks
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+    if expressions:
+        Delivery.objects.filter(
+            pk__in=list(expressions), claimed_by=worker, status=DeliveryStatus.SENDING
+        ).update(**_case_by_pk(expressions))
 
 
 def _case_by_pk(fields_by_pk: dict[int, dict]) -> dict:
@@ -547,9 +595,17 @@ class _Run:
                     )
                     return
                 delivery.resent_unconfirmed = held is None
+            if delivery_recipients_refused(delivery):
+                # Outside the tool's allowed recipient domains now: never sent.
+                self.finish(
+                    delivery, DeliveryStatus.FAILED, error_code=RECIPIENT_REFUSED
+                )
+                return
             _, budget, concurrency = self.pacing(integration)
             # The token (and anything else that reads or writes rows) on this thread.
-            submit = self.connections.get(integration).prepare(email)
+            submit = metrics.timed_send(
+                integration.provider, self.connections.get(integration).prepare(email)
+            )
         except IntegrationError as error:
             self.failed(delivery, error)
             return
@@ -646,9 +702,10 @@ class _Run:
         A longer wait writes the queued outcomes first, so that a worker killed while
         waiting sends nothing twice.
         """
+        # The writes below are part of the wait, not added to it.
+        deadline = time.monotonic() + seconds
         if seconds >= FLUSH_BEFORE_WAIT_SECONDS:
             self.flush()
-        deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             if self.submissions:
                 self.collect(timeout=left, first=True)
@@ -697,8 +754,12 @@ class _Run:
             _count_throttle(delivery, self.worker)
             pause = self.throttle_pause(delivery, error)
         if submission.slot is not None:
+            # A success is written with the mailbox's next take (see `close`).
             mailbox_slot_release(
-                slot=submission.slot, budget=submission.budget, throttled_for=pause
+                slot=submission.slot,
+                budget=submission.budget,
+                throttled_for=pause,
+                later=True,
             )
             submission.slot = None
         if error is None:
@@ -779,6 +840,7 @@ class _Run:
                 )
                 continue
             status = fields["status"]
+            metrics.delivery_outcome(tool=delivery.integration.provider, status=status)
             if status == DeliveryStatus.SENT:
                 self.summary.sent += 1
             elif status == DeliveryStatus.FAILED:
@@ -816,6 +878,8 @@ class _Run:
                         "Could not write the outcomes of run %s", self.worker
                     )
         finally:
+            # The slots of the last answers, held back by `settle`.
+            mailbox_slots_flush()
             self.heartbeat.stop()
             self.connections.close()
 
@@ -891,6 +955,7 @@ class _Run:
         NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS.
         """
         integration = delivery.integration
+        metrics.throttle_reply(tool=integration.provider, error=error)
         logger.info(
             "Delivery %s through %s throttled (%s), resting %.1fs: %s",
             delivery.uuid,

@@ -5,7 +5,7 @@ from django.utils.translation import gettext as _
 
 from integrations.models import Integration
 from integrations.selectors import active_integrations
-from notifications.exceptions import NotificationError
+from notifications.exceptions import NotificationError, RecipientsRefused
 from notifications.models import (
     Delivery,
     DeliveryMode,
@@ -13,8 +13,12 @@ from notifications.models import (
     EventKind,
     ToolLink,
 )
-from notifications.services.events import delivery_create
+from notifications.services.events import delivery_create, link_recipients
 from notifications.services.outbox import enqueue_on_commit
+from notifications.services.recipients import (
+    recipients_check_for_project,
+    refusal_message,
+)
 from projects.models import Severity
 
 
@@ -33,7 +37,6 @@ def link_create(*, project, integration: Integration, actor=None) -> ToolLink:
     return link
 
 
-@transaction.atomic
 def link_update(
     *,
     link: ToolLink,
@@ -45,22 +48,43 @@ def link_update(
     status_transitions: list[str],
     recipients: list[str],
     delivery_mode: str,
+    actor=None,
 ) -> ToolLink:
-    """Change which events reach whom through `link`."""
+    """Change which events reach whom through `link`.
+
+    The project's own recipients must be within the tool's allowed recipient
+    domains: otherwise `RecipientsRefused`, audited (outside the transaction, so
+    the entry stays although nothing is saved).
+    """
     if minimum_severity not in Severity.values:
         raise NotificationError(_("Choose a minimum severity."))
     if delivery_mode not in DeliveryMode.values:
         raise NotificationError(_("Choose how to deliver."))
-    link.enabled = enabled
-    link.notify_new_vulnerabilities = notify_new_vulnerabilities
-    link.minimum_severity = minimum_severity
-    link.notify_scan_completed = notify_scan_completed
-    link.notify_status_changed = notify_status_changed
-    link.status_transitions = list(dict.fromkeys(status_transitions))
-    link.recipients = list(dict.fromkeys(recipients))
-    link.delivery_mode = delivery_mode
-    link.save()
+    _refuse_outside_domains(link, recipients, actor)
+    with transaction.atomic():
+        link.enabled = enabled
+        link.notify_new_vulnerabilities = notify_new_vulnerabilities
+        link.minimum_severity = minimum_severity
+        link.notify_scan_completed = notify_scan_completed
+        link.notify_status_changed = notify_status_changed
+        link.status_transitions = list(dict.fromkeys(status_transitions))
+        link.recipients = list(dict.fromkeys(recipients))
+        link.delivery_mode = delivery_mode
+        link.save()
     return link
+
+
+def _refuse_outside_domains(link: ToolLink, recipients, actor) -> None:
+    """Raise `RecipientsRefused` (audited) when the tool must not send to one of
+    `recipients` for the link's project."""
+    verdict = recipients_check_for_project(
+        integration=link.integration,
+        recipients=recipients,
+        project=link.project,
+        actor=actor,
+    )
+    if not verdict.ok:
+        raise RecipientsRefused(refusal_message(verdict))
 
 
 @transaction.atomic
@@ -69,12 +93,13 @@ def link_delete(*, link: ToolLink) -> None:
     link.delete()
 
 
-@transaction.atomic
 def link_send_test(*, link: ToolLink, actor=None) -> Delivery:
     """Send a test notification through `link` to its recipients, in the background.
 
     Refused while the link is inactive (a security admin deactivated the tool) or
-    switched off (Enabled unticked): neither sends anything, tests included.
+    switched off (Enabled unticked): neither sends anything, tests included. Refused
+    too (`RecipientsRefused`, audited) when a recipient is outside the tool's
+    allowed recipient domains; the delivery is checked again when it is sent.
     """
     if not active_integrations().filter(pk=link.integration_id).exists():
         raise NotificationError(
@@ -91,11 +116,13 @@ def link_send_test(*, link: ToolLink, actor=None) -> Delivery:
                 "Tick Enabled and save, then send the test."
             )
         )
-    event = Event.objects.create(
-        project=link.project, kind=EventKind.TEST, payload={}, actor=actor
-    )
-    delivery = delivery_create(
-        event=event, link=link, dedupe_key=f"test:{event.pk}:link:{link.pk}"
-    )
-    enqueue_on_commit([delivery])
+    _refuse_outside_domains(link, link_recipients(link), actor)
+    with transaction.atomic():
+        event = Event.objects.create(
+            project=link.project, kind=EventKind.TEST, payload={}, actor=actor
+        )
+        delivery = delivery_create(
+            event=event, link=link, dedupe_key=f"test:{event.pk}:link:{link.pk}"
+        )
+        enqueue_on_commit([delivery])
     return delivery

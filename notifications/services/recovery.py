@@ -6,7 +6,9 @@ delivery task, once it has claimed rows, books a `recover` task for when its lea
 would run out; that task sends whatever is due or was claimed by a dead worker,
 closes the task rows dead workers left RUNNING (`task_runs_fail_dead`), then books
 the next look while deliveries are open or such rows remain. `RecoverySchedule`
-keeps it to one booking at a time.
+keeps it to one booking at a time. The periodic `notifications.recover` job
+(notifications/periodic.py, every lease) runs the same sweep as a safety net, for
+the rows no booking covers (an enqueue lost after commit).
 """
 
 import logging

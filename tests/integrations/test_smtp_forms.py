@@ -154,8 +154,40 @@ def test_smtp_host_must_be_a_host_name_or_ip_address(host):
         ("mail-1.example.org", "mail-1.example.org"),
     ],
 )
-def test_smtp_host_accepts_names_and_ip_literals(host, cleaned):
+def test_smtp_host_accepts_names_and_ip_literals(host, cleaned, settings):
+    # Internal addresses as the outbound policy's allow-list lets them in.
+    settings.OUTBOUND_ALLOWED_HOSTS = ["10.0.0.0/8", "2001:db8::/32"]
     assert cleaned_for(OTHER_BASIC, smtp_host=host)["smtp_host"] == cleaned
+
+
+@pytest.mark.parametrize(
+    "host", ["10.0.0.25", "127.0.0.1", "::1", "localhost", "100.64.1.1", "fd12::1"]
+)
+def test_smtp_host_private_address_is_refused_unless_allowed(host, settings):
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = False
+    settings.OUTBOUND_ALLOWED_HOSTS = []
+    (error,) = errors_for(OTHER_BASIC, smtp_host=host)["smtp_host"]
+    assert "private address" in error and "OUTBOUND_ALLOWED_HOSTS" in error
+
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = True
+    assert cleaned_for(OTHER_BASIC, smtp_host=host)["smtp_host"] == host
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["169.254.169.254", "fe80::1", "fd00:ec2::254", "::ffff:169.254.169.254"]
+    + ["0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255"],
+)
+def test_smtp_host_link_local_metadata_and_multicast_are_never_allowed(host, settings):
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = True
+    settings.OUTBOUND_ALLOWED_HOSTS = [host, "0.0.0.0/0", "::/0"]
+    (error,) = errors_for(OTHER_BASIC, smtp_host=host)["smtp_host"]
+    assert "never allowed" in error
+
+
+def test_smtp_host_configured_by_the_operator_is_trusted(settings):
+    settings.M365_SMTP_HOST = "127.0.0.1"
+    assert cleaned_for(OTHER_BASIC, smtp_host="127.0.0.1")["smtp_host"] == "127.0.0.1"
 
 
 def test_smtp_host_is_required_for_another_server_and_filled_for_a_cloud():
@@ -173,9 +205,27 @@ def test_smtp_port_must_be_1_to_65535(port):
     assert "smtp_port" in errors_for(smtp_port=port)
 
 
-@pytest.mark.parametrize("port", ["1", "25", "2525", "65535"])
-def test_smtp_port_accepts_the_whole_range(port):
+@pytest.mark.parametrize("port", ["25", "465", "587", "2525"])
+def test_smtp_port_accepts_the_usual_ports(port):
     assert cleaned_for(smtp_port=port)["smtp_port"] == int(port)
+
+
+@pytest.mark.parametrize("port", ["1", "22", "80", "6379", "8587", "65535"])
+def test_smtp_port_outside_the_list_is_refused_unless_added(port, settings):
+    settings.SMTP_ALLOWED_PORTS_EXTRA = []
+    settings.M365_SMTP_PORT = 0
+    (error,) = errors_for(OTHER_BASIC, smtp_port=port)["smtp_port"]
+    assert f"Port {port} is not allowed for SMTP" in error
+    assert "SMTP_ALLOWED_PORTS_EXTRA" in error
+
+    settings.SMTP_ALLOWED_PORTS_EXTRA = [int(port)]
+    assert cleaned_for(OTHER_BASIC, smtp_port=port)["smtp_port"] == int(port)
+
+
+def test_smtp_port_configured_by_the_operator_is_allowed(settings):
+    settings.SMTP_ALLOWED_PORTS_EXTRA = []
+    settings.M365_SMTP_PORT = 8587  # the sandbox's, as bin/run sets it
+    assert cleaned_for(smtp_port="8587")["smtp_port"] == 8587
 
 
 @pytest.mark.parametrize("security, port", [("starttls", 587), ("ssl", 465)])
@@ -458,7 +508,32 @@ def test_plain_http_is_refused_with_words_about_the_secret():
         "https://sso.corp.internal/token",
     ],
 )
-def test_endpoints_accept_https_on_public_and_internal_hosts(url):
+def test_endpoints_accept_https_on_public_and_internal_hosts(url, settings):
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = True
+    cleaned = cleaned_for(OTHER, authorization_endpoint=url, token_endpoint=url)
+    assert cleaned["token_endpoint"] == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:8365/tenant/oauth2/v2.0/token",
+        "https://localhost:8443/token",
+        "https://10.1.2.3/token",
+        "https://[::1]:8443/token",
+        "https://[::ffff:192.168.1.1]/token",
+    ],
+)
+def test_endpoints_on_internal_addresses_need_the_outbound_settings(url, settings):
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = False
+    settings.OUTBOUND_ALLOWED_HOSTS = []
+    errors = errors_for(OTHER, authorization_endpoint=url, token_endpoint=url)
+    assert "private address" in errors["token_endpoint"][0]
+
+    host = url.split("//")[1].split("/")[0].rsplit(":", 1)[0].strip("[]")
+    if host.startswith("::ffff"):
+        host = "192.168.0.0/16"  # a network in the list covers the mapped address
+    settings.OUTBOUND_ALLOWED_HOSTS = [host]
     cleaned = cleaned_for(OTHER, authorization_endpoint=url, token_endpoint=url)
     assert cleaned["token_endpoint"] == url
 
@@ -468,6 +543,7 @@ def test_plain_http_endpoints_only_with_the_setting(settings):
         "authorization_endpoint": "http://127.0.0.1:8080/authorize",
         "token_endpoint": "http://127.0.0.1:8080/token",
     }
+    settings.OUTBOUND_ALLOWED_HOSTS = ["127.0.0.1"]  # a local identity provider
     settings.OAUTH_ALLOW_INSECURE_ENDPOINTS = False
     assert {"authorization_endpoint", "token_endpoint"} <= set(
         errors_for(OTHER, **http)
@@ -490,7 +566,9 @@ def test_endpoint_help_text_says_https_and_internal_hosts():
     form = SmtpForm()
     for name in ("authorization_endpoint", "token_endpoint"):
         assert "https://" in str(form.fields[name].help_text)
-        assert "internal hosts are allowed" in str(form.fields[name].help_text)
+        assert "internal hosts only where this server allows them" in str(
+            form.fields[name].help_text
+        )
     assert "OAUTH_ALLOW_INSECURE_ENDPOINTS" in str(
         form.fields["token_endpoint"].help_text
     )

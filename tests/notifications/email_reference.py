@@ -5,9 +5,17 @@ match byte for byte.
 
 Only what the batch path changed is kept here; the parts it left alone (subject,
 sections' wording, headers) are imported, so both follow any later change to them.
+
+The templates are rendered as they were too: `reference_templates/` holds the email
+templates in the Django template language, as they were before they moved to Jinja2
+(`notifications/email_templates.py`), rendered by a Django engine of their own. So
+the comparison also pins that the Jinja2 rendering gives the same bytes.
 """
 
-from django.template.loader import render_to_string
+from functools import cache
+from pathlib import Path
+
+from django.template import Context, Engine
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -145,6 +153,22 @@ def _sections(delivery) -> list[Section]:
     ]
     sections.sort(key=lambda s: order.index(s.kind))
     return sections
+
+
+REFERENCE_TEMPLATES = Path(__file__).resolve().parent / "reference_templates"
+
+
+@cache
+def _engine() -> Engine:
+    return Engine(
+        dirs=[str(REFERENCE_TEMPLATES)],
+        libraries={"i18n": "django.templatetags.i18n"},
+    )
+
+
+def render_to_string(name: str, context: dict) -> str:
+    """`name` from the reference templates, in the Django template language."""
+    return _engine().get_template(name).render(Context(context))
 
 
 def reference_email_for(delivery) -> OutgoingEmail:

@@ -187,10 +187,14 @@ def every_kind(project, other_project):
     deleted), scans completed, a digest per scan, a test, a delivery whose link was
     deleted, and hand-made payloads naming another project's findings, missing ids
     and ids that are strings (findings' and a digest's events')."""
+    # No From address: the links' recipients are allowed explicitly.
+    allowed = {"allowed_recipient_domains": ["contoso.example"]}
     graph = Integration.objects.create(
-        provider="microsoft_azure_mail", state=IntegrationState.ACTIVE
+        provider="microsoft_azure_mail", state=IntegrationState.ACTIVE, config=allowed
     )
-    smtp = Integration.objects.create(provider="smtp", state=IntegrationState.ACTIVE)
+    smtp = Integration.objects.create(
+        provider="smtp", state=IntegrationState.ACTIVE, config=allowed
+    )
     everything = ToolLink.objects.create(
         project=project,
         integration=graph,

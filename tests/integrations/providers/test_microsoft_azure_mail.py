@@ -253,6 +253,38 @@ def test_one_token_request_serves_many_messages(sandbox, graph_values):
     assert len(sandbox.messages(to=sandbox.seed["recipient"])) == 20
 
 
+def test_a_connection_looks_its_token_up_once_a_minute(
+    sandbox, graph_values, monkeypatch
+):
+    from integrations.providers import microsoft_azure_mail
+
+    provider = provider_for(saved_integration(graph_values))
+    lookups = []
+    original = type(provider).access_token
+
+    def counted(self):
+        lookups.append(1)
+        return original(self)
+
+    monkeypatch.setattr(type(provider), "access_token", counted)
+    email = OutgoingEmail(to=(sandbox.seed["recipient"],), subject="s", text="x")
+    with provider.open() as connection:
+        for _ in range(5):
+            connection.send(email)
+        assert len(lookups) == 1
+        # A minute later the connection asks msal's cache again (which renews a
+        # token nearing expiry).
+        monkeypatch.setattr(
+            microsoft_azure_mail.time,
+            "monotonic",
+            lambda: connection._token_at + microsoft_azure_mail.TOKEN_REUSE_SECONDS + 1,
+        )
+        connection.send(email)
+        assert len(lookups) == 2
+
+    assert len(sandbox.messages(to=sandbox.seed["recipient"])) == 6
+
+
 def test_token_cache_is_persisted_encrypted_and_shared(sandbox, graph_values):
     from integrations.providers import identity
 

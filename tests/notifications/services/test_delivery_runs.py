@@ -3,6 +3,7 @@ written a batch at a time with a bounded number of queries, a live run keeps its
 leases (the heartbeat) and a taken-over row keeps the other worker's outcome.
 tests/notifications/test_worker.py drills the same with real db_worker processes."""
 
+import re
 import threading
 import time
 from datetime import timedelta
@@ -51,12 +52,14 @@ def message_ids(deliveries):
 
 
 def delivery_writes(queries):
-    """The statements that write delivery rows."""
+    """The statements that write delivery rows (an `executemany` is one, which the
+    debug cursor records as "N times: <sql>")."""
+    statements = [re.sub(r"^\d+ times: ", "", q["sql"]) for q in queries]
     return [
-        q["sql"]
-        for q in queries
-        if q["sql"].startswith(("UPDATE", "INSERT", "DELETE"))
-        and '"notifications_delivery"' in q["sql"].split("SET")[0]
+        sql
+        for sql in statements
+        if sql.startswith(("UPDATE", "INSERT", "DELETE"))
+        and '"notifications_delivery"' in sql.split("SET")[0]
     ]
 
 
@@ -149,6 +152,57 @@ def test_writing_outcomes_takes_the_same_queries_for_5_or_25_deliveries(
     assert figures[5][1] == figures[25][1] == 2, figures
 
 
+def test_a_whole_batch_takes_the_same_queries_for_5_or_25_deliveries(
+    sandbox, project, link, settings
+):
+    # Everything a run does in the database (claims, the emails' findings, the
+    # outcomes), pacing aside: pacing shares each mailbox's budget between workers
+    # and takes its slot per message (in Redis, with CACHE_URL, not the database).
+    from projects.models import Finding
+
+    settings.NOTIFICATIONS_CLAIM_BATCH = 25
+    settings.NOTIFICATIONS_OUTCOME_FLUSH = 25
+    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
+    emit(project, 1)
+    deliveries_send()
+
+    def new_vulnerabilities(count):
+        # Each event its own 10 high findings, as imports emit them.
+        with transaction.atomic():
+            for e in range(count):
+                findings = Finding.objects.bulk_create(
+                    Finding(
+                        project=project,
+                        tool_name="Scanner",
+                        fingerprint=f"{count}-{e}-{i}",
+                        rule_id=f"R{i}",
+                        message=f"finding {i}",
+                        severity="high",
+                        path=f"src/m{i}.py",
+                        start_line=i + 1,
+                    )
+                    for i in range(10)
+                )
+                event_emit(
+                    project=project,
+                    kind=EventKind.NEW_VULNERABILITIES,
+                    payload={
+                        "finding_ids": [f.pk for f in findings],
+                        "counts": {"high": 10},
+                    },
+                )
+
+    totals = {}
+    for count in (5, 25):
+        new_vulnerabilities(count)
+        with CaptureQueriesContext(connection) as queries:
+            assert deliveries_send().sent == count
+        totals[count] = len(queries)
+    assert totals[5] == totals[25], totals
+    sent = sandbox.messages(to=sandbox.seed["recipient"])
+    assert sum("finding 9" in str(m) for m in sent) >= 30
+
+
 def test_outcomes_are_flushed_every_few_deliveries(
     sandbox, project, smtp_link, settings
 ):
@@ -197,6 +251,66 @@ def test_a_taken_over_row_keeps_the_other_workers_outcome(project, link):
     taken = rows[mine[1].pk]
     assert (taken.status, taken.claimed_by) == (DeliveryStatus.SENDING, "other-worker")
     assert taken.subject == "" and taken.throttle_count == 0
+
+
+def test_outcomes_of_every_kind_are_written_in_statements_per_kind_not_per_row(
+    project, link
+):
+    emit(project, 9)
+    run = _Run()
+    mine = deliveries_claim(worker=run.worker)
+    assert len(mine) == 9
+    Delivery.objects.filter(pk=mine[4].pk).update(claimed_by="other-worker")
+    now = timezone.now()
+    later = now + timedelta(minutes=5)
+    for i, delivery in enumerate(mine):
+        if i % 3 == 0:  # sent: plain values, a datetime and booleans among them
+            fields = {
+                "subject": f"Sent {i} 'quoted' %s",
+                "request_id": f"r{i}",
+                "error_code": "",
+                "sent_at": now,
+                "answer_lost": False,
+                "resent_unconfirmed": i == 3,
+            }
+            status = DeliveryStatus.SENT
+        elif i % 3 == 1:  # to be retried: plain values, another set of fields
+            fields = {"error_code": "timeout", "next_attempt_at": later}
+            status = DeliveryStatus.PENDING
+        else:  # throttled: an expression among the values
+            fields = {
+                "error_code": "throttled",
+                "next_attempt_at": later,
+                "attempts": F("attempts") - 1,
+            }
+            status = DeliveryStatus.PENDING
+        run.finish(delivery, status, **fields)
+
+    with CaptureQueriesContext(connection) as queries:
+        run.flush()
+
+    # Three kinds of outcome: three UPDATEs, not nine.
+    assert len(delivery_writes(queries)) == 3
+    rows = {d.pk: d for d in Delivery.objects.filter(pk__in=[d.pk for d in mine])}
+    for i, delivery in enumerate(mine):
+        row = rows[delivery.pk]
+        if i == 4:
+            assert (row.status, row.claimed_by) == ("sending", "other-worker")
+            assert row.error_code == "" and row.attempts == 1
+            continue
+        assert row.claimed_by == "" and row.lease_expires_at is None
+        assert row.updated_at >= now
+        if i % 3 == 0:
+            assert row.status == DeliveryStatus.SENT
+            assert row.subject == f"Sent {i} 'quoted' %s"
+            assert (row.request_id, row.sent_at) == (f"r{i}", now)
+            assert row.resent_unconfirmed is (i == 3)
+        else:
+            assert row.status == DeliveryStatus.PENDING
+            assert row.next_attempt_at == later
+            assert row.error_code == ("timeout" if i % 3 == 1 else "throttled")
+            assert row.attempts == (1 if i % 3 == 1 else 0)
+    assert run.summary.sent == 3 and run.summary.retrying == 5
 
 
 def test_a_claim_records_when(project, link):
