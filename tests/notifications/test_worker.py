@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.processes import run, start_worker, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,50 +47,8 @@ def worker_env(sandbox, tmp_path, database_url, **extra):
     return env
 
 
-def run(env, *args, timeout=120):
-    result = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def start_worker(env, *extra):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "db_worker",
-            "--no-startup-delay",
-            "--no-reload",
-            "--interval",
-            "0.1",
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def status(env):
     return json.loads(run(env, "-m", "tests.notifications.worker_script", "status"))
-
-
-def wait_for(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def run_two_workers_and_a_sweeper_until_sent(env, *, timeout, sweep_interval):

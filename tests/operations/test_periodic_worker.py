@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.processes import run, start_worker, stop, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,59 +38,8 @@ def periodic_env(tmp_path, database_url, **extra):
     return env
 
 
-def run(env, *args, timeout=120):
-    result = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def status(env):
     return json.loads(run(env, "-m", "tests.operations.periodic_script", "status"))
-
-
-def start_worker(env):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "db_worker",
-            "--no-startup-delay",
-            "--no-reload",
-            "--interval",
-            "0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def stop(process):
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def wait_for(predicate, timeout, interval=0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    return None
 
 
 def assert_booked_once(state):
