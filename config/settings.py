@@ -190,6 +190,9 @@ SIGN_IN_TRUSTED_PROXY_COUNT = env.int("SIGN_IN_TRUSTED_PROXY_COUNT", default=0)
 if not 0 <= SIGN_IN_TRUSTED_PROXY_COUNT <= 10:
     raise ImproperlyConfigured("SIGN_IN_TRUSTED_PROXY_COUNT must be from 0 to 10.")
 AXES_CLIENT_IP_CALLABLE = "accounts.services.client_address"
+# No "AXES: BEGIN" banner at every manage.py command; lockouts are still logged
+# (and audited by accounts.signals).
+AXES_VERBOSE = False
 # -- end sign-in lockout ---------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
