@@ -3,7 +3,8 @@ the cache on Redis (issue 12, item 8). Nothing may be lost or doubled, and the
 limits must hold across processes.
 
     .venv/bin/python bench/scale_out.py [--deliveries 5000] [--uploads 5]
-        [--database-url URL] [--redis-url URL] [--json PATH] [--keep]
+        [--tasks-backend database|rq] [--database-url URL] [--redis-url URL]
+        [--json PATH] [--keep]
 
 Starts the sandbox in a process of its own, creates a throwaway database on the
 --database-url PostgreSQL server and empties the --redis-url Redis database (the
@@ -26,6 +27,12 @@ so each is answered 202 and imported by a task worker. Once a quarter of the
 deliveries are sent, a worker running a delivery task is killed with SIGKILL and
 started again. No fault is injected: 0 doubled is the target.
 
+With --tasks-backend rq the same drill runs with TASKS_BACKEND=rq: the tasks go to RQ
+on the Redis database after --redis-url's (emptied as well), and the three workers
+are `manage.py rqworker --with-scheduler --job-class django_tasks_rq.Job default`
+(config/settings.py's task-backend block); the killed one is one RQ lists as busy
+with a delivery task.
+
 Then the shared limits, through both web instances: (a) Test Connection,
 TEST_CONNECTION_RATE_LIMIT + 1 attempts by one security admin alternating between the
 instances, exactly TEST_CONNECTION_RATE_LIMIT allowed in all; (b) sign-in lockout,
@@ -43,6 +50,7 @@ or doubled, an upload was not imported, or a limit was not shared.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -92,6 +100,8 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 PROCFILE = ROOT / "docs" / "deploy" / "Procfile"
 SARIF_FILE = ROOT / "tests" / "fixtures" / "sarif" / "real" / "bandit-1.9.4.sarif"
 EVENTS_PER_TRANSACTION = 25
+#: Give up when no delivery changed status for this long (a stuck queue).
+STALL_SECONDS = 150.0
 WEB_INSTANCES = 2
 #: The app may read its mailboxes' Sent Items (Graph): a send whose outcome a killed
 #: worker never wrote is looked up there before it is sent again. SMTP cannot look.
@@ -436,6 +446,139 @@ def sign_in_lockout(instances) -> dict:
     }
 
 
+# -- RQ (TASKS_BACKEND=rq) ---------------------------------------------------------
+
+#: The worker command for TASKS_BACKEND=rq (config/settings.py's task-backend block).
+RQ_WORKER_ARGS = [
+    "manage.py",
+    "rqworker",
+    "--worker-class",
+    "rq.worker.SimpleWorker",
+    "--with-scheduler",
+    "--job-class",
+    "django_tasks_rq.Job",
+    "default",
+]
+
+
+def rq_connection(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=5)
+
+
+class RqWorker(Worker):
+    """A real `manage.py rqworker` process (TASKS_BACKEND=rq), with Worker's
+    interface: ready once RQ lists a worker with its process id."""
+
+    def __init__(self, env: dict, log_dir: Path, name: str, *, rq_url: str):
+        super().__init__(env, log_dir, name)
+        self.rq_url = rq_url
+
+    @property
+    def command(self) -> str:
+        return " ".join(RQ_WORKER_ARGS)
+
+    def rq_worker(self):
+        from rq import Worker as RQWorkerModel
+
+        with rq_connection(self.rq_url) as connection:
+            for worker in RQWorkerModel.all(connection=connection):
+                if worker.pid == self.process.pid:
+                    return worker
+        return None
+
+    def start(self) -> "RqWorker":
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, *RQ_WORKER_ARGS],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def listed():
+            if self.process.poll() is not None:
+                raise SystemExit(
+                    f"rqworker {self.name} exited:\n" + _tail(self.log_path)
+                )
+            worker = self.rq_worker()
+            if worker is not None:
+                self.worker_id = worker.name
+            return worker is not None
+
+        if not wait_for(listed, timeout=120, interval=0.1):
+            self.kill()
+            raise SystemExit(
+                f"rqworker {self.name} did not start:\n" + _tail(self.log_path)
+            )
+        return self
+
+    def _children(self) -> list[int]:
+        """Its child processes (RQ's work horse, forked per job), from /proc."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat.parent.name))
+        return children
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and its work horse: the job in flight dies with it,
+        as with a db_worker (killing the worker alone leaves the horse finishing it)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        horses = self._children()
+        self.process.send_signal(signal.SIGKILL)
+        for pid in horses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        horses = (
+            self._children() if self.process and self.process.poll() is None else []
+        )
+        super().stop()
+        for pid in horses:  # a horse outliving its worker
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def busy_with(self) -> str:
+        """The task path of the job it runs now ("" when idle)."""
+        worker = self.rq_worker() if self.process.poll() is None else None
+        if worker is None or worker.get_state() != "busy":
+            return ""
+        with rq_connection(self.rq_url) as connection:
+            worker.connection = connection
+            job = worker.get_current_job()
+            return job.func_name if job is not None else ""
+
+
+def rq_failed_jobs(rq_url: str) -> list[str]:
+    """Jobs in RQ's failed-job registry: their task path and why."""
+    from rq import Queue
+    from rq.registry import FailedJobRegistry
+
+    with rq_connection(rq_url) as connection:
+        registry = FailedJobRegistry(queue=Queue("default", connection=connection))
+        jobs = [
+            registry.job_class.fetch(i, connection=connection)
+            for i in registry.get_job_ids()
+        ]
+        return [
+            f"{job.func_name.rpartition('.')[2]}: "
+            + ((job.latest_result().exc_string or "").strip().splitlines() or ["?"])[
+                -1
+            ][:120]
+            for job in jobs
+        ]
+
+
 # -- the drill -----------------------------------------------------------------------
 
 
@@ -467,6 +610,11 @@ def doubled_breakdown(messages, figures, expected) -> dict:
 
 def running_delivery_worker(started: list[Worker]) -> Worker | None:
     """A live worker running a delivery task now (not a SARIF import)."""
+    if started and isinstance(started[0], RqWorker):
+        for worker in started:
+            if worker.busy_with().startswith("notifications."):
+                return worker
+        return None
     from django_tasks_db.models import DBTaskResult
 
     running = DBTaskResult.objects.filter(
@@ -488,12 +636,22 @@ def drill(
     keep: bool = False,
     timeout: float | None = None,
     worker_interval: float = 0.1,
+    tasks_backend: str = "database",
 ) -> dict:
-    """Run the drill, print its figures as they come, and return them."""
+    """Run the drill, print its figures as they come, and return them.
+
+    tasks_backend "rq": the tasks go to RQ (TASKS_BACKEND=rq) on the next Redis
+    database after `redis_url`'s (emptied too), run by `manage.py rqworker`."""
     timeout = timeout or 180 + deliveries / 10
     worker_command_is_procfiles()
     flush_redis(redis_url)
-    result = {"deliveries": deliveries}
+    rq_url = ""
+    backend_env = {"TASKS_BACKEND": "database"}
+    if tasks_backend == "rq":
+        rq_url = next_redis_database(redis_url)
+        flush_redis(rq_url)
+        backend_env = {"TASKS_BACKEND": "rq", "REDIS_URL": rq_url}
+    result = {"deliveries": deliveries, "tasks_backend": tasks_backend}
     with workdir("bench-scale-out-", keep=keep) as work:
         with SandboxProcess(work / "sandbox", grant=GRANT) as sandbox:
             with postgres_database(database_url, "bench_scale") as url:
@@ -507,6 +665,7 @@ def drill(
                     SECURE_SSL_REDIRECT="False",
                     SESSION_COOKIE_SECURE="False",
                     CSRF_COOKIE_SECURE="False",
+                    **backend_env,
                     **SETTINGS,
                 )
                 run_release(env, work)
@@ -520,11 +679,26 @@ def drill(
                     uploads=uploads,
                     timeout=timeout,
                     worker_interval=worker_interval,
+                    rq_url=rq_url,
                 )
 
 
+def next_redis_database(url: str) -> str:
+    base, _slash, number = url.rpartition("/")
+    return f"{base}/{int(number) + 1}"
+
+
 def _drill(
-    result, *, sandbox, env, work, deliveries, uploads, timeout, worker_interval
+    result,
+    *,
+    sandbox,
+    env,
+    work,
+    deliveries,
+    uploads,
+    timeout,
+    worker_interval,
+    rq_url="",
 ):
     from django.contrib.auth.models import Group, User
 
@@ -547,7 +721,9 @@ def _drill(
         project=uploads_project, name="scale-out CI", actor=admin
     )
     print(
-        f"Scale-out drill: {count:,} deliveries, PostgreSQL, Redis cache, "
+        f"Scale-out drill: {count:,} deliveries, PostgreSQL, Redis cache, tasks on "
+        + ("RQ (Redis)" if rq_url else "the database")
+        + ", "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs (a shared machine)",
         flush=True,
     )
@@ -584,9 +760,11 @@ def _drill(
         upload_run = Uploads(instances, uploads_project.slug, raw_token, uploads)
         began = time.monotonic()
         for i in range(TASK_WORKERS):
-            started.append(
-                Worker(env, work, str(i + 1), interval=worker_interval).start()
-            )
+            if rq_url:
+                worker = RqWorker(env, work, str(i + 1), rq_url=rq_url)
+            else:
+                worker = Worker(env, work, str(i + 1), interval=worker_interval)
+            started.append(worker.start())
         row("workers", f"{len(started)} x {started[0].command}")
         # Spread the uploads over roughly the first half of the sending.
         upload_run.start(
@@ -626,7 +804,9 @@ def _drill(
         row("restarted", f"worker {victim.name}, at {sent()}/{count} sent")
         result["killed_mid_task"] = mid_task
         left = max(1.0, timeout - (time.monotonic() - began))
-        states = wait_until_settled([project], count, timeout=left)
+        # Patience for the recovery of a killed worker's claims: its `recover` task
+        # runs once they look stale (NOTIFICATIONS_TASK_STALE_SECONDS at most).
+        states = wait_until_settled([project], count, timeout=left, stall=STALL_SECONDS)
         seconds = time.monotonic() - began
         upload_figures = upload_run.finish(timeout=max(60.0, left))
         delta = counter_delta(before, sandbox.counters())
@@ -652,7 +832,13 @@ def _drill(
             "duration",
             f"{seconds:.1f} s, {figures['delivered'] / seconds:.0f} msg/s "
             "(first worker start to last settled)"
-            + (f"; gave up with {open_} still open" if open_ else ""),
+            + (
+                f"; gave up with {open_} still open ("
+                + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+                + f"; nothing changed for {STALL_SECONDS:.0f} s)"
+                if open_
+                else ""
+            ),
         )
         senders = Counter(f"{m.get('from')} ({m.get('transport')})" for m in messages)
         row(
@@ -704,7 +890,7 @@ def _drill(
             f"correct password afterwards answered {lockout['correct_password_after']}"
             + (" - locked on both" if lockout["shared"] else " - NOT SHARED"),
         )
-        failed = failed_tasks()
+        failed = rq_failed_jobs(rq_url) if rq_url else failed_tasks()
         if failed:
             row(
                 "FAILED tasks",
@@ -805,6 +991,13 @@ def main() -> int:
         "(default: 180 + N / 10)",
     )
     parser.add_argument(
+        "--tasks-backend",
+        choices=["database", "rq"],
+        default="database",
+        help="the task queue: the database (db_worker) or RQ on Redis (rqworker, "
+        "TASKS_BACKEND=rq, on the --redis-url database + 1) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--json", metavar="PATH", help="also write the figures to PATH as JSON"
     )
     parser.add_argument(
@@ -827,6 +1020,7 @@ def main() -> int:
         redis_url=args.redis_url,
         keep=args.keep,
         timeout=args.timeout,
+        tasks_backend=args.tasks_backend,
     )
     problems = verdict(result)
     result["problems"] = problems

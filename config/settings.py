@@ -322,13 +322,52 @@ if READYZ_WORKER_MAX_AGE_SECONDS <= 0 or READYZ_QUEUE_MAX_AGE_SECONDS <= 0:
     )
 # -- end health and readiness ------------------------------------------------------------
 
-# Background tasks: django-tasks (the backport of Django 6's django.tasks) with the
-# database backend; `manage.py db_worker` runs them.
-TASKS = {
-    "default": {
-        "BACKEND": env.str("TASKS_BACKEND", default="django_tasks_db.DatabaseBackend"),
-    }
+# -- Task backend (issue 12, item 8; docs/SCALING.md) ----------------------------------
+# Background tasks: django-tasks (the backport of Django 6's django.tasks).
+# TASKS_BACKEND=database (default): the queue is a table of this database,
+#   `manage.py db_worker` runs the tasks.
+# TASKS_BACKEND=rq: RQ on Redis (django-tasks-rq) at REDIS_URL, or CACHE_URL when that
+#   is a Redis URL; `manage.py rqworker --worker-class rq.worker.SimpleWorker
+#   --with-scheduler --job-class django_tasks_rq.Job default` runs the tasks (the
+#   scheduler runs the delayed ones; SimpleWorker runs them in the worker process,
+#   like db_worker, instead of a fork per task: one heartbeat row per worker, and
+#   in-process caches kept between tasks). docs/SCALING.md.
+# A dotted path to another backend class is taken as it is (tests, benchmarks).
+# TASKS_RQ_JOB_TIMEOUT: RQ stops a task running longer than this (seconds).
+_TASKS_BACKENDS = {
+    "database": "django_tasks_db.DatabaseBackend",
+    "rq": "django_tasks_rq.RQBackend",
 }
+_tasks_backend = env.str("TASKS_BACKEND", default="database").strip()
+if _tasks_backend not in _TASKS_BACKENDS and "." not in _tasks_backend:
+    raise ImproperlyConfigured(
+        f"TASKS_BACKEND must be 'database', 'rq' or a backend's dotted path, not "
+        f"{_tasks_backend!r}."
+    )
+TASKS = {
+    "default": {"BACKEND": _TASKS_BACKENDS.get(_tasks_backend, _tasks_backend)},
+}
+if TASKS["default"]["BACKEND"] == _TASKS_BACKENDS["rq"]:
+    _rq_url = env.str("REDIS_URL", default="") or env.str("CACHE_URL", default="")
+    if not _rq_url.startswith(("redis://", "rediss://")):
+        raise ImproperlyConfigured(
+            "TASKS_BACKEND=rq needs Redis: set REDIS_URL (or CACHE_URL) to a "
+            "redis:// or rediss:// URL."
+        )
+    TASKS_RQ_JOB_TIMEOUT = env.int("TASKS_RQ_JOB_TIMEOUT", default=3600)
+    if TASKS_RQ_JOB_TIMEOUT <= 0:
+        raise ImproperlyConfigured("TASKS_RQ_JOB_TIMEOUT must be more than 0 seconds.")
+    # Every queue a task goes to (NOTIFICATIONS_QUEUE_NAME, read again below).
+    _rq_queues = sorted(
+        {"default", env.str("NOTIFICATIONS_QUEUE_NAME", default="default")}
+    )
+    RQ_QUEUES = {
+        name: {"URL": _rq_url, "DEFAULT_TIMEOUT": TASKS_RQ_JOB_TIMEOUT}
+        for name in _rq_queues
+    }
+    TASKS["default"]["QUEUES"] = _rq_queues
+    INSTALLED_APPS += ["django_rq", "django_tasks_rq"]
+# -- end task backend ------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Notification tools

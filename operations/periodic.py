@@ -277,8 +277,22 @@ def can_book() -> bool:
     return bool(task_backends[_task().backend].supports_defer)
 
 
+# RQ (TASKS_BACKEND=rq) writes a task to Redis at once, outside the transaction
+# that books it: due at once, it could run before its booking commits and find
+# itself not booked (the booking would then be healed only by another job's run).
+# So on RQ a booked task runs no sooner than this after it is enqueued. A losing
+# booker's task is not rolled back there either: it runs and does nothing
+# ("not_booked").
+RQ_BOOKING_DELAY = timedelta(seconds=2)
+
+
 def _enqueue(job: Job, at: datetime):
-    return _task().using(run_after=at).enqueue(job.name)
+    task = _task()
+    from django_tasks import task_backends
+
+    if type(task_backends[task.backend]).__module__.startswith("django_tasks_rq"):
+        at = max(at, timezone.now() + RQ_BOOKING_DELAY)
+    return task.using(run_after=at).enqueue(job.name)
 
 
 def _booking_alive(row: PeriodicJob, now: datetime) -> bool:

@@ -594,7 +594,12 @@ class _Run:
                         answer_lost=False,
                     )
                     return
-                delivery.resent_unconfirmed = held is None
+                # Sent again, and shown so, unless the lookup could answer for
+                # the mailbox the lost attempt went from: a killed worker's sends
+                # record no mailbox, and the tool's From may have changed since.
+                delivery.resent_unconfirmed = (
+                    held is None or not delivery.answer_lost_from
+                )
             if delivery_recipients_refused(delivery):
                 # Outside the tool's allowed recipient domains now: never sent.
                 self.finish(
@@ -639,6 +644,25 @@ class _Run:
                 limits.concurrency if limits else 1,
             )
         return self.budgets[integration.pk]
+
+    def record_senders(self, batch) -> None:
+        """Write on each claimed delivery the mailbox this run sends it from, so
+        that if the worker dies before recording the answer, the next attempt
+        looks the message up where it went (the tool's From may change in between).
+        One UPDATE per tool of the batch; a delivery whose last answer was lost
+        keeps the mailbox of that attempt."""
+        by_sender = {}
+        for delivery in batch:
+            if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
+                continue
+            sender = self.pacing(delivery.integration)[0][:320]
+            if delivery.answer_lost_from != sender:
+                by_sender.setdefault(sender, []).append(delivery.pk)
+                delivery.answer_lost_from = sender
+        for sender, ids in by_sender.items():
+            Delivery.objects.filter(pk__in=ids, claimed_by=self.worker).update(
+                answer_lost_from=sender
+            )
 
     def slot(self, integration: Integration) -> MailboxSlot | None:
         """One submission from the tool's sender mailbox, when the tool is paced."""
@@ -1057,6 +1081,7 @@ def deliveries_send(
                 run.heartbeat.start()
                 if on_claim is not None:
                     on_claim()
+            run.record_senders(batch)
             run.emails = emails_for(batch, skip_errors=True)
             for delivery in batch:
                 run.tools.add(delivery.integration_id)

@@ -79,11 +79,24 @@ def deliveries_recovery_at(
     return max(min(candidates), floor)
 
 
+def _tasks_on_rq() -> bool:
+    """Whether the tasks run on RQ (TASKS_BACKEND=rq) rather than in the database.
+
+    RQ needs none of the closing below: a job whose worker died stays in RQ's
+    StartedJobRegistry only until that worker's heartbeat expires, then the next
+    worker's registry cleanup moves it to the FailedJobRegistry (AbandonedJobError),
+    so its `get_result()` says FAILED; the deliveries it had claimed are sent by the
+    `recover` task as on the database backend (their leases, not the task rows,
+    decide that). The task table stays empty then, so the queries below are skipped."""
+    backend = settings.TASKS.get("default", {}).get("BACKEND", "")
+    return backend.startswith("django_tasks_rq.")
+
+
 def _running_task_rows(task_paths, current_task: str | None):
     """django-tasks-db's rows of `task_paths` in status RUNNING; None without that
-    backend. Imported here, not at load time: importing the services never loads
-    the task framework."""
-    if not task_paths or not apps.is_installed("django_tasks_db"):
+    backend (or on RQ, see `_tasks_on_rq`). Imported here, not at load time:
+    importing the services never loads the task framework."""
+    if not task_paths or not apps.is_installed("django_tasks_db") or _tasks_on_rq():
         return None
     from django_tasks_db.compat import TaskResultStatus
     from django_tasks_db.models import DBTaskResult

@@ -9,7 +9,8 @@ Connection's rate limit and the sign-in lockout, each tried across both instance
 The drill is the benchmark's own code, run as a person runs it (a subprocess with its
 throwaway database and sandbox), its figures read from its --json file. Skipped
 without PostgreSQL or Redis, failed instead under REQUIRE_SERVICES=1 (CI). It empties
-Redis database 14 on the REDIS_URL server (the benchmark's cache).
+Redis database 14 on the REDIS_URL server (the benchmark's cache; the database
+backend, so database 15 is not touched).
 """
 
 import json
@@ -93,8 +94,17 @@ def test_nothing_is_lost_across_two_web_instances_and_three_workers(drill):
     assert figures["lost"] == 0, output
     assert figures["killed_mid_task"], output
     assert not figures["failed_tasks"], output
-    # Three sender mailboxes, both tools.
-    assert len(figures["sender_mailboxes"]) == 3, output
+    # Both tools; the Graph tool's From changed mid-run (an admin's Save). A run
+    # under way keeps the From it started with (up to NOTIFICATIONS_RUN_MAX_SECONDS),
+    # so the third mailbox may send few or none of them.
+    senders = {name.split(" ")[0] for name in figures["sender_mailboxes"]}
+    assert "smtp-alerts@contoso.onmicrosoft.com" in senders, output
+    assert "notifications@contoso.onmicrosoft.com" in senders, output
+    assert senders <= {
+        "smtp-alerts@contoso.onmicrosoft.com",
+        "notifications@contoso.onmicrosoft.com",
+        "security-alerts@contoso.onmicrosoft.com",
+    }, output
 
 
 def test_nothing_is_doubled_that_the_product_could_have_known_about(drill):

@@ -225,6 +225,71 @@ def test_a_dead_workers_delivery_is_looked_up_before_it_is_sent_again(
     assert delivery.resent_unconfirmed is not can_look
 
 
+def test_a_dead_workers_resend_after_a_from_change_is_marked(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    # The killed worker recorded nothing, not even the mailbox it sent from; the
+    # From changes before recovery, so the lookup (in the new mailbox) cannot
+    # vouch for the old one: the resend is shown as a possible double.
+    grant_mail_read_basic(sandbox)
+    with django_capture_on_commit_callbacks(execute=False):
+        event_emit(
+            project=project,
+            kind=EventKind.SCAN_COMPLETED,
+            payload={"scan_id": None, "new": 1, "seen_again": 0, "resolved": 0},
+        )
+    (claimed,) = deliveries_claim(worker="dead-worker")
+    provider_for(claimed.integration).open().send(email_for(claimed))
+    Delivery.objects.filter(pk=claimed.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    integration = link.integration
+    other = sandbox.seed["user"]  # a mailbox of the tenant that sent nothing
+    integration.config = {**integration.config, "sender": other}
+    integration.save(update_fields=["config"])
+
+    deliveries_send()
+
+    delivery = Delivery.objects.get(pk=claimed.pk)
+    assert delivery.status == DeliveryStatus.SENT
+    assert len(sandbox.messages()) == 2
+    assert delivery.resent_unconfirmed
+
+
+def test_a_dead_workers_message_is_looked_up_in_the_mailbox_it_went_from(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    from notifications.services.delivery import _Run
+
+    grant_mail_read_basic(sandbox)
+    with django_capture_on_commit_callbacks(execute=False):
+        event_emit(
+            project=project,
+            kind=EventKind.SCAN_COMPLETED,
+            payload={"scan_id": None, "new": 1, "seen_again": 0, "resolved": 0},
+        )
+    # A run claims it (recording the mailbox it sends from), sends it, and dies
+    # before recording the answer; then an admin changes the From.
+    run = _Run()
+    (claimed,) = deliveries_claim(worker=run.worker)
+    run.record_senders([claimed])
+    provider_for(claimed.integration).open().send(email_for(claimed))
+    Delivery.objects.filter(pk=claimed.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    integration = link.integration
+    integration.config = {**integration.config, "sender": sandbox.seed["user"]}
+    integration.save(update_fields=["config"])
+
+    deliveries_send()
+
+    delivery = Delivery.objects.get(pk=claimed.pk)
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.request_id == "found in the sender's Sent Items"
+    assert len(sandbox.messages()) == 1
+    assert not delivery.resent_unconfirmed
+
+
 def test_mixed_faults_lose_nothing_and_double_nothing(
     sandbox, project, link, django_capture_on_commit_callbacks, settings
 ):
