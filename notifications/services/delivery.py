@@ -594,12 +594,9 @@ class _Run:
                         answer_lost=False,
                     )
                     return
-                # Sent again, and shown so, unless the lookup could answer for
-                # the mailbox the lost attempt went from: a killed worker's sends
-                # record no mailbox, and the tool's From may have changed since.
-                delivery.resent_unconfirmed = (
-                    held is None or not delivery.answer_lost_from
-                )
+                # Sent again, and shown so: not finding it proves little (Exchange
+                # files a message in Sent Items after accepting it, not at once).
+                delivery.resent_unconfirmed = True
             if delivery_recipients_refused(delivery):
                 # Outside the tool's allowed recipient domains now: never sent.
                 self.finish(

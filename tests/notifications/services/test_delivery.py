@@ -141,6 +141,22 @@ def test_a_504_after_accept_is_looked_up_in_sent_items_and_not_sent_twice(
     assert not any(d.resent_unconfirmed for d in final)
 
 
+def test_a_resend_the_lookup_did_not_find_is_still_marked(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    # The connection drops before Graph takes the message: the lookup finds
+    # nothing, so it is sent again; Exchange files Sent Items a little after it
+    # accepts, so "not found" cannot rule out a double: the log says so.
+    grant_mail_read_basic(sandbox)
+    sandbox.add_fault(target="graph", drop=True, count=1)
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    (delivery,) = settle()
+
+    assert delivery.status == DeliveryStatus.SENT
+    assert len(sandbox.messages()) == 1
+    assert delivery.resent_unconfirmed
+
+
 def test_a_lost_answer_is_still_looked_up_after_a_throttled_lookup(
     sandbox, project, link, django_capture_on_commit_callbacks, settings
 ):
