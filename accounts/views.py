@@ -43,6 +43,10 @@ def sign_in_locked_out(request, original_response=None, credentials=None):
 @require_GET
 @security_admin_required
 def lockouts(request):
+    return _lockouts_page(request)
+
+
+def _lockouts_page(request, *, form=None, status=200):
     return TemplateResponse(
         request,
         "accounts/lockouts.html",
@@ -50,7 +54,9 @@ def lockouts(request):
             "lockouts": selectors.sign_in_lockouts(),
             "failure_limit": settings.AXES_FAILURE_LIMIT,
             "cooloff_minutes": services.cooloff_minutes(),
+            "form": form,
         },
+        status=status,
     )
 
 
@@ -59,17 +65,7 @@ def lockouts(request):
 def unlock(request):
     form = UnlockForm(request.POST)
     if not form.is_valid():
-        return TemplateResponse(
-            request,
-            "accounts/lockouts.html",
-            {
-                "lockouts": selectors.sign_in_lockouts(),
-                "failure_limit": settings.AXES_FAILURE_LIMIT,
-                "cooloff_minutes": services.cooloff_minutes(),
-                "form": form,
-            },
-            status=400,
-        )
+        return _lockouts_page(request, form=form, status=400)
     kind, value = form.cleaned_data["kind"], form.cleaned_data["value"]
     if kind == LockoutKind.USER:
         count = services.sign_in_unlock(actor=request.user, username=value)
