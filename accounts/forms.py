@@ -27,3 +27,19 @@ class UnlockForm(forms.Form):
         elif kind == LockoutKind.USER and value is not None and not value.strip():
             self.add_error("value", _("Enter the user name."))
         return cleaned
+
+
+class PersonCreateForm(forms.Form):
+    """A new user: the service (accounts.services.user_create) checks the rest."""
+
+    username = forms.CharField(
+        label=_("User name"),
+        max_length=150,
+        help_text=_("What they type to sign in: letters, digits and @ . + - _"),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    email = forms.EmailField(
+        label=_("Email"),
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "off"}),
+    )

@@ -95,6 +95,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # issue 15, item 10: times in the signed-in user's time zone (Your settings)
+    "accounts.middleware.TimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -385,6 +387,10 @@ M365_AUTHORITY_HOST = env.str("M365_AUTHORITY_HOST", default="")
 M365_GRAPH_HOST = env.str("M365_GRAPH_HOST", default="")
 M365_SMTP_HOST = env.str("M365_SMTP_HOST", default="")
 M365_SMTP_PORT = env.int("M365_SMTP_PORT", default=0)
+# Exchange Online IMAP (the SMTP tool's Email box): outlook.office365.com and the
+# other clouds' hosts are read here instead (the sandbox), like M365_SMTP_HOST/PORT.
+M365_IMAP_HOST = env.str("M365_IMAP_HOST", default="")
+M365_IMAP_PORT = env.int("M365_IMAP_PORT", default=0)
 # An extra CA certificate (PEM) to trust besides the system's, e.g. the sandbox CA.
 M365_CA_BUNDLE = env.str("M365_CA_BUNDLE", default="")
 # Network timeouts in seconds: per request, and for a whole Test Connection.
@@ -394,6 +400,12 @@ TEST_CONNECTION_TIMEOUT = env.float("TEST_CONNECTION_TIMEOUT", default=20.0)
 # no TLS) may be chosen at all.
 SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=15.0)
 SMTP_ALLOW_INSECURE = env.bool("SMTP_ALLOW_INSECURE", default=False)
+# Email box (reading the sender mailbox, integrations/providers/mailbox.py): seconds
+# per IMAP network operation, and the largest message read (a bigger one is skipped).
+IMAP_TIMEOUT = env.float("IMAP_TIMEOUT", default=15.0)
+MAILBOX_MAX_MESSAGE_BYTES = env.int(
+    "MAILBOX_MAX_MESSAGE_BYTES", default=5 * 1024 * 1024
+)
 # How long a started "Save & Authorize" sign-in may take before its callback is refused.
 OAUTH_AUTHORIZATION_TIMEOUT = env.int("OAUTH_AUTHORIZATION_TIMEOUT", default=900)
 # Whether the SMTP tool's explicit OAuth endpoints (a non-Microsoft server) may be
@@ -448,6 +460,18 @@ except ValueError:
     )
 if not all(0 < port < 65536 for port in SMTP_ALLOWED_PORTS_EXTRA):
     raise ImproperlyConfigured("SMTP_ALLOWED_PORTS_EXTRA: ports are 1 to 65535.")
+# IMAP ports an admin may choose besides 993 and 143 (comma-separated);
+# M365_IMAP_PORT is always allowed.
+try:
+    IMAP_ALLOWED_PORTS_EXTRA = [
+        int(port) for port in env.list("IMAP_ALLOWED_PORTS_EXTRA", default=[])
+    ]
+except ValueError:
+    raise ImproperlyConfigured(
+        "IMAP_ALLOWED_PORTS_EXTRA must be port numbers separated by commas."
+    )
+if not all(0 < port < 65536 for port in IMAP_ALLOWED_PORTS_EXTRA):
+    raise ImproperlyConfigured("IMAP_ALLOWED_PORTS_EXTRA: ports are 1 to 65535.")
 # --- end of outbound policy ----------------------------------------------------------
 
 # -- Content Security Policy (issue 11, item 6) ----------------------------------------
@@ -615,6 +639,28 @@ NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=25)
 # The django-tasks queue the delivery tasks go to (db_worker --queue-name).
 NOTIFICATIONS_QUEUE_NAME = env.str("NOTIFICATIONS_QUEUE_NAME", default="default")
 
+# -- Email box (issue 13): reading sender mailboxes for bounces ----------------------
+# How often the worker reads each tool's Email box (seconds; 0 turns reading off).
+NOTIFICATIONS_MAILBOX_READ_SECONDS = env.float(
+    "NOTIFICATIONS_MAILBOX_READ_SECONDS", default=300.0
+)
+# How long one worker holds a mailbox while reading it (another one may take it over
+# after that, if the first died).
+NOTIFICATIONS_MAILBOX_LEASE_SECONDS = env.float(
+    "NOTIFICATIONS_MAILBOX_LEASE_SECONDS", default=120.0
+)
+# The first read of a mailbox (or after its cursor became invalid) looks this many
+# days back.
+NOTIFICATIONS_MAILBOX_FIRST_READ_DAYS = env.int(
+    "NOTIFICATIONS_MAILBOX_FIRST_READ_DAYS", default=7
+)
+# A link's address that bounced permanently this many times is suppressed (left out
+# of that link's deliveries) until a project owner clears it.
+NOTIFICATIONS_BOUNCE_SUPPRESS_AFTER = env.int(
+    "NOTIFICATIONS_BOUNCE_SUPPRESS_AFTER", default=3
+)
+# -- end Email box
+
 # -- Metrics (issue 12, item 4): GET /metrics for Prometheus ------------------------
 # The bearer token Prometheus sends (`Authorization: Bearer ...`); unset, /metrics is
 # switched off (404). At least 16 characters, e.g. `python -c "import secrets;
@@ -664,3 +710,54 @@ for _name in (
 if not 1 <= RETENTION_BATCH_SIZE <= 100000:
     raise ImproperlyConfigured("RETENTION_BATCH_SIZE must be from 1 to 100000.")
 # -- end periodic work and retention ------------------------------------------------
+
+# -- Integration health (issue 14, A): credential expiry reminders, grant keep-alive --
+# How often notifications.expiry_reminders reads each tool's credential expiry (the
+# certificate, the app registration with Application.Read.All, or the typed date)
+# and sends the 30/14/7/1-day reminders; 0 turns the job off.
+INTEGRATION_EXPIRY_CHECK_SECONDS = env.float(
+    "INTEGRATION_EXPIRY_CHECK_SECONDS", default=86400.0
+)
+# How often notifications.grant_keepalive refreshes idle delegated grants (0: off),
+# and after how many days without a refresh a grant counts as idle (Entra ID drops a
+# refresh token unused for 90 days: AADSTS700082).
+INTEGRATION_GRANT_KEEPALIVE_SECONDS = env.float(
+    "INTEGRATION_GRANT_KEEPALIVE_SECONDS", default=86400.0
+)
+INTEGRATION_GRANT_IDLE_DAYS = env.int("INTEGRATION_GRANT_IDLE_DAYS", default=14)
+for _name in ("INTEGRATION_EXPIRY_CHECK_SECONDS", "INTEGRATION_GRANT_KEEPALIVE_SECONDS"):
+    if not 0 <= globals()[_name] <= 365 * 86400:
+        raise ImproperlyConfigured(f"{_name} must be 0 (off) or seconds up to a year.")
+if not 1 <= INTEGRATION_GRANT_IDLE_DAYS <= 80:
+    raise ImproperlyConfigured(
+        "INTEGRATION_GRANT_IDLE_DAYS must be from 1 to 80 (well inside 90 days)."
+    )
+# -- end integration health (A) -------------------------------------------------------
+
+# -- Integration health (issue 14, B): silent health checks, incidents -------------
+# How often notifications.health_checks checks each active tool without sending
+# mail (token, permission, sender mailbox; SMTP up to AUTH); 0 turns it off.
+INTEGRATION_HEALTH_CHECK_SECONDS = env.float(
+    "INTEGRATION_HEALTH_CHECK_SECONDS", default=86400.0
+)
+# How often notifications.attention_rechecks checks again a tool in "Needs
+# attention" (a success makes it active and sends what waited); 0: off.
+INTEGRATION_ATTENTION_RECHECK_SECONDS = env.float(
+    "INTEGRATION_ATTENTION_RECHECK_SECONDS", default=300.0
+)
+# How long a delivery waits for a tool in "Needs attention" (or "Needs
+# re-authorization") before it fails ("tool_needs_attention_too_long").
+NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS = env.float(
+    "NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS", default=86400.0
+)
+for _name in (
+    "INTEGRATION_HEALTH_CHECK_SECONDS",
+    "INTEGRATION_ATTENTION_RECHECK_SECONDS",
+):
+    if not 0 <= globals()[_name] <= 365 * 86400:
+        raise ImproperlyConfigured(f"{_name} must be 0 (off) or seconds up to a year.")
+if not 0 <= NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS <= 30 * 86400:
+    raise ImproperlyConfigured(
+        "NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS must be seconds up to 30 days."
+    )
+# -- end integration health (B) -------------------------------------------------------

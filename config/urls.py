@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from accounts.urls import people_urlpatterns
 from config.api import api, unknown_address
 
 urlpatterns = [
@@ -17,6 +18,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Sign-in lockouts (django-axes): the list and Unlock, for security admins.
     path("accounts/", include("accounts.urls")),
+    # People (issue 15, item 8): users and the security-admin role.
+    path("people/", include(people_urlpatterns)),
     path("admin/", admin.site.urls),
     path("integrations/", include("integrations.urls")),
     path("projects/", include("projects.urls")),

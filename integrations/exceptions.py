@@ -120,6 +120,18 @@ class AuthorizationRefused(AuthenticationFailed):
         self.expected = expected
 
 
+class AuthorizationSettingsChanged(ConfigurationError):
+    """A plain Save (which keeps a delegated grant) changes settings the grant was
+    obtained for (`fields`: their names); only Save & Authorize may save them."""
+
+    code = "authorization_settings_changed"
+    needs_attention = False
+
+    def __init__(self, detail="", *, fields=(), **kwargs):
+        super().__init__(detail, **kwargs)
+        self.fields = tuple(fields)
+
+
 class PermissionMissing(IntegrationError):
     """Authenticated, but not allowed: permission, consent or mailbox access."""
 

@@ -30,6 +30,11 @@ class Integration(models.Model):
     secrets = EncryptedJSONField()
     #: msal's serialized token cache, shared by every process that sends.
     token_cache = EncryptedTextField()
+    #: When the credential in use (client secret or certificate) expires, and where
+    #: that came from: "certificate" (the certificate itself), "app_registration"
+    #: (read from Entra ID with Application.Read.All) or "typed" (the admin's date).
+    credential_expires_on = models.DateField(null=True, blank=True)
+    credential_expiry_source = models.CharField(max_length=32, blank=True)
     #: The error code that put the tool in "Needs attention", for the card.
     attention_code = models.CharField(max_length=64, blank=True)
     attention_detail = models.CharField(max_length=500, blank=True)
@@ -76,6 +81,14 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "member_added", _("Member added")
     MEMBER_REMOVED = "member_removed", _("Member removed")
     MEMBER_ROLE_CHANGED = "member_role_changed", _("Member role changed")
+    # Accounts: the People page.
+    USER_CREATED = "user_created", _("User created")
+    USER_DEACTIVATED = "user_deactivated", _("User deactivated")
+    USER_REACTIVATED = "user_reactivated", _("User reactivated")
+    PASSWORD_LINK_CREATED = "password_link_created", _("Set-password link created")
+    PASSWORD_SET = "password_set", _("Password set")
+    ROLE_GRANTED = "role_granted", _("Security admin role granted")
+    ROLE_REMOVED = "role_removed", _("Security admin role removed")
 
 
 class AuditEntry(models.Model):
@@ -128,6 +141,11 @@ class OAuthAuthorization(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
     )
     flow = EncryptedJSONField()
+    #: The drawer's settings this sign-in is for, `{"config": ..., "secrets": ...}`
+    #: (the secrets typed, not those kept): applied with the new grant by the
+    #: callback, so that an authorized tool keeps its settings and grant until then.
+    #: Emptied when the row is used or superseded.
+    pending_settings = EncryptedJSONField()
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
@@ -136,3 +154,113 @@ class OAuthAuthorization(models.Model):
 
     def __str__(self):
         return f"authorization of {self.integration.provider} by {self.user_id}"
+
+
+# --- Integration health (issue 14) ------------------------------------------------
+
+
+class HealthCheckKind(models.TextChoices):
+    CHECK = "check", _("Health check")
+    SEND = "send", _("Send")
+    REFRESH = "refresh", _("Grant refresh")
+
+
+class HealthCheck(models.Model):
+    """One result of watching a tool: a scheduled silent check (no mail sent), a
+    send that failed or succeeded after a failure, or a delegated grant refresh. The
+    card shows the latest 30 as marks; the drawer lists them with the failed step."""
+
+    integration = models.ForeignKey(
+        Integration, on_delete=models.CASCADE, related_name="health_checks"
+    )
+    kind = models.CharField(max_length=16, choices=HealthCheckKind.choices)
+    ok = models.BooleanField()
+    #: The step that failed (a Test Connection step key) and its label.
+    step = models.CharField(max_length=64, blank=True)
+    step_label = models.CharField(max_length=200, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    #: Sanitised, one line; never a secret.
+    detail = models.CharField(max_length=500, blank=True)
+    checked_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self):
+        return (
+            f"{self.integration_id} {self.kind} {'ok' if self.ok else self.error_code}"
+        )
+
+
+class HealthIncident(models.Model):
+    """A tool that broke (a failure a person must fix), from the first failure to
+    the next success. One email when it opens, one when it closes."""
+
+    integration = models.ForeignKey(
+        Integration, on_delete=models.CASCADE, related_name="incidents"
+    )
+    error_code = models.CharField(max_length=64)
+    detail = models.CharField(max_length=500, blank=True)
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            # At most one open incident per tool.
+            models.UniqueConstraint(
+                fields=["integration"],
+                condition=models.Q(closed_at__isnull=True),
+                name="integrations_one_open_incident",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.integration_id} {self.error_code} since {self.opened_at}"
+
+
+class ExpiryReminder(models.Model):
+    """A reminder sent about a credential's expiry, so each is sent once."""
+
+    integration = models.ForeignKey(
+        Integration, on_delete=models.CASCADE, related_name="expiry_reminders"
+    )
+    #: "client_secret" or "certificate".
+    credential = models.CharField(max_length=32)
+    expires_on = models.DateField()
+    #: 30, 14, 7 or 1.
+    days_before = models.PositiveSmallIntegerField()
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["integration", "credential", "expires_on", "days_before"],
+                name="integrations_expiryreminder_unique",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.integration_id} {self.credential} {self.expires_on} -{self.days_before}d"
+
+
+class ToolHealthSettings(models.Model):
+    """Who is told about tools' health (one row): the addresses security admins
+    chose on the Notification Tools page; empty means every active security admin
+    with an email address."""
+
+    recipients = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name_plural = "tool health settings"
+
+    def __str__(self):
+        return "Tool health recipients"

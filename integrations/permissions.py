@@ -4,8 +4,12 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.utils.translation import gettext_lazy as _
 
 SECURITY_ADMINS_GROUP = "Security admins"
+
+#: The reason shown on the 403 page (templates/403.html) to everyone else.
+ONLY_SECURITY_ADMINS = _("Only security admins can see and use this page.")
 
 
 def is_security_admin(user) -> bool:
@@ -24,7 +28,7 @@ def security_admin_required(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not is_security_admin(request.user):
-            raise PermissionDenied
+            raise PermissionDenied(ONLY_SECURITY_ADMINS)
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -127,6 +127,23 @@ TROUBLESHOOTING = {
             "The client secret was refused (AADSTS7000215). You may have pasted the secret's ID instead of its value: in Certificates & secrets, the Value column is shown only once, when the secret is created. Create a new secret and paste its Value."
         ),
     ),
+    # secret_invalid, when the Client Secret typed has the shape of a GUID: the
+    # Secret ID column of Certificates & secrets, not the Value (the service checks
+    # the form's value; integrations/services/tools.py).
+    "secret_id_pasted": Troubleshooting(
+        _("This looks like the Secret ID, not the secret's Value"),
+        _(
+            "The client secret was refused (AADSTS7000215), and what was entered in Client Secret has the shape of a GUID, as a Secret ID does. The Value is a different, longer text."
+        ),
+        (
+            _(
+                "In the Azure portal, open Microsoft Entra ID › App registrations › your app › Certificates & secrets › Client secrets."
+            ),
+            _(
+                "Copy the secret's Value column (not the Secret ID column) into Client Secret. The Value is shown only right after the secret is created; if it is hidden now, click “New client secret” and copy the new Value at once."
+            ),
+        ),
+    ),
     "secret_expired": Troubleshooting(
         _("Client secret expired"),
         _(
@@ -167,7 +184,26 @@ TROUBLESHOOTING = {
     "reauthorization_required": Troubleshooting(
         _("Authorization expired or revoked"),
         _(
-            "The mailbox's authorization is no longer valid (the refresh token expired from inactivity, AADSTS700082, or was revoked, AADSTS50173). Click Re-authorize and sign in as the configured user."
+            "The mailbox's authorization is no longer valid (the refresh token expired from inactivity, AADSTS700082, or was revoked, for instance because the user changed or reset their password, AADSTS50173). Click Re-authorize and sign in as the configured user."
+        ),
+    ),
+    # A delegated grant refreshed by the keep-alive job or a send (issue 14).
+    "mfa_required": Troubleshooting(
+        _("Multi-factor sign-in now required"),
+        _(
+            "The signed-in user must now use multi-factor authentication (AADSTS50076), so the authorization given without it no longer works. Click Re-authorize and sign in as the configured user, completing the second factor."
+        ),
+    ),
+    "account_disabled": Troubleshooting(
+        _("The signed-in account is disabled"),
+        _(
+            "The account that authorized this tool is disabled in Microsoft Entra ID (AADSTS50057). Ask an administrator to enable it again (Entra ID › Users › the user › Account enabled), or use another mailbox, then click Re-authorize and sign in."
+        ),
+    ),
+    "consent_revoked": Troubleshooting(
+        _("Consent for the app was revoked"),
+        _(
+            "An administrator removed the consent this tool's sign-in was given with (AADSTS65001). In Entra ID › App registrations › your app › API permissions, grant admin consent for the delegated permissions again (SMTP.Send, or Mail.Send for the API), then click Re-authorize and sign in."
         ),
     ),
     "authentication_failed": Troubleshooting(
@@ -303,7 +339,99 @@ TROUBLESHOOTING = {
             "Validate and Save sends a validation email to your own address. Set an email address on your account first, then try again."
         ),
     ),
+    # --- the Email box: reading the sender mailbox (IMAP, Graph) ---------------------------
+    "mailbox_login_failed": Troubleshooting(
+        _("The Email box could not sign in"),
+        _(
+            "The mail server refused the Email box's Email and Password (NO LOGIN failed.): they are wrong, or basic authentication or IMAP is switched off for this mailbox. Exchange Online no longer accepts basic authentication: choose OAuth 2.0 there."
+        ),
+    ),
+    "imap_permission_missing": Troubleshooting(
+        _("The app may not read mail over IMAP"),
+        _(
+            "The access token does not carry the IMAP permission: IMAP.AccessAsApp (application) or IMAP.AccessAsUser.All (delegated) is not granted, or admin consent has not been given."
+        ),
+        (
+            _(
+                "In the Azure portal, open Microsoft Entra ID › App registrations › your app › API permissions."
+            ),
+            _(
+                "OAuth 2.0 (application): add Office 365 Exchange Online › Application permissions › IMAP.AccessAsApp. OAuth 2.0 (delegated): add the delegated permission IMAP.AccessAsUser.All."
+            ),
+            _(
+                "Click “Grant admin consent for your organisation”; for delegated, click Save & Authorize again."
+            ),
+        ),
+    ),
+    "mailbox_permission_missing": Troubleshooting(
+        _("The app has no access to this mailbox"),
+        _(
+            "Exchange Online refused the app's token for this mailbox (NO AUTHENTICATE failed.): the app's service principal is not registered in Exchange Online, or it has no FullAccess permission on the mailbox the Email box reads."
+        ),
+        (
+            _(
+                "In Exchange Online PowerShell, register the app once: New-ServicePrincipal -AppId <Application (client) ID> -ObjectId <object ID of the app's enterprise application>."
+            ),
+            _(
+                "Give it the mailbox: Add-MailboxPermission -Identity <mailbox> -User <service principal ID> -AccessRights FullAccess."
+            ),
+            _("Wait a few minutes for Exchange Online to apply it, then test again."),
+        ),
+    ),
+    "imap_disabled": Troubleshooting(
+        _("IMAP is switched off for this mailbox"),
+        _(
+            "The sign-in was accepted but the mailbox cannot be opened over IMAP (User is authenticated but not connected): IMAP is disabled for the mailbox, or the account has no permission on it. Enable it (Set-CASMailbox <mailbox> -ImapEnabled $true) or check the mailbox permission."
+        ),
+    ),
+    "mail_read_missing": Troubleshooting(
+        _("The app may not read this mailbox"),
+        _(
+            "Microsoft Graph refused to read the mailbox (ErrorAccessDenied): the Mail.Read permission is not granted or not consented (application permission for Microsoft Azure Mail, delegated for SMTP with the API type), or an application access policy excludes the mailbox."
+        ),
+        (
+            _(
+                "In the Azure portal, open Microsoft Entra ID › App registrations › your app › API permissions."
+            ),
+            _(
+                "Add Microsoft Graph › Mail.Read (Application permissions; delegated for a signed-in user), then click “Grant admin consent for your organisation” (delegated: Save & Authorize again)."
+            ),
+            _(
+                "If an application access policy or RBAC for Applications limits the app, include this mailbox in it."
+            ),
+        ),
+    ),
+    "mailbox_unreadable": Troubleshooting(
+        _("The inbox could not be opened"),
+        _(
+            "The mail server signed in but would not open the inbox, or answered in a way this product does not recognise. Check that the Email box's account has a mailbox on this server; the server log has the details."
+        ),
+    ),
+    "imap_no_answer": Troubleshooting(
+        _("No IMAP server answered"),
+        _(
+            "The server at %(address)s did not answer as an IMAP server: it could not be reached, or what answered is not an IMAP server. Check the Email box's Host name and Port (993 for SSL/TLS, 143 for STARTTLS) and that this server may connect to it."
+        ),
+    ),
+    "imap_port_not_allowed": Troubleshooting(
+        _("This IMAP port is not allowed"),
+        _(
+            "Connecting to %(address)s was refused: the port is not one this server uses for IMAP. Use 993 (SSL/TLS) or 143 (STARTTLS), or add the port to IMAP_ALLOWED_PORTS_EXTRA on this server."
+        ),
+    ),
+    "imap_starttls_unavailable": Troubleshooting(
+        _("The IMAP server does not offer STARTTLS"),
+        _(
+            "The server did not offer STARTTLS on this port. Check the Email box's Port and Security (993 with SSL/TLS, 143 with STARTTLS)."
+        ),
+    ),
     # --- delegated sign-in (Save & Authorize) -------------------------------------------
+    "authorization_settings_changed": Troubleshooting(
+        _("These changes need a new sign-in"),
+        _(
+            "The mailbox's authorization was given for the saved values of the settings marked below (such as the Tenant ID, Client ID, Client Secret, Scope or Username). To change them, click Save & Authorize and sign in again: the tool keeps sending with its current authorization until that sign-in completes. To keep the authorization, put the saved values back and click Save."
+        ),
+    ),
     "authorization_missing": Troubleshooting(
         _("Not authorized yet"),
         _(
@@ -360,6 +488,19 @@ TROUBLESHOOTING = {
             "The account that signed in is not the configured Username. Sign in as the Username (the From address), or change the settings and authorize again. Nothing was saved."
         ),
     ),
+    # --- audit log entries that are not a tool's error (the audit log's Result) ---
+    "recipient_refused": Troubleshooting(
+        _("Recipient not allowed"),
+        _(
+            "An address is outside the domains this tool may send to (its Allowed recipient domains), so nothing was sent to it. The entry's detail names the address."
+        ),
+    ),
+    "too_many_failed_sign_ins": Troubleshooting(
+        _("Too many failed sign-ins"),
+        _(
+            "Sign-in is locked for this user name or address for a while. A security admin can unlock it on Sign-in lockouts."
+        ),
+    ),
     "unexpected": Troubleshooting(
         _("Unexpected answer"),
         _(
@@ -372,7 +513,7 @@ TROUBLESHOOTING = {
 #: Codes whose words name the address (host:port) the failure is about.
 _NAMES_ADDRESS = frozenset(
     {"smtp_no_answer", "address_never_allowed", "address_private", "address_refused"}
-    | {"smtp_port_not_allowed"}
+    | {"smtp_port_not_allowed", "imap_no_answer", "imap_port_not_allowed"}
 )
 
 

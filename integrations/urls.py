@@ -6,6 +6,12 @@ app_name = "integrations"
 
 urlpatterns = [
     path("notification-tools/", views.notification_tools, name="notification_tools"),
+    # Before <slug:key>/, which would take "health-recipients" for a tool's key.
+    path(
+        "notification-tools/health-recipients/",
+        views.tool_health_recipients,
+        name="health_recipients",
+    ),
     path("notification-tools/<slug:key>/", views.tool_settings, name="tool"),
     path("notification-tools/<slug:key>/test/", views.tool_test, name="test"),
     path(
@@ -16,6 +22,7 @@ urlpatterns = [
     path(
         "notification-tools/<slug:key>/validate/", views.tool_validate, name="validate"
     ),
+    path("notification-tools/<slug:key>/save/", views.tool_save, name="save"),
     path(
         "notification-tools/<slug:key>/authorize/",
         views.tool_authorize,

@@ -455,7 +455,44 @@ def _subject(delivery: Delivery, sections: list[Section]) -> str:
     return _("Notification for %(project)s") % {"project": name}
 
 
+TOOL_HEALTH_TEXT_TEMPLATE = "notifications/email/tool_health.txt"
+TOOL_HEALTH_HTML_TEMPLATE = "notifications/email/tool_health.html"
+
+
+def _tool_health_email(delivery: Delivery) -> OutgoingEmail:
+    """An email about a tool itself (`services.tool_health`): its words were
+    written when the event was recorded."""
+    payload = delivery.event.payload or {}
+    subject = header_text(payload.get("subject") or delivery.subject)
+    text = str(payload.get("text") or "")
+    action_url = str(payload.get("action_url") or "")
+    if action_url and not action_url.startswith(site_url()):
+        action_url = ""  # only ever a link to this site
+    context = {
+        "subject": subject,
+        "text": text,
+        "paragraphs": [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()],
+        "action_url": action_url,
+        "action_label": str(payload.get("action_label") or _("Open")),
+        "tools_url": site_url(reverse("integrations:notification_tools")),
+    }
+    return OutgoingEmail(
+        to=tuple(delivery.recipients),
+        subject=subject,
+        text=get_template(TOOL_HEALTH_TEXT_TEMPLATE).render(context),
+        html=get_template(TOOL_HEALTH_HTML_TEMPLATE).render(context),
+        message_id=message_id_for(delivery),
+        headers={
+            "X-AppSec-Event": delivery.event.kind,
+            "X-AppSec-Tool": header_text(str(payload.get("about") or ""), 100),
+            "X-AppSec-Delivery": str(delivery.uuid),
+        },
+    )
+
+
 def _email(delivery: Delivery, batch: _Batch, templates) -> OutgoingEmail:
+    if delivery.event.kind == EventKind.TOOL_HEALTH:
+        return _tool_health_email(delivery)
     project = delivery.project
     sections = _sections(delivery, batch)
     subject = header_text(_subject(delivery, sections))

@@ -1,11 +1,14 @@
 """The form of one linked tool in Project › Settings › Notification Tools."""
 
+from urllib.parse import urlencode
+
 from django import forms
+from django.core.validators import validate_email
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from integrations.forms.base import EmailListField
-from notifications.models import DeliveryMode
+from notifications.models import DeliveryMode, DeliveryStatus
 from projects.models import FindingStatus, Severity
 
 
@@ -77,3 +80,28 @@ class ToolLinkForm(forms.Form):
         else:
             cleaned["recipients"] = []
         return cleaned
+
+
+class DeliveryFilterForm(forms.Form):
+    """The delivery log's `?status=` filter (blank: every delivery)."""
+
+    status = forms.ChoiceField(
+        label=_("Status"),
+        choices=[("", _("Any status")), *DeliveryStatus.choices],
+        required=False,
+    )
+
+    def query_string(self) -> str:
+        """`status=...&` for page links, when the filter is valid and set."""
+        if self.is_valid() and self.cleaned_data.get("status"):
+            return urlencode({"status": self.cleaned_data["status"]}) + "&"
+        return ""
+
+
+class BouncedRecipientClearForm(forms.Form):
+    """An owner clears a bounced address of a link."""
+
+    address = forms.CharField(max_length=320, validators=[validate_email])
+
+    def clean_address(self):
+        return self.cleaned_data["address"].strip().lower()

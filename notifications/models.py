@@ -15,6 +15,9 @@ class EventKind(models.TextChoices):
     SCAN_COMPLETED = "scan_completed", _("Scan completed")
     STATUS_CHANGED = "status_changed", _("Status changed")
     TEST = "test", _("Test notification")
+    #: About a notification tool itself (expiry reminders, incidents), to the
+    #: tool-health recipients; belongs to no project.
+    TOOL_HEALTH = "tool_health", _("Tool health")
 
 
 class Event(models.Model):
@@ -24,8 +27,13 @@ class Event(models.Model):
     change that caused it, so an event exists if and only if its cause was committed.
     """
 
+    #: None for tool-health events, which belong to no project.
     project = models.ForeignKey(
-        "projects.Project", on_delete=models.CASCADE, related_name="events"
+        "projects.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="events",
     )
     kind = models.CharField(max_length=32, choices=EventKind.choices)
     scan = models.ForeignKey(
@@ -118,6 +126,9 @@ class DeliveryStatus(models.TextChoices):
     SENT = "sent", _("Sent")
     FAILED = "failed", _("Failed")
     SKIPPED = "skipped", _("Not sent")
+    #: Accepted, then a recipient's server sent a non-delivery report back to the
+    #: sender mailbox (read with the tool's Email box): see `DeliveryReport`.
+    BOUNCED = "bounced", _("Bounced")
 
 
 class Delivery(models.Model):
@@ -131,8 +142,13 @@ class Delivery(models.Model):
     #: "event:<event>:link:<link>", "digest:<scan>:link:<link>", ...: at most one
     #: delivery per event (or scan digest) and link.
     dedupe_key = models.CharField(max_length=200, unique=True)
+    #: None for tool-health emails (in the security admins' log only).
     project = models.ForeignKey(
-        "projects.Project", on_delete=models.CASCADE, related_name="deliveries"
+        "projects.Project",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
     )
     event = models.ForeignKey(
         Event, on_delete=models.CASCADE, related_name="deliveries"
@@ -194,6 +210,102 @@ class Delivery(models.Model):
     @property
     def is_digest(self) -> bool:
         return self.dedupe_key.startswith("digest:")
+
+
+class ReportKind(models.TextChoices):
+    BOUNCED = "bounced", _("Bounced")
+    DELAYED = "delayed", _("Delayed")
+
+
+class DeliveryReport(models.Model):
+    """What a delivery status notification in the sender mailbox said about one
+    recipient of one delivery: a permanent failure (Bounced) or a delay (a warning).
+
+    Found by `notifications.services.bounces` in the mailbox the tool's Email box
+    reads, matched through the original message's Message-ID. One row per
+    (delivery, recipient, kind): reading a report twice changes nothing.
+    """
+
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="reports"
+    )
+    recipient = models.CharField(max_length=320)
+    kind = models.CharField(max_length=16, choices=ReportKind.choices)
+    #: The enhanced status code (RFC 3463), e.g. "5.1.10".
+    status_code = models.CharField(max_length=16, blank=True)
+    #: The remote server's words (Diagnostic-Code), one line, cut.
+    diagnostic = models.CharField(max_length=500, blank=True)
+    #: Which mailbox message said so ("imap:<uidvalidity>:<uid>", "graph:<id>").
+    source = models.CharField(max_length=300, blank=True)
+    reported_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "recipient", "kind"],
+                name="notifications_deliveryreport_unique",
+            )
+        ]
+        ordering = ["delivery", "recipient", "kind"]
+
+    def __str__(self):
+        return f"{self.recipient} {self.kind} {self.status_code} ({self.delivery_id})"
+
+
+class BouncedRecipient(models.Model):
+    """An address of a link that bounced permanently: how often, why, and whether it
+    is suppressed (left out of the link's deliveries until an owner clears it,
+    after NOTIFICATIONS_BOUNCE_SUPPRESS_AFTER bounces)."""
+
+    link = models.ForeignKey(
+        ToolLink, on_delete=models.CASCADE, related_name="bounced_recipients"
+    )
+    address = models.CharField(max_length=320)
+    bounce_count = models.PositiveIntegerField(default=0)
+    last_status_code = models.CharField(max_length=16, blank=True)
+    last_diagnostic = models.CharField(max_length=500, blank=True)
+    last_bounced_at = models.DateTimeField()
+    suppressed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["link", "address"], name="notifications_bouncedrecipient_unique"
+            )
+        ]
+        ordering = ["link", "address"]
+
+    def __str__(self):
+        return f"{self.address} on {self.link_id}: {self.bounce_count} bounces"
+
+
+class MailboxReading(models.Model):
+    """Where reading a tool's Email box stopped, and who is reading it now.
+
+    `cursor` is the reader's own (IMAP: UIDVALIDITY and the last UID; Graph: the
+    delta link); it is dropped when `mailbox` changes. A worker reads only while it
+    holds the lease (`lease_owner` until `lease_expires_at`), taken with a
+    conditional UPDATE, so two workers never read one mailbox at once.
+    """
+
+    integration = models.OneToOneField(
+        "integrations.Integration",
+        on_delete=models.CASCADE,
+        related_name="mailbox_reading",
+    )
+    mailbox = models.CharField(max_length=320, blank=True)
+    cursor = models.JSONField(default=dict, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_read_at = models.DateTimeField(null=True, blank=True)
+    last_error_code = models.CharField(max_length=64, blank=True)
+    last_error_detail = models.CharField(max_length=500, blank=True)
+    messages_read = models.PositiveIntegerField(default=0)
+    reports_found = models.PositiveIntegerField(default=0)
+
+    def __str__(self):
+        return f"Email box of {self.integration_id}: {self.mailbox}"
 
 
 class MailboxBudget(models.Model):

@@ -33,7 +33,17 @@ urlpatterns = [
         views.link_test,
         name="notification_tool_test",
     ),
+    path(
+        "settings/notification-tools/<id:link_id>/bounces/clear/",
+        views.bounced_recipient_clear,
+        name="notification_tool_bounce_clear",
+    ),
     path("deliveries/", views.project_deliveries, name="deliveries"),
+    path(
+        "deliveries/<uuid:delivery_uuid>/",
+        views.project_delivery_message,
+        name="delivery",
+    ),
     path(
         "deliveries/<uuid:delivery_uuid>/resend/",
         views.project_delivery_resend,

@@ -11,6 +11,12 @@ DELIVERY_TROUBLESHOOTING = {
             "Neither the project nor the tool has a To address. Add recipients in Project › Settings › Notification Tools, or a To in the tool's settings, then Resend."
         ),
     ),
+    "recipients_suppressed": Troubleshooting(
+        _("Every recipient is suppressed"),
+        _(
+            "Each address this project sends to through the tool bounced too often (the recipient's server said it does not exist or refuses mail), so it is left out until a project owner clears it. Fix the address or clear it in Project › Settings › Notification Tools, then Resend."
+        ),
+    ),
     "tool_inactive": Troubleshooting(
         _("The tool is deactivated"),
         _(
@@ -45,6 +51,18 @@ DELIVERY_TROUBLESHOOTING = {
         _("Interrupted while sending"),
         _(
             "The task worker sending this email stopped (it was restarted or killed) before it recorded the answer. Another worker takes it over; where the tool can look the message up (Microsoft Azure Mail with the Mail.ReadBasic.All permission) it is not sent twice, otherwise the delivery log says the recipients may have it twice."
+        ),
+    ),
+    "tool_needs_attention": Troubleshooting(
+        _("Waiting for the tool"),
+        _(
+            "The notification tool needs attention (its card on Integrations › Notification Tools says why), so this email waits instead of failing. It is sent as soon as the tool works again: a security admin fixes the cause and saves the tool, or the next check succeeds."
+        ),
+    ),
+    "tool_needs_attention_too_long": Troubleshooting(
+        _("The tool needed attention for too long"),
+        _(
+            "The notification tool could not send for 24 hours (NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS) because it needs attention (authentication, consent, permission or the sender mailbox), so this email was given up. Once a security admin has fixed the tool (its card on Integrations › Notification Tools says why), Resend."
         ),
     ),
     "internal_error": Troubleshooting(

@@ -8,6 +8,7 @@ app_name = "notifications"
 
 urlpatterns = [
     path("deliveries/", views.all_deliveries, name="deliveries"),
+    path("deliveries/<uuid:delivery_uuid>/", views.delivery_message, name="delivery"),
     path(
         "deliveries/<uuid:delivery_uuid>/resend/",
         views.delivery_resend,

@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
 from integrations.permissions import security_admin_required
+from integrations.selectors import credential_expiries
 from operations import health
 
 
@@ -54,5 +55,6 @@ def overview(request):
             "worker_max_age": health.worker_max_age_seconds(),
             "queue": health.queue_summary(),
             "jobs": health.periodic_jobs(),
+            "credential_expiries": credential_expiries(),
         },
     )

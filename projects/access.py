@@ -12,11 +12,19 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import TextChoices
 from django.http import Http404
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts.time_zones import display_time
 from integrations.permissions import is_security_admin
 from projects.models import ApiToken, Membership, Project, Role
+
+#: Why a project page or form is read-only for the viewer: on the 403 page when a
+#: change is refused, and beside a form shown read-only.
+ONLY_OWNERS = _("Only project owners can change this.")
+ONLY_SECURITY_ADMINS_MEMBERS = _(
+    "Only security admins can add or remove project members."
+)
 
 
 @dataclass(frozen=True)
@@ -80,9 +88,9 @@ def project_view(permission="view"):
             except Project.DoesNotExist:
                 raise Http404 from None
             if permission == "manage" and not access.can_manage:
-                raise PermissionDenied
+                raise PermissionDenied(ONLY_OWNERS)
             if permission == "members" and not access.can_manage_members:
-                raise PermissionDenied
+                raise PermissionDenied(ONLY_SECURITY_ADMINS_MEMBERS)
             return view(request, project, access, *args, **kwargs)
 
         return wrapper
@@ -117,7 +125,8 @@ class TokenState:
 
 
 def _when(moment: datetime) -> str:
-    return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+    """As every page writes a moment: "2026-12-01 14:05 UTC", in the viewer's zone."""
+    return display_time(moment)
 
 
 def api_token_state(

@@ -3,12 +3,18 @@
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils.functional import lazy
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
 from projects.exceptions import ProjectError
 from projects.models import FindingStatus, Role, Severity
 from projects.services import MAX_CATEGORY, scan_category_clean
+
+#: format_html, evaluated when rendered (in the language of the request).
+_format_html_lazy = lazy(format_html, SafeString)
 
 
 class ProjectCreateForm(forms.Form):
@@ -22,7 +28,15 @@ class ProjectCreateForm(forms.Form):
 
 
 class MembershipForm(forms.Form):
-    username = forms.CharField(label=_("User name"), max_length=150)
+    username = forms.CharField(
+        label=_("User name"),
+        max_length=150,
+        # Suggestions as they type: static/js/member_search.js fills the datalist
+        # the settings page puts next to the field.
+        widget=forms.TextInput(
+            attrs={"list": "member-suggestions", "autocomplete": "off"}
+        ),
+    )
     role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.MEMBER)
 
     def clean_username(self):
@@ -72,7 +86,11 @@ class ApiTokenForm(forms.Form):
 class ScanUploadForm(forms.Form):
     file = forms.FileField(
         label=_("SARIF file"),
-        help_text=_("A SARIF 2.1.0 JSON file, e.g. from `bandit -r . -f sarif`."),
+        # The command is markup (<code>), the sentence is translated text.
+        help_text=_format_html_lazy(
+            _("A SARIF 2.1.0 JSON file, e.g. from {command}."),
+            command=format_html("<code>{}</code>", "bandit -r . -f sarif"),
+        ),
     )
     category = forms.CharField(
         label=_("Category"),

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from integrations.permissions import is_security_admin
 from projects import scan_queue, selectors, services
-from projects.access import project_view
+from projects.access import ONLY_OWNERS, project_view
 from projects.exceptions import ProjectError
 from projects.forms import (
     ApiTokenForm,
@@ -37,7 +37,7 @@ def project_list(request):
     form = ProjectCreateForm(request.POST or None) if can_create else None
     if request.method == "POST":
         if not can_create:
-            raise PermissionDenied
+            raise PermissionDenied(_("Only security admins can create projects."))
         if form.is_valid():
             try:
                 project = services.project_create(
@@ -199,7 +199,7 @@ def finding_detail(request, project, access, finding_id):
         form = FindingStatusForm(request.POST or None, choices=choices)
     if request.method == "POST":
         if not access.can_manage:
-            raise PermissionDenied
+            raise PermissionDenied(ONLY_OWNERS)
         if form.is_valid():
             try:
                 services.finding_status_change(

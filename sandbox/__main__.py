@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
         description="Local stand-in for Entra ID, Microsoft Graph mail and "
-        "Exchange Online SMTP.",
+        "Exchange Online SMTP and IMAP.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--smtp-port", type=int, default=8587, help="Exchange Online SMTP (STARTTLS)"
+    )
+    serve.add_argument(
+        "--imap-port",
+        type=int,
+        default=8993,
+        help="Exchange Online IMAP (implicit TLS)",
     )
     serve.add_argument(
         "--state-dir", default="var/sandbox", help="CA, keys and certificates"
@@ -67,6 +73,7 @@ def main(argv=None) -> int:
         host=args.host,
         https_port=args.https_port,
         smtp_port=args.smtp_port,
+        imap_port=args.imap_port,
         state_dir=args.state_dir,
         control=not args.no_control,
         grant=args.grant,
@@ -87,6 +94,7 @@ def main(argv=None) -> int:
 
 def print_banner(sandbox: Sandbox, *, control: bool) -> None:
     seed = sandbox.seed
+    seed.pop("breakages", None)  # long; GET /_sandbox/seed has it
     width = max(len(key) for key in seed)
     lines = ["Microsoft 365 sandbox running", ""]
     for key, value in seed.items():
@@ -98,9 +106,14 @@ def print_banner(sandbox: Sandbox, *, control: bool) -> None:
         f"  {'CA certificate'.ljust(width)}  {sandbox.ca_path.resolve()}",
         f"  {'identity/Graph'.ljust(width)}  {sandbox.base_url}",
         f"  {'SMTP (STARTTLS)'.ljust(width)}  {sandbox.smtp_host}:{sandbox.smtp_port}",
+        f"  {'IMAP (TLS)'.ljust(width)}  {sandbox.imap_host}:{sandbox.imap_port}",
     ]
     if control:
         lines.append(f"  {'inbox'.ljust(width)}  {sandbox.inbox_url}")
+        lines.append(
+            f"  {'breakages'.ljust(width)}  {sandbox.base_url}/_sandbox/seed "
+            "(under breakages)"
+        )
     else:
         lines.append("  control API and inbox are off (--no-control)")
     lines += ["", "Press Ctrl-C to stop."]

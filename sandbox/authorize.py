@@ -166,6 +166,9 @@ async def authorize(request: web.Request) -> web.Response:
     if user is None or user.password is None or user.password != password:
         error = AADError(50126)
         return sign_in_page(tenant, app, params, requested, error=error)
+    if not user.account_enabled:
+        # Entra ID says so on its page and never redirects for it.
+        return sign_in_page(tenant, app, params, requested, error=AADError(50057))
     try:
         scopes.delegated_scopes(requested, app)
     except AADError as error:
@@ -180,6 +183,9 @@ async def authorize(request: web.Request) -> web.Response:
             "nonce": params.get("nonce"),
             "code_challenge": params.get("code_challenge"),
             "code_challenge_method": method,
+            # The sandbox has no second factor: an interactive sign-in counts as
+            # MFA done when the user needs it.
+            "mfa": user.mfa_required,
         }
     )
     return redirect(params, {"code": code})
@@ -199,8 +205,14 @@ def sign_in_page(tenant, app, params, requested, error=None) -> web.Response:
     permissions = "".join(f"<li>{html.escape(p)}</li>" for p in wanted)
     message = ""
     if error is not None:
+        headline = (
+            "Your account has been locked. Contact your support person to unlock "
+            "it, then try again."
+            if error.code == 50057
+            else "Your account or password is incorrect."
+        )
         message = (
-            "<p class=error role=alert>Your account or password is incorrect. "
+            f"<p class=error role=alert>{headline} "
             f"<small>AADSTS{error.code}: {html.escape(error.description)}</small></p>"
         )
     username = html.escape(params.get("login_hint") or "")

@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 from sandbox.tokens import TokenError
 
+# The sandbox's wording for a delegated token of a disabled account.
+DISABLED = "Access token validation failure. The user account is disabled."
+
 
 @dataclass
 class Caller:
@@ -50,4 +53,8 @@ def check_bearer(ctx, token: str, audience: str) -> Caller:
             user = state.user(tenant, claims.get("oid"))
             if user is None:
                 raise TokenError("Access token validation failure.")
+            if not user.account_enabled:
+                # Exchange Online refuses a disabled user's own access at once
+                # (continuous access evaluation), not when the token expires.
+                raise TokenError(DISABLED)
     return Caller(claims, tenant, app, user)

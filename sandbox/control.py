@@ -8,11 +8,14 @@ import functools
 import html
 import ipaddress
 import json
+import re
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
+from sandbox import mime
+from sandbox.delivery import mailbox_user
 from sandbox.keys import CTX
 from sandbox.state import Certificate, iso
 
@@ -153,20 +156,55 @@ async def add_certificate(request, ctx):
         cert = x509.load_pem_x509_certificate(data.get("certificate_pem", "").encode())
     except ValueError as exc:
         raise ControlError(400, "certificate_pem is not a PEM certificate.") from exc
+    not_after = cert.not_valid_after_utc.timestamp()
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     stored = Certificate(
         sha1=cert.fingerprint(hashes.SHA1()),  # nosec B303  # Entra ID's x5t thumbprint
         sha256=cert.fingerprint(hashes.SHA256()),
         public_key=cert.public_key(),
         pem=data["certificate_pem"],
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=not_after,
+        expires_at=not_after,
+        display_name=f"CN={names[0].value}" if names else cert.subject.rfc4514_string(),
+        der=cert.public_bytes(serialization.Encoding.DER),
     )
     ctx.state.add_certificate(app, stored)
-    return web.json_response(
-        {
-            "thumbprint": stored.sha1.hex().upper(),
-            "thumbprint_sha256": stored.sha256.hex().upper(),
-        },
-        status=201,
-    )
+    return web.json_response(stored.public(), status=201)
+
+
+@control
+async def update_secret(request, ctx):
+    """PATCH .../secrets/{secret_id} ``{"expires_at"}``: move a secret's expiry."""
+    app = _app(ctx, request)
+    secret = app.secret(request.match_info["secret_id"])
+    if secret is None:
+        raise ControlError(404, f"Secret {request.match_info['secret_id']} not found.")
+    secret = ctx.state.update_secret(secret, await _json(request))
+    data = secret.public()
+    data.pop("value")
+    return web.json_response(data)
+
+
+@control
+async def update_certificate(request, ctx):
+    """PATCH .../certificates/{thumbprint} ``{"expires_at"}``: when Entra ID
+    stops accepting the certificate (null: its notAfter again)."""
+    app = _app(ctx, request)
+    cert = app.certificate_by_thumbprint(request.match_info["thumbprint"])
+    if cert is None:
+        raise ControlError(
+            404, f"Certificate {request.match_info['thumbprint']} not found."
+        )
+    cert = ctx.state.update_certificate(cert, await _json(request))
+    return web.json_response(cert.public())
+
+
+@control
+async def revoke_consent(request, ctx):
+    """POST .../revoke_consent: the admin consent is taken back."""
+    app = ctx.state.revoke_consent(_app(ctx, request))
+    return web.json_response(app.public())
 
 
 @control
@@ -306,6 +344,134 @@ small{{color:#888}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:.5em}}
     return web.Response(text=document, content_type="text/html")
 
 
+# --- mailboxes (inboxes read over IMAP and Graph) -----------------------------------
+
+_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+
+
+def inbox_public(item: dict, raw: bool = False) -> dict:
+    """An inbox item as the control API shows it (``raw`` bytes on request)."""
+    data = {
+        "id": item["id"],
+        "uid": item["uid"],
+        "internet_message_id": item.get("message_id") or "",
+        "subject": item.get("subject") or "",
+        "from": item.get("from") or "",
+        "received_at": iso(item["received_at"]),
+    }
+    if raw:
+        data["raw"] = item["raw"]
+    return data
+
+
+def _mailbox(ctx, request):
+    tenant, user = mailbox_user(ctx.state, request.match_info["upn"])
+    if user is None:
+        raise ControlError(404, f"Mailbox {request.match_info['upn']} not found.")
+    return tenant, user
+
+
+@control
+async def mailbox_messages(request, ctx):
+    _, user = _mailbox(ctx, request)
+    items = ctx.state.inbox_items(user.user_principal_name, with_raw=False)
+    return web.json_response({"messages": [inbox_public(i) for i in items]})
+
+
+def _text(data: dict, name: str, required: bool = False) -> str | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ControlError(400, f"{name} must be a non-empty string.")
+    return value
+
+
+def _original(state, message_id: str) -> tuple:
+    """(subject, header block) of the stored message with this Message-ID."""
+    with state.lock:
+        found = next(
+            (m for m in reversed(state.messages) if m["message_id"] == message_id),
+            None,
+        )
+        headers = dict(found["headers"]) if found else None
+        subject = found.get("subject") or "" if found else ""
+    if not headers:
+        return subject, None
+    headers.setdefault("Message-ID", message_id)
+    block = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return subject, block.encode("utf-8")
+
+
+@control
+async def add_mailbox_message(request, ctx):
+    """File a raw message, or a generated report, in a mailbox's inbox."""
+    tenant, user = _mailbox(ctx, request)
+    data = await _json(request)
+    state = ctx.state
+    upn = user.user_principal_name
+    if "raw" in data:
+        if "kind" in data:
+            raise ControlError(400, "Give either raw or kind, not both.")
+        text = _text(data, "raw", required=True)
+        raw = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+        if not _HEADER_LINE.match(raw):
+            raise ControlError(400, "raw must be an RFC 5322 message (headers first).")
+    elif "kind" in data:
+        kind = data["kind"]
+        if kind not in mime.KINDS:
+            raise ControlError(400, f"kind must be one of {', '.join(mime.KINDS)}.")
+        original_id = _text(data, "original_message_id", required=True)
+        recipient = _text(data, "recipient", required=True)
+        if "@" not in recipient.strip("@"):
+            raise ControlError(400, "recipient must be an e-mail address.")
+        status = _text(data, "status")
+        if status is not None and not _STATUS.match(status):
+            raise ControlError(400, "status must be an enhanced status code (5.1.10).")
+        diagnostic = _text(data, "diagnostic")
+        subject = _text(data, "subject")
+        original_subject, original_headers = _original(state, original_id)
+        now = state.clock.now()
+        if kind in ("ndr", "delay"):
+            raw = mime.delivery_report(
+                kind=kind,
+                sender=upn,
+                domain=tenant.domains[0] if tenant.domains else "sandbox.invalid",
+                recipient=recipient,
+                original_id=original_id,
+                original_subject=original_subject,
+                original_raw=original_headers,
+                status=status,
+                diagnostic=diagnostic,
+                subject=subject,
+                arrival=now,
+                ts=now,
+            )
+        else:
+            raw = mime.automatic_reply(
+                kind=kind,
+                sender=upn,
+                responder=recipient,
+                original_id=original_id,
+                original_subject=original_subject,
+                subject=subject,
+                ts=now,
+            )
+    else:
+        raise ControlError(
+            400, "The body needs raw (a whole message) or kind (ndr, delay, ...)."
+        )
+    item = state.file_in_inbox(upn, raw, mime.summary(raw))
+    return web.json_response({"id": item["id"], "uid": item["uid"]}, status=201)
+
+
+@control
+async def renumber_mailbox(request, ctx):
+    _, user = _mailbox(ctx, request)
+    return web.json_response(ctx.state.renumber_inbox(user.user_principal_name))
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/_sandbox/ca.pem", ca_pem)
@@ -316,8 +482,19 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sandbox/tenants/{tenant}/apps", create_app)
     r.add_patch("/_sandbox/tenants/{tenant}/apps/{client_id}", update_app)
     r.add_post("/_sandbox/tenants/{tenant}/apps/{client_id}/secrets", add_secret)
+    r.add_patch(
+        "/_sandbox/tenants/{tenant}/apps/{client_id}/secrets/{secret_id}",
+        update_secret,
+    )
     r.add_post(
         "/_sandbox/tenants/{tenant}/apps/{client_id}/certificates", add_certificate
+    )
+    r.add_patch(
+        "/_sandbox/tenants/{tenant}/apps/{client_id}/certificates/{thumbprint}",
+        update_certificate,
+    )
+    r.add_post(
+        "/_sandbox/tenants/{tenant}/apps/{client_id}/revoke_consent", revoke_consent
     )
     r.add_post("/_sandbox/tenants/{tenant}/users", create_user)
     r.add_patch("/_sandbox/tenants/{tenant}/users/{upn}", update_user)
@@ -335,3 +512,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/_sandbox/sent_items", list_sent_items)
     r.add_delete("/_sandbox/sent_items", delete_sent_items)
     r.add_get("/_sandbox/inbox", inbox)
+    r.add_get("/_sandbox/mailboxes/{upn}/messages", mailbox_messages)
+    r.add_post("/_sandbox/mailboxes/{upn}/messages", add_mailbox_message)
+    r.add_post("/_sandbox/mailboxes/{upn}/uidvalidity", renumber_mailbox)

@@ -29,6 +29,14 @@ AADSTS = {
         "The server terminated an operation because it encountered a client request "
         "loop. Please contact your app vendor.",
     ),
+    50057: ("invalid_grant", 400, "The user account is disabled."),
+    50076: (
+        "invalid_grant",
+        400,
+        "Due to a configuration change made by your administrator, or because you "
+        "moved to a new location, you must use multi-factor authentication to "
+        "access '{resource}'.",
+    ),
     50126: (
         "invalid_grant",
         400,
@@ -179,13 +187,25 @@ AADSTS = {
 class AADError(Exception):
     """An Entra ID error; ``response()`` renders Microsoft's JSON body."""
 
-    def __init__(self, code: int, status: int | None = None, error=None, **params):
+    def __init__(
+        self,
+        code: int,
+        status: int | None = None,
+        error=None,
+        extra: dict | None = None,
+        **params,
+    ):
         super().__init__(code)
         self.code = code
+        # More fields of the body, as Entra ID adds them (``suberror``, ``claims``).
+        self.extra = dict(extra or {})
         known = AADSTS.get(code)
         if known:
             default_error, default_status, template = known
-            self.description = template.format_map(_Blank(params))
+            # ``description`` replaces the template (one code, several wordings).
+            self.description = params.get("description") or template.format_map(
+                _Blank(params)
+            )
         else:
             default_error = (
                 "temporarily_unavailable"
@@ -218,6 +238,7 @@ class AADError(Exception):
             "trace_id": trace_id,
             "correlation_id": correlation_id,
             "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
+            **self.extra,
         }
 
     def response(self, request: web.Request, headers=None) -> web.Response:
@@ -264,6 +285,11 @@ GRAPH_MESSAGES = {
     "ResourceNotFound": "Resource not found for the segment '{segment}'.",
     "BadRequest": "Unsupported request.",
     "ErrorInvalidIdMalformed": "Id is malformed.",
+    # Directory (applications) errors.
+    "Authorization_RequestDenied": "Insufficient privileges to complete the operation.",
+    "Request_ResourceNotFound": "Resource '{id}' does not exist or one of its "
+    "queried reference-property objects are not present.",
+    "Request_UnsupportedQuery": "Unsupported query.",
 }
 
 # Outlook answers both of its per app-and-mailbox limits with code

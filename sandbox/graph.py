@@ -1,13 +1,21 @@
-"""Microsoft Graph: ``sendMail``, Sent Items messages and ``/me``.
+"""Microsoft Graph: ``sendMail``, Sent Items and Inbox messages, their MIME,
+the Inbox delta query, ``/me`` and ``/users/{user}``.
 
 https://learn.microsoft.com/en-us/graph/api/user-sendmail
 https://learn.microsoft.com/en-us/graph/api/user-list-messages
+https://learn.microsoft.com/en-us/graph/api/message-get (``$value``: the MIME)
+https://learn.microsoft.com/en-us/graph/api/message-delta
 https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits
+https://learn.microsoft.com/en-us/graph/api/user-get
 """
 
 import asyncio
+import base64
+import binascii
 import datetime
+import functools
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -16,7 +24,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from sandbox import mime
 from sandbox.bearer import check_bearer
+from sandbox.delivery import deliver
 from sandbox.errors import MAILBOX_CONCURRENCY_MESSAGE, GraphError
 from sandbox.identity import drop_connection
 from sandbox.keys import CTX, REQUEST_ID
@@ -169,6 +179,15 @@ async def _send_mail(ctx, request: web.Request) -> web.StreamResponse:
         message["authenticated_as"] = caller.authenticated_as()
         recipients = message.pop("recipients")
         state.store_message(message, recipients)
+        fields = dict(message)
+        deliver(
+            state,
+            raw=functools.partial(mime.graph_message, fields, state.clock.now()),
+            fields=fields,
+            recipients=recipients,
+            sender=sender,
+            fallback_sender=address,
+        )
         state.count("graph_accepted")
         if save_to_sent_items:
             # The copy goes to the Sent Items of the mailbox in the URL.
@@ -400,16 +419,35 @@ class ListQuery:
     select: list | None = None
     top: int = DEFAULT_TOP
     skip: int = 0
+    # $filter=receivedDateTime ge|gt <ISO 8601>: ("ge"|"gt", timestamp, as written)
+    received: tuple | None = None
+
+    def matches(self, item: dict) -> bool:
+        if (
+            self.internet_message_id is not None
+            and item["message_id"] != self.internet_message_id
+        ):
+            return False
+        return _received_matches(self.received, item)
+
+
+def _received_matches(received: tuple | None, item: dict) -> bool:
+    if received is None:
+        return True
+    operator, since, _ = received
+    # Graph compares whole seconds (receivedDateTime has no fraction).
+    when = int(item["saved_at"])
+    return when >= since if operator == "ge" else when > since
 
 
 async def list_messages(request: web.Request) -> web.StreamResponse:
-    """GET /v1.0/users/{user}/mailFolders/sentitems/messages (and /me/...)."""
+    """GET /v1.0/users/{user}/mailFolders/{sentitems|inbox}/messages (and /me/...)."""
     return await _answer(request, _list_messages)
 
 
-async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
-    state = ctx.state
-    caller = _caller(ctx, request)
+def _reader(state, caller, request: web.Request):
+    """The mailbox a read request may read, checked in Graph's order; returns
+    (mailbox, granted permissions)."""
     granted = set(caller.permissions)
     if not granted & (READ_DELEGATED if caller.delegated else READ_APPLICATION):
         raise GraphError(403, "ErrorAccessDenied")
@@ -418,10 +456,24 @@ async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
     if caller.delegated and address.lower() != caller.user.user_principal_name.lower():
         # Another user's folders need Mail.Read.Shared and a folder permission.
         raise GraphError(403, "ErrorAccessDenied")
+    return mailbox, granted
+
+
+def _folder(request: web.Request) -> str:
+    """The well-known folder of the URL: ``sentitems`` or ``inbox``."""
     folder = request.match_info["folder"]
-    if folder.lower() != "sentitems":
-        # Only the well-known Sent Items folder is kept in the sandbox.
+    if folder.lower() not in ("sentitems", "inbox"):
+        # Only the well-known Sent Items and Inbox folders are kept in the sandbox.
         raise GraphError(400, "ErrorInvalidIdMalformed")
+    return folder
+
+
+async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
+    state = ctx.state
+    caller = _caller(ctx, request)
+    mailbox, granted = _reader(state, caller, request)
+    address = mailbox.user_principal_name
+    folder = _folder(request)
     query = parse_list_query(request.query)
 
     client_id = caller.app.client_id
@@ -429,7 +481,12 @@ async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
     try:
         fault = state.take_fault("graph", operation="listMessages")
         await _before(request, fault)
-        items = state.find_sent_items(address, query.internet_message_id)
+        if folder.lower() == "inbox":
+            items = state.inbox_items(address, with_raw=False)
+            state.count("graph_list_inbox")
+        else:
+            items = state.find_sent_items(address, query.internet_message_id)
+        items = [item for item in items if query.matches(item)]
         items.reverse()  # newest first, as Graph lists a folder
         page = items[query.skip : query.skip + query.top]
         with_bodies = bool(granted & READ_BODIES)
@@ -475,7 +532,9 @@ def parse_list_query(query) -> ListQuery:
             )
     parsed = ListQuery()
     if "filter" in options:
-        parsed.internet_message_id = parse_filter(options["filter"])
+        parsed.received = parse_received_filter(options["filter"])
+        if parsed.received is None:
+            parsed.internet_message_id = parse_filter(options["filter"])
     if "select" in options:
         parsed.select = parse_select(options["select"])
     for name in ("top", "skip"):
@@ -571,6 +630,33 @@ def parse_filter(text: str) -> str:
             raise unsupported
         raise syntax_error(pos)
     return "".join(value)
+
+
+_RECEIVED = re.compile(
+    r"\s*(?P<open>\(?)\s*receivedDateTime\s+(?P<op>ge|gt)\s+"
+    r"(?P<quote>'?)(?P<value>[^')\s]+)(?P=quote)\s*(?P<close>\)?)\s*",
+    re.IGNORECASE,
+)
+
+
+def parse_received_filter(text: str) -> tuple | None:
+    """``receivedDateTime ge|gt <ISO 8601>`` as (operator, timestamp, text), or
+    None for another filter; a date that is not ISO 8601 is a 400."""
+    match = _RECEIVED.fullmatch(text)
+    if match is None or bool(match["open"]) != bool(match["close"]):
+        return None
+    value = match["value"]
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _filter_error(
+            f"The DateTimeOffset text '{value}' should be in format "
+            "'yyyy-mm-ddThh:mm:ss('.'s+)?(zzzzzz)?' and each field value is within "
+            "valid range."
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return (match["op"].lower(), moment.timestamp(), value)
 
 
 def parse_select(text: str) -> list:
@@ -691,11 +777,206 @@ def _next_link(request: web.Request, query: ListQuery) -> str:
     if query.internet_message_id is not None:
         literal = query.internet_message_id.replace("'", "''")
         params["$filter"] = f"internetMessageId eq '{literal}'"
+    elif query.received is not None:
+        params["$filter"] = f"receivedDateTime {query.received[0]} {query.received[2]}"
     if query.select:
         params["$select"] = ",".join(query.select)
     params["$top"] = str(query.top)
     params["$skip"] = str(query.skip + query.top)
     return str(request.url.with_query(params))
+
+
+# --- one message's MIME ($value) ------------------------------------------------------
+
+
+async def get_mime(request: web.Request) -> web.StreamResponse:
+    """GET /v1.0/users/{user}/messages/{id}/$value (and /me/...): the message's
+    MIME text. Graph answers it as text/plain."""
+    return await _answer(request, _get_mime)
+
+
+async def _get_mime(ctx, request: web.Request) -> web.StreamResponse:
+    state = ctx.state
+    caller = _caller(ctx, request)
+    mailbox, granted = _reader(state, caller, request)
+    if not granted & READ_BODIES:
+        # Mail.ReadBasic(.All) reads no bodies, so no MIME either.
+        raise GraphError(403, "ErrorAccessDenied")
+    address = mailbox.user_principal_name
+    client_id = caller.app.client_id
+    _enter(state, client_id, address)
+    try:
+        fault = state.take_fault("graph", operation="listMessages")
+        await _before(request, fault)
+        item = state.inbox_item(address, request.match_info["message_id"])
+        if item is None:
+            raise GraphError(
+                404,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            )
+        state.count("graph_get_mime")
+        _after(fault)
+        return web.Response(body=item["raw"], content_type="text/plain")
+    finally:
+        state.graph_leave(client_id, address)
+
+
+# --- Inbox delta query -------------------------------------------------------------
+
+DELTA_PAGE_SIZE = 10  # Graph's default page of a messages delta
+DELTA_OPTIONS = ("select", "filter", "deltatoken", "skiptoken")
+SYNC_STATE_NOT_FOUND = (
+    "The sync state generation is not found. The delta token is expired or not "
+    "valid and data must be synchronized again."
+)
+
+
+async def inbox_delta(request: web.Request) -> web.StreamResponse:
+    """GET /v1.0/users/{user}/mailFolders/inbox/messages/delta (and /me/...)."""
+    return await _answer(request, _inbox_delta)
+
+
+def _delta_options(query) -> dict:
+    options = {}
+    for key, value in query.items():
+        name = key.lower()
+        bare = name[1:] if name.startswith("$") else name
+        if bare in DELTA_OPTIONS:
+            if bare in options:
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"Query option '${bare}' was specified more than once, but it "
+                    "must be specified at most once.",
+                )
+            options[bare] = value
+        elif name.startswith("$"):
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"The query option '{key}' is not supported with delta queries of "
+                "messages.",
+            )
+    return options
+
+
+def _max_page_size(prefer: str | None) -> int | None:
+    """``odata.maxpagesize=N`` of a ``Prefer`` header, if it has a usable one."""
+    for part in (prefer or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+            size = int(value.strip())
+            if size > 0:
+                return min(size, MAX_TOP)
+    return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _seal(state, data: dict) -> str:
+    """An opaque token: base64url JSON plus an HMAC with the sandbox's key."""
+    payload = json.dumps(data, separators=(",", ":")).encode()
+    mac = hmac.new(state.delta_key, payload, hashlib.sha256).digest()[:18]
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+def _unseal(state, token: str, address: str, sync_id: str, position: int) -> dict:
+    """The data of a token this sandbox made for this inbox, else 410 Gone."""
+    gone = GraphError(410, "SyncStateNotFound", SYNC_STATE_NOT_FOUND)
+    payload_text, _, mac_text = (token or "").partition(".")
+    try:
+        payload = _unb64(payload_text)
+        mac = _unb64(mac_text)
+    except (binascii.Error, ValueError) as exc:
+        raise gone from exc
+    expected = hmac.new(state.delta_key, payload, hashlib.sha256).digest()[:18]
+    if not mac or not hmac.compare_digest(mac, expected):
+        raise gone
+    data = json.loads(payload)
+    if (
+        data.get("m") != address.lower()
+        or data.get("g") != sync_id
+        or not 0 <= data.get("p", -1) <= position
+    ):
+        raise gone  # another mailbox, an inbox since reset, or a made-up position
+    return data
+
+
+async def _inbox_delta(ctx, request: web.Request) -> web.StreamResponse:
+    state = ctx.state
+    caller = _caller(ctx, request)
+    mailbox, granted = _reader(state, caller, request)
+    address = mailbox.user_principal_name
+    folder = _folder(request)
+    if folder.lower() != "inbox":
+        raise GraphError(
+            400, "ErrorInvalidIdMalformed", "The sandbox tracks changes of the Inbox."
+        )
+    options = _delta_options(request.query)
+    page_size = _max_page_size(request.headers.get("Prefer")) or DELTA_PAGE_SIZE
+
+    client_id = caller.app.client_id
+    _enter(state, client_id, address)
+    try:
+        fault = state.take_fault("graph", operation="listMessages")
+        await _before(request, fault)
+        view = state.inbox_view(address)
+        token = options.get("skiptoken") or options.get("deltatoken")
+        if token is not None:
+            # $select and $filter of a round live in its tokens.
+            data = _unseal(state, token, address, view["sync_id"], view["position"])
+            after, select = data["p"], data.get("s")
+            received = tuple(data["r"]) if data.get("r") else None
+        else:
+            after = 0
+            select = parse_select(options["select"]) if "select" in options else None
+            received = None
+            if "filter" in options:
+                received = parse_received_filter(options["filter"])
+                if received is None:
+                    raise _filter_error(
+                        "a delta query of messages can filter only with "
+                        "receivedDateTime ge|gt <date and time>."
+                    )
+        pending = [
+            item
+            for item in view["items"]
+            if item["position"] > after and _received_matches(received, item)
+        ]
+        page = pending[:page_size]
+        names = _names_of(state, caller.tenant)
+        with_bodies = bool(granted & READ_BODIES)
+        body = {
+            "@odata.context": _odata_context(request, mailbox, folder, select)
+            + "/$delta",
+            "value": [_message(item, names, select, with_bodies) for item in page],
+        }
+        seal = {"m": address.lower(), "g": view["sync_id"], "s": select}
+        if len(pending) > len(page):
+            seal.update(p=page[-1]["position"], r=list(received) if received else None)
+            body["@odata.nextLink"] = str(
+                request.url.with_query({"$skiptoken": _seal(state, seal)})
+            )
+        else:
+            seal.update(p=view["position"])
+            body["@odata.deltaLink"] = str(
+                request.url.with_query({"$deltatoken": _seal(state, seal)})
+            )
+        state.count("graph_delta")
+        _after(fault)
+        response = web.json_response(body)
+        if _max_page_size(request.headers.get("Prefer")):
+            response.headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
+        return response
+    finally:
+        state.graph_leave(client_id, address)
 
 
 async def me(request: web.Request) -> web.StreamResponse:
@@ -733,6 +1014,65 @@ async def me(request: web.Request) -> web.StreamResponse:
     except GraphError as error:
         response = error.response(request)
     return _finish(request, response)
+
+
+# Who may read a user of the directory, app-only and delegated (beyond /me).
+# https://learn.microsoft.com/en-us/graph/api/user-get#permissions
+USER_READ_APPLICATION = {
+    "User.Read.All",
+    "User.ReadBasic.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+}
+USER_READ_DELEGATED = USER_READ_APPLICATION
+USER_PROPERTIES = ("id", "displayName", "mail", "userPrincipalName")
+
+
+async def get_user(request: web.Request) -> web.StreamResponse:
+    """GET /v1.0/users/{id or userPrincipalName}[?$select=...]: a directory user
+    (``mail`` is null for a user without a mailbox)."""
+    return await _answer(request, _get_user)
+
+
+async def _get_user(ctx, request: web.Request) -> web.StreamResponse:
+    state = ctx.state
+    caller = _caller(ctx, request)
+    granted = set(caller.permissions)
+    allowed = USER_READ_DELEGATED if caller.delegated else USER_READ_APPLICATION
+    if not granted & allowed:
+        raise GraphError(403, "Authorization_RequestDenied")
+    select = None
+    for key, value in request.query.items():
+        if key.lower() in ("select", "$select"):
+            select = [name.strip() for name in value.split(",") if name.strip()]
+    known = {name.lower(): name for name in USER_PROPERTIES}
+    for name in select or ():
+        if name.lower() not in known:
+            raise GraphError(
+                400,
+                "Request_BadRequest",
+                f"Could not find a property named '{name}' on type "
+                "'microsoft.graph.user'.",
+            )
+    target = request.match_info["user"]
+    with state.lock:
+        user = state.user(caller.tenant, target)
+        if user is None:
+            raise GraphError(404, "Request_ResourceNotFound", id=target)
+        full = {
+            "id": user.object_id,
+            "displayName": user.display_name or None,
+            "mail": user.user_principal_name if user.has_mailbox else None,
+            "userPrincipalName": user.user_principal_name,
+        }
+    names = [known[name.lower()] for name in select] if select else USER_PROPERTIES
+    context = "https://graph.microsoft.com/v1.0/$metadata#users"
+    if select:
+        context += "(" + ",".join(names) + ")"
+    body = {"@odata.context": context + "/$entity"}
+    body.update({name: full[name] for name in names})
+    return web.json_response(body)
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:

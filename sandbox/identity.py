@@ -8,11 +8,13 @@ https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-fl
 import asyncio
 import base64
 import contextlib
+import datetime
 import hashlib
 import json
 import re
 import socket
 import struct
+import time
 import uuid
 from urllib.parse import unquote_plus, urlparse
 
@@ -266,6 +268,17 @@ def check_assertion(ctx, request, assertion: str, tenant, app) -> None:
     except ValueError as exc:
         raise AADError(50027) from exc
     cert = app.certificate(x5t, x5t_s256)
+    if cert is not None and _expired(cert, ctx.state.clock.now()):
+        raise AADError(
+            700027,
+            description="The certificate with identifier used to sign the client "
+            "assertion is expired on application. [Reason - The key used is "
+            f"expired., Thumbprint of key used by client: '{cert.thumbprint}', "
+            f"Found key 'Start={_key_date(cert.not_before)}, "
+            f"End={_key_date(cert.expires_at)}', Please visit the Azure Portal, "
+            "Graph Explorer or directly use MS Graph to see configured keys for app "
+            f"Id '{app.client_id}'.]",
+        )
     if cert is None:
         shown = (x5t_s256 or x5t or b"").hex().upper()
         raise AADError(
@@ -299,11 +312,25 @@ def check_assertion(ctx, request, assertion: str, tenant, app) -> None:
             700027,
             detail=f"The audience '{claims.get('aud')}' is not the token endpoint.",
         )
-    now = ctx.state.clock.now()
+    # The client signs with the wall clock, so its assertion's lifetime is checked
+    # against it, not the sandbox clock (which tests move forward by days).
+    now = time.time()
     if not isinstance(claims.get("exp"), (int, float)) or now > claims["exp"] + 300:
         raise AADError(700024)
     if isinstance(claims.get("nbf"), (int, float)) and claims["nbf"] > now + 300:
         raise AADError(700024)
+
+
+def _expired(cert, now: float) -> bool:
+    return cert.expires_at is not None and cert.expires_at <= now
+
+
+def _key_date(ts: float | None) -> str:
+    """A key's date as Entra ID writes it in 700027 (MM/dd/yyyy HH:mm:ss, UTC)."""
+    if not ts:
+        return ""
+    moment = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
+    return moment.strftime("%m/%d/%Y %H:%M:%S")
 
 
 def _is_token_endpoint(ctx, audience, tenant) -> bool:
@@ -378,11 +405,29 @@ def _grant_user(state, tenant, grant, *, issued: float):
     user = state.user(tenant, grant["user"])
     if user is None:
         raise AADError(70008)
+    if not user.account_enabled:
+        raise AADError(50057)
     if user.tokens_valid_from > grant["issued_at"]:
         raise AADError(
             50173, issued=iso(issued), valid_from=iso(user.tokens_valid_from)
         )
     return user
+
+
+# The application ids Entra ID names resources by in AADSTS50076.
+RESOURCE_APP_IDS = {
+    scopes.GRAPH: "00000003-0000-0000-c000-000000000000",
+    scopes.EXCHANGE: "00000002-0000-0ff1-ce00-000000000000",
+}
+
+
+def mfa_error(audience: str) -> AADError:
+    """AADSTS50076: MFA is now required and the grant was obtained without it."""
+    return AADError(
+        50076,
+        resource=RESOURCE_APP_IDS.get(audience, audience),
+        extra={"suberror": "basic_action"},
+    )
 
 
 def redeem_code(ctx, request, form, tenant, app, appidacr) -> dict:
@@ -413,6 +458,8 @@ def redeem_code(ctx, request, form, tenant, app, appidacr) -> dict:
         grant["redeemed"] = True
         user = _grant_user(state, tenant, grant, issued=grant["issued_at"])
     requested = scopes.parse(grant["scope"])
+    if user.mfa_required and not grant.get("mfa"):
+        raise mfa_error(requested.audience)
     return delegated_response(
         ctx,
         request,
@@ -423,6 +470,7 @@ def redeem_code(ctx, request, form, tenant, app, appidacr) -> dict:
         requested,
         appidacr,
         nonce=grant.get("nonce"),
+        mfa=bool(grant.get("mfa")),
     )
 
 
@@ -445,6 +493,8 @@ def redeem_refresh_token(ctx, request, form, tenant, app, appidacr) -> dict:
                 inactive=_duration(inactive),
             )
         requested = scopes.parse(form.get("scope") or grant["scope"])
+        if user.mfa_required and not grant.get("mfa"):
+            raise mfa_error(requested.audience)
         body = delegated_response(
             ctx,
             request,
@@ -455,6 +505,7 @@ def redeem_refresh_token(ctx, request, form, tenant, app, appidacr) -> dict:
             requested,
             appidacr,
             first_issued_at=grant["first_issued_at"],
+            mfa=bool(grant.get("mfa")),
         )
         grant["used"] = True
         state.count("refresh_redemptions")
@@ -480,6 +531,7 @@ def delegated_response(
     *,
     nonce=None,
     first_issued_at=None,
+    mfa=False,
 ) -> dict:
     """Access, refresh and ID token for a signed-in user, as msal expects."""
     granted = scopes.delegated_scopes(requested, app)
@@ -512,6 +564,8 @@ def delegated_response(
             "client_id": app.client_id,
             "user": user.user_principal_name.lower(),
             "scope": requested.raw,
+            # Whether the user did MFA when signing in (carried by the chain).
+            "mfa": mfa,
         }
         if first_issued_at is not None:
             grant["first_issued_at"] = first_issued_at

@@ -32,8 +32,17 @@ PERMISSIONS = {
             "Mail.ReadWrite",
             "Mail.Read",
             "Mail.ReadBasic.All",
+            # Reading app registrations (GET /applications).
+            "Application.Read.All",
+            "Application.ReadWrite.All",
+            "Application.ReadWrite.OwnedBy",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
         },
         {
+            "Application.Read.All",
+            "Application.ReadWrite.All",
+            "Directory.Read.All",
             "Mail.Send",
             "User.Read",
             "Mail.ReadWrite",

@@ -21,7 +21,9 @@ REDIRECT_URIS = [
 APPLICATION_PERMISSIONS = ["Mail.Send", "SMTP.SendAsApp", "IMAP.AccessAsApp"]
 DELEGATED_PERMISSIONS = [
     "SMTP.Send",
+    "IMAP.AccessAsUser.All",
     "Mail.Send",
+    "Mail.Read",
     "User.Read",
     "openid",
     "profile",

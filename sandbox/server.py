@@ -1,6 +1,7 @@
-"""The aiohttp application, the SMTP server and the ``Sandbox`` that runs them.
+"""The aiohttp application, the SMTP and IMAP servers and the ``Sandbox`` that
+runs them.
 
-One asyncio event loop in one background thread serves both ports.
+One asyncio event loop in one background thread serves the three ports.
 """
 
 import asyncio
@@ -12,8 +13,9 @@ from pathlib import Path
 import requests
 from aiohttp import web
 
-from sandbox import authorize, control, graph, identity, seed
-from sandbox.control import sent_item_public
+from sandbox import applications, authorize, breakages, control, graph, identity, seed
+from sandbox.control import inbox_public, sent_item_public
+from sandbox.imap import IMAPService
 from sandbox.keys import CTX
 from sandbox.smtp import smtp_factory
 from sandbox.state import State
@@ -44,8 +46,10 @@ class Context:
         self.host = host
         self.https_port = 0
         self.smtp_port = 0
+        self.imap_port = 0
         self.loop = None
         self.smtp_protocols = set()
+        self.imap_protocols = set()
 
     @property
     def public_host(self) -> str:
@@ -76,8 +80,11 @@ class Context:
             "graph_url": f"{self.base_url}/v1.0",
             "smtp_host": self.public_host.strip("[]"),
             "smtp_port": self.smtp_port,
+            "imap_host": self.public_host.strip("[]"),
+            "imap_port": self.imap_port,
             "redirect_uris": list(seed.REDIRECT_URIS),
             "ca_url": f"{self.base_url}/_sandbox/ca.pem",
+            "breakages": breakages.described(seed.TENANT_ID, seed.CLIENT_ID),
         }
 
 
@@ -100,7 +107,19 @@ def build_app(ctx: Context) -> web.Application:
     messages = "{_f:(?i:mailFolders)}/{folder}/{_m:(?i:messages)}"
     r.add_get(f"/v1.0/users/{{user}}/{messages}", graph.list_messages)
     r.add_get(f"/v1.0/me/{messages}", graph.list_messages)
+    delta = messages + "/{_d:(?i:delta)}"
+    r.add_get(f"/v1.0/users/{{user}}/{delta}", graph.inbox_delta)
+    r.add_get(f"/v1.0/me/{delta}", graph.inbox_delta)
+    value = "{_m:(?i:messages)}/{message_id}/{_v:\\$value}"
+    r.add_get(f"/v1.0/users/{{user}}/{value}", graph.get_mime)
+    r.add_get(f"/v1.0/me/{value}", graph.get_mime)
     r.add_get("/v1.0/me", graph.me)
+    r.add_get("/v1.0/{_u:(?i:users)}/{user}", graph.get_user)
+    r.add_get("/v1.0/{_a:(?i:applications)}", applications.list_applications)
+    r.add_get(
+        r"/v1.0/{_a:(?i:applications)}({key:[^/)]*})", applications.get_application
+    )
+    r.add_get("/v1.0/{_a:(?i:applications)}/{object_id}", applications.get_application)
     r.add_route("*", "/v1.0/{tail:.*}", graph.not_found)
     control.add_routes(app)
     return app
@@ -109,8 +128,8 @@ def build_app(ctx: Context) -> web.Application:
 class Sandbox:
     """The Microsoft 365 sandbox in a background thread.
 
-    ``Sandbox(host="127.0.0.1", https_port=0, smtp_port=0, state_dir=None,
-    control=True, grant=())``; port 0 picks a free port, no ``state_dir`` means a
+    ``Sandbox(host="127.0.0.1", https_port=0, smtp_port=0, imap_port=0,
+    state_dir=None, control=True, grant=())``; port 0 picks a free port, no ``state_dir`` means a
     temporary one removed on ``stop()``, ``grant`` adds application permissions
     to the seeded app (kept across ``reset()``). Use as a context manager or call
     ``start()`` and ``stop()``.
@@ -121,6 +140,7 @@ class Sandbox:
         host: str = "127.0.0.1",
         https_port: int = 0,
         smtp_port: int = 0,
+        imap_port: int = 0,
         state_dir=None,
         control: bool = True,
         grant: tuple | list = (),
@@ -129,6 +149,7 @@ class Sandbox:
         self._grant = list(grant)
         self._https_port = https_port
         self._smtp_port = smtp_port
+        self._imap_port = imap_port
         self._state_dir = Path(state_dir) if state_dir else None
         self._control = control
         self._temp_dir = None
@@ -238,6 +259,8 @@ class Sandbox:
             smtp_factory(ctx, ssl_context), self.host, self._smtp_port, backlog=256
         )
         ctx.smtp_port = self._smtp.sockets[0].getsockname()[1]
+        self._imap = IMAPService(ctx, self._loop)
+        ctx.imap_port = self._imap.listen(self.host, self._imap_port)
 
     async def _shutdown(self) -> None:
         for server in (getattr(self, "_https", None), getattr(self, "_smtp", None)):
@@ -246,6 +269,10 @@ class Sandbox:
         for protocol in list(self.ctx.smtp_protocols):
             if protocol.transport is not None:
                 protocol.transport.abort()
+        imap = getattr(self, "_imap", None)
+        if imap is not None:
+            await imap.close(self._loop)
+            self._imap = None
         runner = getattr(self, "_runner", None)
         if runner is not None:
             await runner.cleanup()
@@ -283,6 +310,15 @@ class Sandbox:
         return self.ctx.smtp_port
 
     @property
+    def imap_host(self) -> str:
+        return self.ctx.public_host.strip("[]")
+
+    @property
+    def imap_port(self) -> int:
+        """The IMAP port (implicit TLS, like outlook.office365.com:993)."""
+        return self.ctx.imap_port
+
+    @property
     def https_port(self) -> int:
         return self.ctx.https_port
 
@@ -305,6 +341,14 @@ class Sandbox:
 
     def clear_messages(self) -> int:
         return self.ctx.state.clear_messages()
+
+    def inbox(self, upn: str) -> list:
+        """The items of ``upn``'s inbox, oldest first: ``id``, ``uid``,
+        ``internet_message_id``, ``subject``, ``from``, ``received_at`` and
+        ``raw`` (bytes), as read over IMAP and Graph."""
+        return [
+            inbox_public(item, raw=True) for item in self.ctx.state.inbox_items(upn)
+        ]
 
     def sent_items(self, mailbox=None) -> list:
         """Copies saved in Sent Items (all mailboxes, or ``mailbox``'s), oldest

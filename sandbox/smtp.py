@@ -16,7 +16,9 @@ import uuid
 
 from aiosmtpd.smtp import SMTP, AuthResult, Session
 
+from sandbox import mime
 from sandbox.bearer import check_bearer
+from sandbox.delivery import deliver
 from sandbox.identity import reset_transport
 from sandbox.scopes import EXCHANGE
 from sandbox.tokens import TokenError
@@ -269,6 +271,8 @@ class ExchangeHandler:
         user = state.user(tenant, login)
         if user is None or user.password is None or user.password != password:
             return self._fail(AUTH_FAILED)
+        if not user.account_enabled:
+            return self._fail(AUTH_FAILED)
         return self._success(Identity("basic", tenant, user))
 
     def _fail(self, message: str) -> AuthResult:
@@ -338,6 +342,14 @@ class ExchangeHandler:
             "authenticated_as": identity.authenticated_as(),
         }
         state.store_message(stored, list(envelope.rcpt_tos))
+        deliver(
+            state,
+            raw=mime.ensure_message_id(envelope.original_content or b"", message_id),
+            fields=stored,
+            recipients=list(envelope.rcpt_tos),
+            sender=envelope.mail_from,
+            fallback_sender=identity.mailbox.user_principal_name,
+        )
         state.count("smtp_messages")
         return ACCEPTED.format(message_id=message_id)
 

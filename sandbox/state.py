@@ -20,6 +20,8 @@ from sandbox import seed
 DAY = 86400.0
 # Stored messages beyond this are dropped oldest first (long benchmarks).
 MESSAGE_LIMIT = 100_000
+# Items kept in each mailbox's inbox (oldest dropped first).
+INBOX_LIMIT = 10_000
 
 
 class Clock:
@@ -62,6 +64,9 @@ class Tenant:
     refresh_token_inactivity: float = 90 * DAY
     # Seconds between a sendMail's answer and its copy showing in Sent Items.
     sent_items_delay: float = 0.0
+    # A message to an unknown address of the tenant's domains puts an Exchange
+    # non-delivery report into the sender's inbox.
+    ndr_for_unknown_recipients: bool = True
     apps: dict = field(default_factory=dict)  # client_id -> App
     users: dict = field(default_factory=dict)  # lower-case upn -> User
 
@@ -72,6 +77,7 @@ class Tenant:
         "access_token_lifetime",
         "refresh_token_inactivity",
         "sent_items_delay",
+        "ndr_for_unknown_recipients",
     )
 
     def public(self) -> dict:
@@ -85,10 +91,23 @@ class Secret:
     secret_id: str
     value: str
     expires_at: float | None
+    display_name: str = ""
+    # When the secret was added (Graph's startDateTime).
+    start_at: float = 0.0
+
+    @property
+    def hint(self) -> str:
+        """Graph's ``hint``: the first three characters of the value."""
+        return self.value[:3]
 
     def public(self) -> dict:
-        expires = iso(self.expires_at) if self.expires_at else None
-        return {"secret_id": self.secret_id, "value": self.value, "expires_at": expires}
+        return {
+            "secret_id": self.secret_id,
+            "value": self.value,
+            "expires_at": iso(self.expires_at) if self.expires_at else None,
+            "display_name": self.display_name,
+            "hint": self.hint,
+        }
 
 
 @dataclass
@@ -97,6 +116,30 @@ class Certificate:
     sha256: bytes
     public_key: object
     pem: str
+    # The certificate's notBefore and notAfter (epoch seconds).
+    not_before: float = 0.0
+    not_after: float | None = None
+    # When Entra ID stops accepting the key: notAfter unless changed through
+    # PATCH .../certificates/{thumbprint} (``None``: never).
+    expires_at: float | None = None
+    display_name: str = ""
+    key_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    der: bytes = b""
+
+    @property
+    def thumbprint(self) -> str:
+        return self.sha1.hex().upper()
+
+    def public(self) -> dict:
+        return {
+            "thumbprint": self.thumbprint,
+            "thumbprint_sha256": self.sha256.hex().upper(),
+            "key_id": self.key_id,
+            "display_name": self.display_name,
+            "not_before": iso(self.not_before) if self.not_before else None,
+            "not_after": iso(self.not_after) if self.not_after else None,
+            "expires_at": iso(self.expires_at) if self.expires_at else None,
+        }
 
 
 @dataclass
@@ -111,6 +154,9 @@ class App:
     mailbox_permissions: list = field(default_factory=list)
     secrets: list = field(default_factory=list)
     certificates: list = field(default_factory=list)
+    # The application object's id in Graph (not the client id).
+    object_id: str = ""
+    created_at: float = 0.0
 
     EDITABLE = (
         "display_name",
@@ -126,11 +172,31 @@ class App:
         data = {"client_id": self.client_id}
         data.update({name: copy.copy(getattr(self, name)) for name in self.EDITABLE})
         data["secrets"] = [
-            {"secret_id": s.secret_id, "expires_at": s.public()["expires_at"]}
+            {
+                "secret_id": s.secret_id,
+                "expires_at": s.public()["expires_at"],
+                "display_name": s.display_name,
+                "hint": s.hint,
+            }
             for s in self.secrets
         ]
-        data["certificates"] = [c.sha1.hex().upper() for c in self.certificates]
+        data["certificates"] = [c.thumbprint for c in self.certificates]
+        data["certificate_credentials"] = [c.public() for c in self.certificates]
         return data
+
+    def secret(self, secret_id: str):
+        for secret in self.secrets:
+            if secret.secret_id == (secret_id or "").lower():
+                return secret
+        return None
+
+    def certificate_by_thumbprint(self, thumbprint: str):
+        """A registered certificate by its SHA-1 or SHA-256 thumbprint (hex)."""
+        wanted = (thumbprint or "").strip().replace(":", "").upper()
+        for cert in self.certificates:
+            if wanted in (cert.thumbprint, cert.sha256.hex().upper()):
+                return cert
+        return None
 
     def certificate(self, x5t: bytes | None, x5t_s256: bytes | None):
         for cert in self.certificates:
@@ -154,8 +220,23 @@ class User:
     shared: bool = False
     send_as: list = field(default_factory=list)
     tokens_valid_from: float = 0.0
+    # False: IMAP is disabled for the mailbox (Set-CASMailbox -ImapEnabled $false).
+    imap_enabled: bool = True
+    # False: the account is disabled (sign-in and refresh AADSTS50057).
+    account_enabled: bool = True
+    # True: a refresh token obtained without MFA answers AADSTS50076.
+    mfa_required: bool = False
 
-    EDITABLE = ("password", "display_name", "has_mailbox", "shared", "send_as")
+    EDITABLE = (
+        "password",
+        "display_name",
+        "has_mailbox",
+        "shared",
+        "send_as",
+        "imap_enabled",
+        "account_enabled",
+        "mfa_required",
+    )
 
     def public(self) -> dict:
         data = {"user_principal_name": self.user_principal_name, "id": self.object_id}
@@ -168,6 +249,19 @@ class User:
         if address == self.user_principal_name.lower():
             return True
         return address in {a.lower() for a in self.send_as}
+
+
+@dataclass
+class Inbox:
+    """One mailbox's inbox: raw messages with IMAP UIDs and a filing order."""
+
+    address: str
+    uidvalidity: int
+    uidnext: int = 1
+    position: int = 0  # items filed so far (Graph delta counts on it)
+    # Tells this inbox from an earlier one of the same address (after a reset).
+    sync_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    items: list = field(default_factory=list)
 
 
 def empty_counters() -> dict:
@@ -187,13 +281,20 @@ def empty_counters() -> dict:
         "smtp_sessions": 0,
         "smtp_messages": 0,
         "smtp_throttled": 0,
-        "faults_fired": {"token": 0, "graph": 0, "smtp": 0},
-        "tcp_connections": {"https": 0, "smtp": 0},
+        "imap_logins": 0,
+        "imap_auth_failures": 0,
+        "imap_fetches": 0,
+        "graph_list_inbox": 0,
+        "graph_get_mime": 0,
+        "graph_delta": 0,
+        "faults_fired": {"token": 0, "graph": 0, "smtp": 0, "imap": 0},
+        "tcp_connections": {"https": 0, "smtp": 0, "imap": 0},
     }
 
 
-FAULT_TARGETS = ("token", "graph", "smtp")
+FAULT_TARGETS = ("token", "graph", "smtp", "imap")
 SMTP_STAGES = ("connect", "auth", "mail", "rcpt", "data")
+IMAP_STAGES = ("connect", "auth", "select", "fetch")
 # The Graph operations a fault can be aimed at ("any": every Graph request).
 GRAPH_OPERATIONS = ("sendMail", "listMessages", "any")
 
@@ -218,6 +319,11 @@ class State:
         # Application permissions the seeded app gets on top of the seed's
         # (``serve --grant``); they survive ``reset()``.
         self.extra_app_permissions = list(extra_app_permissions)
+        # The last UIDVALIDITY handed out; kept across resets so that a mailbox
+        # never shows an earlier mailbox's UIDVALIDITY with other messages.
+        self.last_uidvalidity = int(time.time())
+        # Signs the Graph delta and skip tokens (opaque to clients).
+        self.delta_key = secrets.token_bytes(32)
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------
@@ -230,6 +336,7 @@ class State:
             self.refresh_tokens = {}  # token -> dict
             self.messages = []
             self.sent_items = {}  # lower-case mailbox -> [saved copy, ...]
+            self.mailboxes = {}  # lower-case mailbox -> Inbox
             self.faults = []
             self.throttling = dict(DEFAULT_THROTTLING)
             self.graph_windows = {}  # (client_id, mailbox) -> [start, count]
@@ -252,7 +359,17 @@ class State:
             redirect_uris=list(seed.REDIRECT_URIS),
             access_policy=None,
             mailbox_permissions=[seed.SENDER],
-            secrets=[Secret(seed.CLIENT_SECRET_ID, seed.CLIENT_SECRET, None)],
+            secrets=[
+                Secret(
+                    seed.CLIENT_SECRET_ID,
+                    seed.CLIENT_SECRET,
+                    None,
+                    display_name="Sandbox secret",
+                    start_at=self.clock.now(),
+                )
+            ],
+            object_id=seed.APP_OBJECT_ID,
+            created_at=self.clock.now(),
         )
         tenant.apps[app.client_id] = app
         for user in (
@@ -327,7 +444,11 @@ class State:
             client_id = str(data.get("client_id") or uuid.uuid4()).lower()
             if client_id in tenant.apps:
                 raise ValueError(f"App {client_id} already exists.")
-            app = App(client_id=client_id)
+            app = App(
+                client_id=client_id,
+                object_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"app:{client_id}")),
+                created_at=self.clock.now(),
+            )
             self.update_app(app, data)
             tenant.apps[client_id] = app
             return app
@@ -343,20 +464,53 @@ class State:
             return app
 
     def add_secret(self, app: App, data: dict) -> Secret:
+        expires = _expiry(data, "expires_at")
+        display_name = data.get("display_name") or ""
+        if not isinstance(display_name, str):
+            raise ValueError("display_name must be a string.")
+        value = data.get("value")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError("value must be a non-empty string.")
         with self.lock:
-            expires = data.get("expires_at")
             secret = Secret(
                 secret_id=str(uuid.uuid4()),
-                value=data.get("value") or _new_secret_value(),
-                expires_at=parse_iso(expires) if expires else None,
+                value=value or _new_secret_value(),
+                expires_at=expires,
+                display_name=display_name,
+                start_at=self.clock.now(),
             )
             app.secrets.append(secret)
+            return secret
+
+    def update_secret(self, secret: Secret, data: dict) -> Secret:
+        """Change a secret's ``expires_at`` (ISO 8601, or null: never)."""
+        if "expires_at" not in data:
+            raise ValueError("Give expires_at (ISO 8601 date and time, or null).")
+        expires = _expiry(data, "expires_at")
+        with self.lock:
+            secret.expires_at = expires
             return secret
 
     def add_certificate(self, app: App, cert: Certificate) -> None:
         with self.lock:
             app.certificates = [c for c in app.certificates if c.sha1 != cert.sha1]
             app.certificates.append(cert)
+
+    def update_certificate(self, cert: Certificate, data: dict) -> Certificate:
+        """Change when Entra ID stops accepting a certificate (``expires_at``,
+        ISO 8601; null puts back the certificate's notAfter)."""
+        if "expires_at" not in data:
+            raise ValueError("Give expires_at (ISO 8601 date and time, or null).")
+        expires = _expiry(data, "expires_at")
+        with self.lock:
+            cert.expires_at = cert.not_after if expires is None else expires
+            return cert
+
+    def revoke_consent(self, app: App) -> App:
+        """Take back the admin consent (as removing the grants in Entra ID)."""
+        with self.lock:
+            app.admin_consent = False
+            return app
 
     def create_user(self, tenant: Tenant, data: dict) -> User:
         with self.lock:
@@ -375,13 +529,25 @@ class State:
             return user
 
     def update_user(self, user: User, data: dict) -> User:
+        for name in ("account_enabled", "mfa_required", "imap_enabled"):
+            if name in data and not isinstance(data[name], bool):
+                raise ValueError(f"{name} must be true or false.")
+        if "password" in data and not (
+            data["password"] is None or isinstance(data["password"], str)
+        ):
+            raise ValueError("password must be a string or null.")
         with self.lock:
+            changed_password = "password" in data and data["password"] != user.password
             for name in User.EDITABLE:
                 if name in data:
                     value = data[name]
                     if isinstance(value, list):
                         value = list(value)
                     setattr(user, name, value)
+            if changed_password:
+                # Entra ID revokes the user's refresh tokens when the password
+                # changes or is reset (then AADSTS50173).
+                user.tokens_valid_from = self.clock.now()
             return user
 
     def revoke_user(self, user: User) -> None:
@@ -507,6 +673,108 @@ class State:
             self.sent_items = {}
             return count
 
+    # -- inboxes (IMAP and Graph reading) ------------------------------------------
+
+    def _inbox(self, address: str) -> "Inbox":
+        """``address``'s inbox, made on first use (call with ``lock`` held)."""
+        key = address.lower()
+        inbox = self.mailboxes.get(key)
+        if inbox is None:
+            inbox = self.mailboxes[key] = Inbox(
+                address=address, uidvalidity=self._new_uidvalidity()
+            )
+        return inbox
+
+    def _new_uidvalidity(self) -> int:
+        self.last_uidvalidity = max(self.last_uidvalidity + 1, int(self.clock.now()))
+        return self.last_uidvalidity
+
+    def file_in_inbox(self, address: str, raw, fields: dict) -> dict:
+        """File the RFC 5322 message ``raw`` in ``address``'s inbox.
+
+        ``raw`` is bytes, or a function returning them that is called when the
+        item is first read (building MIME costs; most messages are never read).
+        ``fields`` are the Graph-facing properties (``message_id``, ``subject``,
+        ``from``, ``to``, ``cc``, ``headers``, ``text``, ``html``, ...); returns
+        a copy of the item (without ``raw``), with its ``id`` and IMAP ``uid``.
+        """
+        with self.lock:
+            inbox = self._inbox(address)
+            now = self.clock.now()
+            inbox.position += 1
+            item = dict(fields)
+            item.update(
+                id=_graph_item_id(),
+                change_key=_change_key(),
+                mailbox=inbox.address,
+                uid=inbox.uidnext,
+                position=inbox.position,
+                received_at=now,
+                saved_at=now,
+                visible_at=now,
+                raw=raw if callable(raw) else bytes(raw),
+            )
+            inbox.uidnext += 1
+            inbox.items.append(item)
+            if len(inbox.items) > INBOX_LIMIT:
+                del inbox.items[: len(inbox.items) - INBOX_LIMIT]
+            return {k: v for k, v in item.items() if k != "raw"}
+
+    def inbox_snapshot(self, address: str) -> dict:
+        """``uidvalidity``, ``uidnext``, ``sync_id``, ``position`` and ``items``
+        (oldest first, shallow copies) of ``address``'s inbox."""
+        with self.lock:
+            inbox = self._inbox(address)
+            return {
+                "uidvalidity": inbox.uidvalidity,
+                "uidnext": inbox.uidnext,
+                "sync_id": inbox.sync_id,
+                "position": inbox.position,
+                "items": [_materialized(item) for item in inbox.items],
+            }
+
+    def inbox_view(self, address: str) -> dict:
+        """``sync_id``, ``position`` and ``items`` (without raw bytes) of
+        ``address``'s inbox, for the delta query."""
+        with self.lock:
+            inbox = self._inbox(address)
+            return {
+                "sync_id": inbox.sync_id,
+                "position": inbox.position,
+                "items": self.inbox_items(address, with_raw=False),
+            }
+
+    def inbox_items(self, address: str, with_raw: bool = True) -> list:
+        """The items of ``address``'s inbox, oldest first (none if never used);
+        ``with_raw=False`` leaves the raw bytes out (and unbuilt)."""
+        with self.lock:
+            inbox = self.mailboxes.get((address or "").lower())
+            if inbox is None:
+                return []
+            if with_raw:
+                return [_materialized(item) for item in inbox.items]
+            return [
+                {k: v for k, v in item.items() if k != "raw"} for item in inbox.items
+            ]
+
+    def inbox_item(self, address: str, item_id: str) -> dict | None:
+        with self.lock:
+            inbox = self.mailboxes.get((address or "").lower())
+            for item in inbox.items if inbox else ():
+                if item["id"] == item_id:
+                    return _materialized(item)
+        return None
+
+    def renumber_inbox(self, address: str) -> dict:
+        """A new UIDVALIDITY and UIDs from 1, as a server rebuilding its index."""
+        with self.lock:
+            inbox = self._inbox(address)
+            inbox.uidvalidity = self._new_uidvalidity()
+            for uid, item in enumerate(inbox.items, start=1):
+                item["uid"] = uid
+            inbox.uidnext = len(inbox.items) + 1
+            return {"uidvalidity": inbox.uidvalidity, "uidnext": inbox.uidnext}
+
     # -- counters ------------------------------------------------------------------
 
     def count(self, name: str, sub: str | None = None, amount: int = 1) -> None:
@@ -529,10 +797,16 @@ class State:
     def add_fault(self, data: dict) -> dict:
         target = data.get("target")
         if target not in FAULT_TARGETS:
-            raise ValueError("target must be one of token, graph, smtp.")
+            raise ValueError("target must be one of token, graph, smtp, imap.")
         stage = data.get("smtp_stage", "data")
         if stage not in SMTP_STAGES:
             raise ValueError("smtp_stage must be connect, auth, mail, rcpt or data.")
+        imap_stage = data.get("imap_stage", "auth")
+        if imap_stage not in IMAP_STAGES:
+            raise ValueError("imap_stage must be connect, auth, select or fetch.")
+        reply = data.get("imap_reply")
+        if reply is not None and (not isinstance(reply, str) or not reply.strip()):
+            raise ValueError("imap_reply must be a response text (NO ...).")
         operation = data.get("graph_operation", "sendMail")
         if operation not in GRAPH_OPERATIONS:
             raise ValueError("graph_operation must be sendMail, listMessages or any.")
@@ -562,7 +836,11 @@ class State:
             ):
                 raise ValueError(f"{name} must be an HTTP status code.")
         fault = dict(
-            data, id=uuid.uuid4().hex, smtp_stage=stage, graph_operation=operation
+            data,
+            id=uuid.uuid4().hex,
+            smtp_stage=stage,
+            imap_stage=imap_stage,
+            graph_operation=operation,
         )
         if fault.get("probability") is None and fault.get("count") is None:
             fault["count"] = 1
@@ -583,7 +861,8 @@ class State:
             for fault in self.faults:
                 if fault["target"] != target:
                     continue
-                if stage and fault["smtp_stage"] != stage:
+                stage_key = "imap_stage" if target == "imap" else "smtp_stage"
+                if stage and fault[stage_key] != stage:
                     continue
                 if operation and fault["graph_operation"] not in (operation, "any"):
                     continue
@@ -680,6 +959,26 @@ class State:
                 return False
             slot[1] += 1
             return True
+
+
+def _expiry(data: dict, name: str) -> float | None:
+    """``data[name]`` as epoch seconds: an ISO 8601 date and time, or None."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be an ISO 8601 date and time, or null.")
+    try:
+        return parse_iso(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an ISO 8601 date and time, or null.") from exc
+
+
+def _materialized(item: dict) -> dict:
+    """A copy of an inbox item with its raw bytes built (call with the lock)."""
+    if callable(item["raw"]):
+        item["raw"] = bytes(item["raw"]())
+    return dict(item)
 
 
 def _unique(names) -> list:

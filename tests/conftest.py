@@ -32,6 +32,8 @@ def sandbox(sandbox_server, settings):
     settings.M365_GRAPH_HOST = sandbox_server.graph_host
     settings.M365_SMTP_HOST = sandbox_server.smtp_host
     settings.M365_SMTP_PORT = sandbox_server.smtp_port
+    settings.M365_IMAP_HOST = sandbox_server.imap_host
+    settings.M365_IMAP_PORT = sandbox_server.imap_port
     settings.M365_CA_BUNDLE = str(sandbox_server.ca_path)
     yield sandbox_server
 

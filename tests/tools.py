@@ -29,3 +29,21 @@ def activate_azure_mail(seed: dict, **overrides):
         cleaned_data={**azure_mail_values(seed), **overrides},
         actor=None,
     )
+
+
+def grant_application_permissions(sandbox, *extra: str) -> None:
+    """Give the seeded app `extra` application permissions besides the seeded ones
+    (as an administrator would, with consent), until the sandbox's next reset."""
+    seed = sandbox.seed
+    sandbox.control(
+        "PATCH",
+        f"/tenants/{seed['tenant_id']}/apps/{seed['client_id']}",
+        json={
+            "application_permissions": [
+                "Mail.Send",
+                "SMTP.SendAsApp",
+                "IMAP.AccessAsApp",
+                *extra,
+            ]
+        },
+    )

@@ -7,6 +7,7 @@ rendered back, blank keeps the saved value).
 import ipaddress
 import re
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django import forms
@@ -455,6 +456,35 @@ class SecretField(forms.CharField):
         super().__init__(**kwargs)
 
 
+def show_when(rule: str) -> dict:
+    """Widget attrs that show a field only for some choices, in the drawer script's
+    rule syntax (static/js/drawer.js): `name=value|value` (`!=`: any other value),
+    rules joined by `&` (all hold), alternatives joined by `;` (one holds)."""
+    return {"data_show_when": rule}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled group of drawer fields (a <fieldset>), shown only while `show_when`
+    holds when it has one (same syntax as `show_when()`)."""
+
+    title: str
+    fields: tuple[str, ...]
+    show_when: str = ""
+
+
+@dataclass
+class BoundSection:
+    """A section of a bound form, as the drawer template renders it."""
+
+    title: str
+    fields: list
+    show_when: str = ""
+    #: The folded "Advanced" group (a <details>), open when `open`.
+    advanced: bool = False
+    open: bool = False
+
+
 class ProviderForm(forms.Form):
     """Base of every drawer form.
 
@@ -466,10 +496,21 @@ class ProviderForm(forms.Form):
     required_secrets: tuple[str, ...] = ()
     #: Fields most people leave alone, shown folded under "Advanced".
     advanced_fields: tuple[str, ...] = ()
+    #: The drawer's sections, in order (as the vendors group their settings);
+    #: fields in none of them (nor in `advanced_fields`) follow, untitled.
+    sections: tuple[Section, ...] = ()
+    #: Fields required only for some choices: {name: rule} (`show_when()`'s syntax).
+    #: The drawer marks them required (an asterisk, aria-required) while the rule
+    #: holds; a secret with a saved value never is. This is what the form's `clean`
+    #: checks, said in advance; it does not check anything itself.
+    required_when: dict[str, str] = {}
 
     def __init__(self, *args, saved_secrets=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.saved_secrets = set(saved_secrets)
+        for name, rule in self.required_when.items():
+            if name in self.fields and name not in self.saved_secrets:
+                self.fields[name].required_when = rule
         for name, field in self.fields.items():
             # PEM text (certificates, keys) is the one kind of value with lines.
             if not getattr(field, "multiline", False):
@@ -479,6 +520,34 @@ class ProviderForm(forms.Form):
                     "Saved (hidden). Leave blank to keep it."
                 )
                 field.saved = True
+
+    def drawer_sections(self) -> list[BoundSection]:
+        """The drawer's groups of bound fields: `sections`, then the fields in no
+        section (untitled), then "Advanced"."""
+        placed = {name for section in self.sections for name in section.fields}
+        placed.update(self.advanced_fields)
+        groups = [
+            BoundSection(
+                title=section.title,
+                fields=[self[name] for name in section.fields if name in self.fields],
+                show_when=section.show_when,
+            )
+            for section in self.sections
+        ]
+        rest = [self[name] for name in self.fields if name not in placed]
+        if rest:
+            groups.append(BoundSection(title="", fields=rest))
+        advanced = [self[name] for name in self.advanced_fields if name in self.fields]
+        if advanced:
+            groups.append(
+                BoundSection(
+                    title=_("Advanced"),
+                    fields=advanced,
+                    advanced=True,
+                    open=self.advanced_open,
+                )
+            )
+        return [group for group in groups if group.fields]
 
     @property
     def advanced_open(self) -> bool:

@@ -173,15 +173,29 @@ class CertificateCredentialMixin(forms.Form):
     """
 
     FILE_FIELDS = {"certificate": "certificate_file", "private_key": "private_key_file"}
+    #: The choice and the fields it shows (the drawer shows Client Secret otherwise).
+    CERTIFICATE_FIELDS = (
+        "certificate",
+        "certificate_file",
+        "private_key",
+        "private_key_file",
+    )
 
+    use_certificate = forms.BooleanField(
+        label=_("Use a certificate instead of a secret"),
+        required=False,
+        help_text=_(
+            "Sign in with a certificate uploaded to the app registration's "
+            "Certificates & secrets, and its private key, instead of a client secret."
+        ),
+    )
     certificate = PemField(
         label=_("Certificate (PEM)"),
         required=False,
         max_length=MAX_PEM_BYTES,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
         help_text=_(
-            "Instead of a client secret: the certificate uploaded to the app "
-            "registration's Certificates & secrets."
+            "The certificate uploaded to the app registration's Certificates & secrets."
         ),
     )
     private_key = SecretPemField(
@@ -207,6 +221,12 @@ class CertificateCredentialMixin(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # A tool saved with a certificate opens with the choice ticked. The choice
+        # is not a setting of its own: what is saved says it.
+        self.fields["use_certificate"].initial = bool(
+            self.initial.get("certificate_thumbprint")
+            or self.initial.get("certificate")
+        )
         thumbprint = self.initial.get("certificate_thumbprint")
         if thumbprint:
             expires = (self.initial.get("certificate_expires_on") or "")[:10]
@@ -217,6 +237,16 @@ class CertificateCredentialMixin(forms.Form):
     def _clean_certificate_credential(self, cleaned):
         # An upload replaces the pasted text; errors go to the field that was used.
         uploads = {name: cleaned.pop(f, "") for name, f in self.FILE_FIELDS.items()}
+        if not cleaned.pop("use_certificate", False) and cleaned.get("client_secret"):
+            # "Use a certificate" unticked and a secret typed: the certificate
+            # fields, hidden but perhaps still filled, do not count (and a saved
+            # certificate is replaced by the secret). Unticked with no secret typed
+            # (a form posted without the choice) the certificate counts as before.
+            cleaned["certificate"] = ""
+            cleaned["private_key"] = ""
+            uploads = dict.fromkeys(uploads, "")
+            for name in self.CERTIFICATE_FIELDS:
+                self._errors.pop(name, None)  # nor do their errors, out of sight
         if not self.certificate_applies(cleaned) or self.has_certificate_errors():
             return
         fields = {}

@@ -18,9 +18,11 @@ from integrations.forms.base import (
     ScopeField,
     SecretField,
     SecretInput,
+    Section,
     TenantField,
     check_messages_per_minute,
     check_recipient_domains,
+    show_when,
     validate_display_name,
     validate_guid,
     validate_outbound_host,
@@ -28,28 +30,64 @@ from integrations.forms.base import (
     validate_token,
 )
 from integrations.forms.certificates import CertificateCredentialMixin
+from integrations.forms.email_box import (
+    SHOW_WHEN_ON,
+    EmailBoxField,
+    validate_imap_port,
+)
 from integrations.providers.clouds import Cloud, preset
 from integrations.providers.limits import EXCHANGE_SMTP, GRAPH
 from integrations.providers.smtp_choices import (
     DEFAULT_SMTP_SCOPE,
+    MICROSOFT_IMAP_HOSTS,
     MICROSOFT_SMTP_HOSTS,
     OTHER_SERVER,
     AuthType,
     CommunicationType,
+    ImapSecurity,
     MinimumTls,
     Security,
 )
 from integrations.selectors import oauth_redirect_url
 
+#: The Email box's settings besides the switch (the password is a secret: a blank
+#: one keeps the saved value anyway).
+EMAIL_BOX_SETTINGS = ("imap_host", "imap_port", "imap_security", "imap_username")
 
-def _show(rule: str) -> dict:
-    return {"data_show_when": rule}
+
+#: Where the SMTP server's settings apply: every way but delegated OAuth 2.0 over
+#: Microsoft Graph (the API communication type).
+SMTP_APPLIES = "auth_type=none|basic|oauth_app;communication_type=smtp"
+#: The Email box's IMAP server, likewise (delegated API reads through Graph).
+IMAP_APPLIES = (
+    f"{SHOW_WHEN_ON}&auth_type=none|basic|oauth_app;"
+    f"{SHOW_WHEN_ON}&communication_type=smtp"
+)
+#: The choice of a certificate, and its fields (OAuth 2.0 application only).
+CERTIFICATE_CHOICE = "auth_type=oauth_app"
+CERTIFICATE = "auth_type=oauth_app&use_certificate=on"
+#: Client Secret: delegated, or application without a certificate.
+CLIENT_SECRET = "auth_type=oauth_delegated;auth_type=oauth_app&use_certificate!=on"
+#: The OAuth endpoints: for another server than Microsoft 365 (and shown while they
+#: hold a value, which counts whatever the Cloud).
+ENDPOINTS = ";".join(
+    f"auth_type=oauth_delegated&{rule}"
+    for rule in (
+        f"cloud={OTHER_SERVER}",
+        "authorization_endpoint!=",
+        "token_endpoint!=",
+    )
+)
 
 
 def _cloud_presets() -> str:
     return json.dumps(
         {
-            cloud.value: {"smtp_host": preset(cloud).smtp_host, "smtp_port": "587"}
+            cloud.value: {
+                "smtp_host": preset(cloud).smtp_host,
+                "smtp_port": "587",
+                "imap_host": preset(cloud).imap_host,
+            }
             for cloud in Cloud
         }
     )
@@ -57,6 +95,61 @@ def _cloud_presets() -> str:
 
 class SmtpForm(CertificateCredentialMixin, ProviderForm):
     advanced_fields = ("messages_per_minute", "allowed_recipient_domains")
+    sections = (
+        Section(
+            _("SMTP server"),
+            ("cloud", "smtp_host", "smtp_port", "security", "minimum_tls"),
+            show_when=SMTP_APPLIES,
+        ),
+        Section(
+            _("Authentication"),
+            (
+                "auth_type",
+                "communication_type",
+                "username",
+                "password",
+                "tenant_id",
+                "client_id",
+                "use_certificate",
+                "client_secret",
+                "certificate",
+                "certificate_file",
+                "private_key",
+                "private_key_file",
+                "authorization_endpoint",
+                "token_endpoint",
+                "scope",
+                "redirect_url",
+            ),
+        ),
+        Section(_("Sender and recipients"), ("sender", "sender_name", "recipients")),
+        Section(
+            _("Email box"),
+            (
+                "email_box",
+                "imap_host",
+                "imap_port",
+                "imap_security",
+                "imap_username",
+                "imap_password",
+            ),
+        ),
+        Section(_("Test email"), ("test_email",)),
+    )
+    # What `clean` requires, for the choices that require it.
+    required_when = {
+        "smtp_host": f"cloud={OTHER_SERVER}",
+        "username": "auth_type=basic|oauth_delegated",
+        "password": "auth_type=basic",
+        "tenant_id": f"auth_type=oauth_app;auth_type=oauth_delegated&cloud!={OTHER_SERVER}",
+        "client_id": "auth_type=oauth_app|oauth_delegated",
+        "client_secret": CLIENT_SECRET,
+        "certificate": CERTIFICATE,
+        "private_key": CERTIFICATE,
+        "imap_host": f"{SHOW_WHEN_ON}&cloud={OTHER_SERVER}",
+        "imap_username": f"{SHOW_WHEN_ON}&auth_type=none|basic",
+        "imap_password": f"{SHOW_WHEN_ON}&auth_type=none|basic",
+    }
 
     cloud = forms.ChoiceField(
         label=_("Cloud"),
@@ -100,7 +193,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         label=_("Communication type"),
         choices=CommunicationType.choices,
         initial=CommunicationType.SMTP,
-        widget=forms.Select(attrs=_show("auth_type=oauth_delegated")),
+        widget=forms.Select(attrs=show_when("auth_type=oauth_delegated")),
         help_text=_(
             "API sends through Microsoft Graph (/me/sendMail, scope Mail.Send)."
         ),
@@ -109,39 +202,39 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         label=_("Username"),
         max_length=254,
         required=False,
-        widget=forms.TextInput(attrs=_show("auth_type=basic|oauth_delegated")),
+        widget=forms.TextInput(attrs=show_when("auth_type=basic|oauth_delegated")),
         help_text=_(
             "An email address (for OAuth 2.0 delegated, the From address); another "
             "SMTP server may use a plain user name."
         ),
     )
     password = SecretField(
-        label=_("Password"), widget=SecretInput(_show("auth_type=basic"))
+        label=_("Password"), widget=SecretInput(show_when("auth_type=basic"))
     )
     tenant_id = TenantField(
         label=_("Tenant ID"),
         required=False,
-        widget=forms.TextInput(attrs=_show("auth_type=oauth_app|oauth_delegated")),
+        widget=forms.TextInput(attrs=show_when("auth_type=oauth_app|oauth_delegated")),
     )
     client_id = forms.CharField(
         label=_("Client ID"),
         max_length=255,
         required=False,
         validators=[validate_token],
-        widget=forms.TextInput(attrs=_show("auth_type=oauth_app|oauth_delegated")),
+        widget=forms.TextInput(attrs=show_when("auth_type=oauth_app|oauth_delegated")),
         help_text=_(
             "A GUID for Microsoft 365; for a non-Microsoft server, its client ID."
         ),
     )
     client_secret = SecretField(
         label=_("Client Secret"),
-        widget=SecretInput(_show("auth_type=oauth_app|oauth_delegated")),
+        widget=SecretInput(show_when(CLIENT_SECRET)),
         help_text=_("The secret's Value (not its Secret ID)."),
     )
     authorization_endpoint = EndpointUrlField(
         label=_("Authorization endpoint"),
         required=False,
-        widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
+        widget=forms.URLInput(attrs=show_when(ENDPOINTS)),
         help_text=_(
             "Only for a non-Microsoft server; leave blank to use the Tenant ID. "
             "An https:// URL; internal hosts only where this server allows them."
@@ -150,11 +243,10 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
     token_endpoint = EndpointUrlField(
         label=_("Token endpoint"),
         required=False,
-        widget=forms.URLInput(attrs=_show("auth_type=oauth_delegated")),
+        widget=forms.URLInput(attrs=show_when(ENDPOINTS)),
         help_text=_(
             "An https:// URL (the Client Secret is sent to it); internal hosts only "
-            "where this server allows them (OUTBOUND_ALLOWED_HOSTS). Plain http:// "
-            "only if OAUTH_ALLOW_INSECURE_ENDPOINTS is on."
+            "where this server allows them."
         ),
     )
     scope = ScopeField(
@@ -162,7 +254,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         required=False,
         initial=DEFAULT_SMTP_SCOPE,
         widget=forms.TextInput(
-            attrs=_show("auth_type=oauth_delegated&communication_type=smtp")
+            attrs=show_when("auth_type=oauth_delegated&communication_type=smtp")
         ),
         help_text=_("One or more scopes, separated by spaces."),
     )
@@ -174,10 +266,59 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             attrs={
                 "readonly": True,
                 "data_copy": "1",
-                **_show("auth_type=oauth_delegated"),
+                **show_when("auth_type=oauth_delegated"),
             }
         ),
         help_text=_("Register this URL as a Web redirect URI of the app."),
+    )
+    email_box = EmailBoxField(
+        help_text=_(
+            "Read the From mailbox for delivery reports, so that a notification "
+            "that bounces shows as Bounced. Nothing is deleted or marked read. "
+            "OAuth 2.0 uses the same app (IMAP.AccessAsApp, or IMAP.AccessAsUser.All "
+            "when a user signs in); the API communication type reads through "
+            "Microsoft Graph (Mail.Read)."
+        ),
+    )
+    imap_host = HostField(
+        label=_("Host name"),
+        required=False,
+        initial="outlook.office365.com",
+        widget=forms.TextInput(attrs=show_when(IMAP_APPLIES)),
+        help_text=_("The IMAP server of the mailbox (Exchange Online: the default)."),
+    )
+    imap_port = forms.IntegerField(
+        label=_("Port"),
+        min_value=1,
+        max_value=65535,
+        initial=993,
+        required=False,
+        widget=forms.NumberInput(attrs=show_when(IMAP_APPLIES)),
+        help_text=_("993 with SSL/TLS; 143 with STARTTLS."),
+    )
+    imap_security = forms.ChoiceField(
+        label=_("IMAP security"),
+        choices=ImapSecurity.choices,
+        initial=ImapSecurity.SSL,
+        required=False,
+        widget=forms.Select(attrs=show_when(IMAP_APPLIES)),
+    )
+    imap_username = forms.CharField(
+        label=_("Email"),
+        max_length=254,
+        required=False,
+        widget=forms.TextInput(
+            attrs=show_when(f"{SHOW_WHEN_ON}&auth_type=none|basic|oauth_app")
+        ),
+        help_text=_(
+            "Basic: the mailbox's email address, which signs in to IMAP. OAuth 2.0 "
+            "(application): the mailbox to read (default: the From address)."
+        ),
+    )
+    imap_password = SecretField(
+        label=_("Password"),
+        widget=SecretInput(show_when(f"{SHOW_WHEN_ON}&auth_type=none|basic")),
+        help_text=_("The Email box's password (IMAP)."),
     )
     test_email = EmailAddressField(
         label=_("Test email address"),
@@ -210,6 +351,7 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         "password",
         "tenant_id",
         "client_id",
+        "use_certificate",
         "client_secret",
         "certificate",
         "certificate_file",
@@ -219,6 +361,12 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         "token_endpoint",
         "scope",
         "redirect_url",
+        "email_box",
+        "imap_host",
+        "imap_port",
+        "imap_security",
+        "imap_username",
+        "imap_password",
         "test_email",
         "messages_per_minute",
         "allowed_recipient_domains",
@@ -233,8 +381,11 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
         ]
         self.fields["redirect_url"].initial = oauth_redirect_url()
         self.fields["cloud"].widget.attrs["data-presets"] = _cloud_presets()
-        for name in ("certificate", "private_key", *self.FILE_FIELDS.values()):
-            self.fields[name].widget.attrs["data_show_when"] = "auth_type=oauth_app"
+        self.fields["use_certificate"].widget.attrs.update(
+            show_when(CERTIFICATE_CHOICE)
+        )
+        for name in self.CERTIFICATE_FIELDS:
+            self.fields[name].widget.attrs.update(show_when(CERTIFICATE))
 
     def certificate_applies(self, cleaned) -> bool:
         return cleaned.get("auth_type") == AuthType.OAUTH_APP
@@ -336,8 +487,77 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
             self.add_error(
                 "security", _("Plain-text SMTP is not allowed on this server.")
             )
+        if not cleaned.get("email_box"):
+            # Not saved while off: a tool saved before the Email box existed has
+            # none of them, and saving it unchanged changes nothing.
+            for name in EMAIL_BOX_SETTINGS:
+                cleaned.pop(name, None)
+        elif not api:
+            self._clean_email_box(cleaned, auth)
         check_recipient_domains(self, cleaned)
         return cleaned
+
+    def _clean_email_box(self, cleaned, auth) -> None:
+        """The IMAP server (the Cloud's by default) and, for Basic, its sign-in.
+        (The API communication type reads through Graph, with the signed-in user.)"""
+        cleaned["imap_security"] = cleaned.get("imap_security") or ImapSecurity.SSL
+        if not cleaned.get("imap_host") and not self.has_error("imap_host"):
+            cloud = cleaned.get("cloud")
+            if cloud and cloud != OTHER_SERVER:
+                cleaned["imap_host"] = preset(cloud).imap_host
+            else:
+                self.add_error(
+                    "imap_host", _("Enter the host name of the mailbox's IMAP server.")
+                )
+        if not cleaned.get("imap_port") and not self.has_error("imap_port"):
+            cleaned["imap_port"] = (
+                993 if cleaned["imap_security"] == ImapSecurity.SSL else 143
+            )
+        for name, check in (
+            ("imap_host", validate_outbound_host),
+            ("imap_port", validate_imap_port),
+        ):
+            if cleaned.get(name) and not self.has_error(name):
+                try:
+                    check(cleaned[name])
+                except ValidationError as error:
+                    self.add_error(name, error)
+        username = (cleaned.get("imap_username") or "").strip()
+        cleaned["imap_username"] = username
+        microsoft = (cleaned.get("imap_host") or "").lower() in MICROSOFT_IMAP_HOSTS
+        if auth in (AuthType.NONE, AuthType.BASIC):
+            if not username:
+                if not self.has_error("imap_username"):
+                    self.add_error(
+                        "imap_username",
+                        _("Enter the Email box's email address (it signs in to IMAP)."),
+                    )
+            elif microsoft and not self._is_email(username):
+                self.add_error(
+                    "imap_username",
+                    _("Enter the mailbox's email address (user@contoso.com)."),
+                )
+            else:
+                try:
+                    validate_token(username)
+                except ValidationError as error:
+                    self.add_error("imap_username", error)
+            if not cleaned.get("imap_password") and (
+                "imap_password" not in self.saved_secrets
+            ):
+                if not self.has_error("imap_password"):
+                    self.add_error(
+                        "imap_password",
+                        _("Enter the Email box's password (it signs in to IMAP)."),
+                    )
+        elif auth == AuthType.OAUTH_APP and username and not self._is_email(username):
+            self.add_error(
+                "imap_username",
+                _(
+                    "Enter the email address of the mailbox to read, or leave blank "
+                    "for the From address."
+                ),
+            )
 
     @staticmethod
     def _is_email(value: str) -> bool:

@@ -9,7 +9,13 @@ A provider is mostly declarations (`key`, `name`, `description`, `form_class`,
 - `open()` returning a `Connection` whose `send(email)` delivers one message, so a
   batch reuses one token and one connection; `prepare(email)` splits a send into
   what needs the calling thread and the submission, which may run beside others
-  when `sending_limits.concurrency` allows.
+  when `sending_limits.concurrency` allows;
+- `mailbox_reader()`, for a tool whose Email box is on: a `MailboxReader`
+  (`providers.mailbox`) on the sender mailbox, which Test Connection checks as its
+  last step ("Mailbox readable") and `notifications.services.bounces` reads;
+- `health_check()`, the scheduled silent check: `health_steps` run like
+  `test_steps` (`step_<key>` each), acquiring the token and checking permissions
+  without sending mail. A step may raise `StepSkipped` (e.g. "not permitted").
 
 Providers raise only `integrations.exceptions.IntegrationError` subclasses.
 """
@@ -24,11 +30,16 @@ from django import forms
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from integrations.exceptions import IntegrationError, UnexpectedResponse
+from integrations.exceptions import (
+    ConfigurationError,
+    IntegrationError,
+    UnexpectedResponse,
+)
 from integrations.providers import recipients
 from integrations.providers.delegated import GrantStore
 from integrations.providers.identity import TokenStore
 from integrations.providers.limits import SendingLimits
+from integrations.providers.mailbox import MailboxReader
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,12 @@ class Step:
     error: IntegrationError | None = None
 
 
+class StepSkipped(Exception):
+    """Raised by a step that cannot be checked here (the app may not look): the
+    step is reported skipped, with this message as its detail, and the run goes
+    on."""
+
+
 @dataclass
 class TestReport:
     steps: list[Step]
@@ -66,6 +83,15 @@ class TestReport:
     @property
     def ok(self) -> bool:
         return all(step.status == StepStatus.PASSED for step in self.steps)
+
+    @property
+    def healthy(self) -> bool:
+        """No step failed and none is left pending (a health check's steps may be
+        skipped as not permitted)."""
+        return bool(self.steps) and all(
+            step.status in (StepStatus.PASSED, StepStatus.SKIPPED)
+            for step in self.steps
+        )
 
     @property
     def failed_step(self) -> Step | None:
@@ -139,6 +165,9 @@ class NotificationToolProvider:
     secret_fields: ClassVar[tuple[str, ...]] = ()
     #: Test Connection's steps, in order: (key, label). Each has a `step_<key>` hook.
     test_steps: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: The scheduled health check's steps, in order, like `test_steps`: each runs its
+    #: `step_<key>` hook; none sends mail.
+    health_steps: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: Labels for stored values that are not form fields (the audit log names them);
     #: form fields use their form label.
     field_labels: ClassVar[dict] = {
@@ -151,6 +180,10 @@ class NotificationToolProvider:
     #: settings}: a delegated grant belongs to one client, tenant and account. When
     #: one of the settings changes, the secrets are dropped rather than reused.
     bound_secrets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
+    #: Secret fields a delegated grant was obtained with (a client secret): like the
+    #: settings in `bound_secrets`, a new value is saved only with a new sign-in
+    #: (Save & Authorize), never by a plain Save that keeps the grant.
+    authorization_secret_fields: ClassVar[tuple[str, ...]] = ()
     #: A template with the drawer's buttons, instead of Test Connection and Save.
     actions_template: ClassVar[str] = ""
     #: Save sends a validation email first and saves only if it was accepted.
@@ -228,7 +261,18 @@ class NotificationToolProvider:
             allowed_domains=self.allowed_recipient_domains,
         )
 
+    @property
+    def email_box_enabled(self) -> bool:
+        """Whether the drawer's "Email box" is on: the sender mailbox is read for
+        delivery status notifications (bounces)."""
+        return bool(self.config.get("email_box"))
+
     # --- hooks ---------------------------------------------------------------------
+
+    def mailbox_reader(self) -> MailboxReader | None:
+        """A reader of the mailbox the Email box names, or None when it is off (or
+        the tool has no Email box)."""
+        return None
 
     def open(self) -> Connection:
         """Open a sending session (acquire a token, connect)."""
@@ -249,9 +293,55 @@ class NotificationToolProvider:
 
     # --- the pipeline --------------------------------------------------------------
 
+    @property
+    def mailbox_test_steps(self) -> tuple[tuple[str, str], ...]:
+        """The Email box's step, last, when it is on."""
+        if not self.email_box_enabled:
+            return ()
+        return (("mailbox", _("Mailbox readable")),)
+
     def new_report(self) -> TestReport:
         """A report with every step pending."""
-        return TestReport([Step(key, str(label)) for key, label in self.test_steps])
+        steps = (*self.test_steps, *self.mailbox_test_steps)
+        return TestReport([Step(key, str(label)) for key, label in steps])
+
+    def new_health_report(self) -> TestReport:
+        """A health check's report with every step pending."""
+        return TestReport([Step(key, str(label)) for key, label in self.health_steps])
+
+    def health_check(self) -> TestReport:
+        """The silent check: acquire the token and check permissions (and, where
+        the tool can, that the sender mailbox exists), sending no mail. Runs each
+        of `new_health_report()`'s steps in order, stopping at the first failure;
+        a step raising `StepSkipped` is skipped and the next one runs."""
+        return self.run_steps(self.new_health_report(), {})
+
+    def run_steps(self, report: TestReport, context: dict) -> TestReport:
+        """Run `report`'s pending steps (`step_<key>`) in order, recording each."""
+        for step in report.steps:
+            if step.status != StepStatus.PENDING:
+                continue
+            try:
+                step.detail = getattr(self, f"step_{step.key}")(context) or ""
+            except StepSkipped as skipped:
+                step.status, step.detail = StepStatus.SKIPPED, str(skipped)
+                continue
+            except IntegrationError as error:
+                report.fail_remaining(error)
+                break
+            except Exception as exc:  # a bug must still end the check with an answer
+                report.fail_remaining(UnexpectedResponse(f"{type(exc).__name__}"))
+                break
+            step.status = StepStatus.PASSED
+        return report
+
+    def step_mailbox(self, context):
+        """Sign in to the Email box's mailbox, open its inbox, say its size."""
+        reader = self.mailbox_reader()
+        if reader is None:
+            raise ConfigurationError("this tool has no Email box")
+        with reader:
+            return reader.check()
 
     def test_connection(
         self, *, recipients: list[str] | None = None, report: TestReport | None = None

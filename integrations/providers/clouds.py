@@ -1,6 +1,6 @@
 """
-Microsoft national clouds: one choice sets the sign-in host, the Graph host and the
-SMTP host together.
+Microsoft national clouds: one choice sets the sign-in host, the Graph host, the
+SMTP host and the IMAP host (the Email box) together.
 
 https://learn.microsoft.com/graph/deployments
 https://learn.microsoft.com/entra/identity-platform/authentication-national-cloud
@@ -29,6 +29,8 @@ class CloudEndpoints:
     smtp_host: str
     #: Exchange Online's resource identifier for SMTP/IMAP app-only tokens.
     exchange_resource: str
+    #: Exchange Online's IMAP host (port 993, implicit TLS), for the Email box.
+    imap_host: str = ""
 
 
 _PRESETS = {
@@ -38,6 +40,7 @@ _PRESETS = {
         "https://graph.microsoft.com",
         "smtp.office365.com",
         "https://outlook.office365.com",
+        "outlook.office365.com",
     ),
     Cloud.US_GOV_HIGH: CloudEndpoints(
         "https://login.microsoftonline.us",
@@ -45,6 +48,7 @@ _PRESETS = {
         "https://graph.microsoft.us",
         "smtp.office365.us",
         "https://outlook.office365.us",
+        "outlook.office365.us",
     ),
     Cloud.US_GOV_DOD: CloudEndpoints(
         "https://login.microsoftonline.us",
@@ -52,6 +56,7 @@ _PRESETS = {
         "https://dod-graph.microsoft.us",
         "smtp.office365.us",
         "https://outlook-dod.office365.us",
+        "outlook-dod.office365.us",
     ),
     Cloud.CHINA: CloudEndpoints(
         "https://login.chinacloudapi.cn",
@@ -59,6 +64,7 @@ _PRESETS = {
         "https://microsoftgraph.chinacloudapi.cn",
         "smtp.partner.outlook.cn",
         "https://partner.outlook.cn",
+        "partner.outlook.cn",
     ),
 }
 
@@ -79,4 +85,5 @@ def endpoints(cloud: str) -> CloudEndpoints:
         graph_resource=base.graph_resource,
         smtp_host=settings.M365_SMTP_HOST or base.smtp_host,
         exchange_resource=base.exchange_resource,
+        imap_host=settings.M365_IMAP_HOST or base.imap_host,
     )

@@ -44,8 +44,17 @@ logger = logging.getLogger(__name__)
 #: Scopes msal adds by itself and refuses to be given.
 _RESERVED = {"openid", "profile", "offline_access"}
 
-#: Keys of `Integration.secrets` that hold a delegated grant.
-GRANT_KEYS = ("access_token", "refresh_token", "token_expires_at")
+#: Keys of `Integration.secrets` that hold a delegated grant: its tokens, the account
+#: that signed in, when (epoch seconds) and when its access token was last refreshed.
+#: They go together: settings that make a grant useless drop all of them.
+GRANT_KEYS = (
+    "access_token",
+    "refresh_token",
+    "token_expires_at",
+    "authorized_account",
+    "authorized_at",
+    "refreshed_at",
+)
 
 
 @dataclass(frozen=True)
@@ -73,10 +82,20 @@ class Grant:
     account: str = ""
 
     def as_secrets(self) -> dict:
+        """The tokens, as `Integration.secrets` keeps them."""
         return {
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
             "token_expires_at": self.expires_at,
+        }
+
+    def as_authorized_secrets(self, *, at: float) -> dict:
+        """A new sign-in's grant, with who signed in and when (never refreshed yet)."""
+        return {
+            **self.as_secrets(),
+            "authorized_account": self.account,
+            "authorized_at": at,
+            "refreshed_at": None,
         }
 
 
@@ -231,6 +250,13 @@ def refresh(client: DelegatedClient, *, refresh_token: str, scopes: list[str]) -
     metrics.token_request(grant="refresh_token", result=result)
     if "access_token" not in result:
         error = _error(result)
+        if error.code == "consent_required":
+            # AADSTS65001 on a refresh: consent this grant was given with was
+            # taken back. Only a new sign-in (after consent is granted again)
+            # brings it back, as for a revoked grant.
+            error = AuthorizationRequired(
+                error.detail, code="consent_revoked", request_id=error.request_id
+            )
         logger.warning("Refresh token redemption failed: %s", error.detail)
         raise error
     return _grant(result, previous_refresh_token=refresh_token)
@@ -249,16 +275,25 @@ def fresh_grant(
     *,
     redeem: Callable[[str], Grant],
     store: GrantStore | None = None,
+    force: bool = False,
+    now: float | None = None,
 ) -> dict:
     """`secrets` with a grant whose access token is not near expiry.
 
     A fresh stored token is used as it is. Otherwise `redeem(refresh_token)` (for
     instance `refresh` with the tool's client and scopes) gets a new one, under the
     store's row lock when there is a store: a process that waited for the lock uses
-    the token another one just obtained, and the rotated refresh token is saved.
+    the token another one just obtained, and the rotated refresh token is saved with
+    the time of the refresh (`refreshed_at`: `now`, epoch seconds, default the
+    current time).
+
+    `force` redeems the refresh token even when the access token is fresh (the
+    keep-alive job: a refresh token unused for 90 days lapses), unless another
+    process redeemed it while we waited for the lock (the stored refresh token is
+    no longer the one in `secrets`).
     Raises `AuthorizationRequired` when no grant is stored.
     """
-    if _is_fresh(secrets):
+    if _is_fresh(secrets) and not force:
         return secrets
     if not secrets.get("refresh_token") and not (store and secrets.get("access_token")):
         raise AuthorizationRequired(
@@ -266,13 +301,18 @@ def fresh_grant(
         )
 
     def update(current: dict) -> dict | None:
-        if _is_fresh(current):
+        if _is_fresh(current) and (
+            not force or current.get("refresh_token") != secrets.get("refresh_token")
+        ):
             return None  # another process refreshed while we waited for the lock
         if not current.get("refresh_token"):
             raise AuthorizationRequired(
                 "no delegated grant stored", code="authorization_missing"
             )
-        return redeem(current["refresh_token"]).as_secrets()
+        return {
+            **redeem(current["refresh_token"]).as_secrets(),
+            "refreshed_at": time.time() if now is None else now,
+        }
 
     if store is not None:
         stored = store.refresh(update)

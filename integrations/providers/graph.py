@@ -1,13 +1,17 @@
 """
 Microsoft Graph mail client: `sendMail` for a user (app-only) or for `me` (delegated),
+and reading an inbox (the Email box: the message delta and each message's MIME),
 through one shared client per Graph host (`graph_client`).
 
 https://learn.microsoft.com/graph/api/user-sendmail
+https://learn.microsoft.com/graph/api/message-delta
+https://learn.microsoft.com/graph/api/message-get (`$value`: the MIME content)
 https://learn.microsoft.com/graph/errors
 """
 
 import logging
-from urllib.parse import quote
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -95,6 +99,38 @@ def error_from_response(response: requests.Response) -> IntegrationError:
     if status == 403:
         return PermissionMissing(detail, code="permission_missing", **kwargs)
     return UnexpectedResponse(detail, **kwargs)
+
+
+#: A delta link Graph no longer honours: 410 Gone for Outlook items, or 400 with one of
+#: these codes. Either way the client starts again (a full synchronisation).
+#: https://learn.microsoft.com/graph/delta-query-overview
+SYNC_STATE_LOST = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
+#: What the delta query returns of each message: enough to fetch and order it.
+DELTA_SELECT = "id,internetMessageId,receivedDateTime"
+
+
+def _read_error(response: requests.Response, what: str) -> IntegrationError:
+    """A failed read of a mailbox: Graph's ErrorAccessDenied means no Mail.Read (or
+    an application access policy that leaves this mailbox out)."""
+    error = error_from_response(response)
+    if error.code in ("permission_missing", "mailbox_access_denied"):
+        error = PermissionMissing(
+            error.detail,
+            code="mail_read_missing",
+            request_id=error.request_id,
+            status=error.status,
+        )
+    logger.warning(
+        "Graph %s failed: %s (request-id %s)", what, error.detail, error.request_id
+    )
+    return error
+
+
+def _graph_code(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", {}).get("code", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def message_payload(email, *, sender: str = "", sender_name: str = "") -> dict:
@@ -218,6 +254,262 @@ class GraphClient:
             and item.get("internetMessageId") == internet_message_id
             for item in found
         )
+
+    # --- the health check: who the token speaks for, whether the sender exists ---
+
+    def user_mailbox(self, *, access_token: str, user: str) -> dict:
+        """GET /users/{user}?$select=id,mail: the directory's user, as
+        `{"id", "mail"}`. Needs `User.Read.All` (or `User.ReadBasic.All`,
+        `Directory.Read.All`) app-only: without it Graph answers 403
+        Authorization_RequestDenied, raised as `PermissionMissing`. An unknown user
+        (404 Request_ResourceNotFound) raises `SenderRejected("sender_not_found")`,
+        a user without a mailbox (`mail` empty) `SenderRejected("sender_no_mailbox")`.
+        https://learn.microsoft.com/graph/api/user-get
+        """
+        url = f"{self.graph_host}{self._mailbox_path(user)}?$select=id,mail"
+        response = self._get(url, access_token, "user lookup")
+        if response.status_code == 404:
+            raise SenderRejected(
+                f"HTTP 404 {_graph_code(response)}",
+                code="sender_not_found",
+                request_id=response.headers.get("request-id", ""),
+                status=404,
+            )
+        if response.status_code != 200:
+            error = error_from_response(response)
+            logger.warning(
+                "Graph user lookup failed: %s (request-id %s)",
+                error.detail,
+                error.request_id,
+            )
+            raise error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not body.get("id"):
+            raise UnexpectedResponse(
+                "user lookup answered without an id",
+                request_id=response.headers.get("request-id", ""),
+                status=response.status_code,
+            )
+        if not body.get("mail"):
+            raise SenderRejected(
+                "the user has no mail address", code="sender_no_mailbox"
+            )
+        return {"id": body["id"], "mail": body["mail"]}
+
+    def me(self, *, access_token: str) -> dict:
+        """GET /me (delegated): the signed-in user, `{"id", "userPrincipalName",
+        "mail"}`; whether the access token is still accepted.
+        https://learn.microsoft.com/graph/api/user-get"""
+        url = f"{self.graph_host}/v1.0/me?$select=id,userPrincipalName,mail"
+        response = self._get(url, access_token, "/me")
+        if response.status_code != 200:
+            error = error_from_response(response)
+            logger.warning(
+                "Graph /me failed: %s (request-id %s)", error.detail, error.request_id
+            )
+            raise error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not body.get("id"):
+            raise UnexpectedResponse(
+                "/me answered without an id",
+                request_id=response.headers.get("request-id", ""),
+                status=response.status_code,
+            )
+        return body
+
+    # --- reading a mailbox (the Email box) ----------------------------------------
+
+    def _mailbox_path(self, mailbox: str | None) -> str:
+        """/v1.0/users/{mailbox}, or /v1.0/me for a delegated token (None)."""
+        if mailbox is None:
+            return "/v1.0/me"
+        return f"/v1.0/users/{quote(mailbox, safe='@')}"
+
+    def _get(self, url: str, access_token: str, what: str, **kwargs):
+        headers = {"Authorization": f"Bearer {access_token}"}
+        headers.update(kwargs.pop("headers", {}))
+        try:
+            return self.session.get(url, headers=headers, **kwargs)
+        except requests.RequestException as exc:
+            raise error_from_exception(exc)
+
+    def inbox_first(self, *, access_token: str, mailbox: str | None) -> list[dict]:
+        """The newest message of `mailbox`'s inbox (`[]` when it is empty): whether
+        it can be listed at all. Needs Mail.ReadBasic, Mail.Read or Mail.ReadWrite.
+        https://learn.microsoft.com/graph/api/mailfolder-list-messages"""
+        url = (
+            f"{self.graph_host}{self._mailbox_path(mailbox)}"
+            "/mailFolders/inbox/messages?$top=1&$select=id"
+        )
+        response = self._get(url, access_token, "inbox listing")
+        if response.status_code != 200:
+            raise _read_error(response, "inbox listing")
+        try:
+            value = response.json()["value"]
+        except (ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, list):
+            raise UnexpectedResponse(
+                "inbox listing answered without a value list",
+                request_id=response.headers.get("request-id", ""),
+                status=response.status_code,
+            )
+        return [item for item in value if isinstance(item, dict) and item.get("id")]
+
+    def inbox_delta(
+        self,
+        *,
+        access_token: str,
+        mailbox: str | None,
+        link: str = "",
+        since: datetime | None = None,
+        page_size: int = 10,
+    ) -> dict:
+        """One page of the message delta of `mailbox`'s inbox: Graph's JSON, with
+        `value` and either `@odata.nextLink` (more pages) or `@odata.deltaLink`
+        (the state to ask from next time).
+
+        Without `link`, a new synchronisation of the messages received on or after
+        `since`; with it, the page or delta that link names (only links to this
+        Graph host are followed: a stored cursor never sends the token elsewhere).
+        A link Graph no longer honours raises `UnexpectedResponse` with code
+        `delta_expired`; a missing Mail.Read, `PermissionMissing` (`mail_read_missing`).
+        """
+        if link:
+            if not link.startswith(self.graph_host + "/"):
+                raise UnexpectedResponse(
+                    "delta link for another host", code="delta_expired"
+                )
+            url = link
+        else:
+            params = {"$select": DELTA_SELECT}
+            if since is not None:
+                when = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                params["$filter"] = f"receivedDateTime ge {when}"
+            url = (
+                f"{self.graph_host}{self._mailbox_path(mailbox)}"
+                "/mailFolders/inbox/messages/delta?"
+                + urlencode(params, quote_via=quote, safe="$,:")
+            )
+        response = self._get(
+            url,
+            access_token,
+            "inbox delta",
+            headers={"Prefer": f"odata.maxpagesize={max(1, int(page_size))}"},
+        )
+        if response.status_code == 410 or (
+            response.status_code == 400
+            and _graph_code(response).lower() in SYNC_STATE_LOST
+        ):
+            raise UnexpectedResponse(
+                f"HTTP {response.status_code} {_graph_code(response)}",
+                code="delta_expired",
+                status=response.status_code,
+            )
+        if response.status_code != 200:
+            raise _read_error(response, "inbox delta")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("value"), list)
+            or not isinstance(
+                body.get("@odata.nextLink") or body.get("@odata.deltaLink"), str
+            )
+        ):
+            raise UnexpectedResponse(
+                "inbox delta answered without a value list and a next or delta link",
+                request_id=response.headers.get("request-id", ""),
+                status=response.status_code,
+            )
+        body["url"] = url
+        return body
+
+    def message_mime(
+        self,
+        *,
+        access_token: str,
+        mailbox: str | None,
+        message_id: str,
+        max_bytes: int,
+    ) -> bytes:
+        """The whole MIME message (`GET .../messages/{id}/$value`), or b"" when it is
+        larger than `max_bytes` or no longer there (deleted since it was listed).
+        Needs Mail.Read (Mail.ReadBasic may list but not read)."""
+        url = (
+            f"{self.graph_host}{self._mailbox_path(mailbox)}"
+            f"/messages/{quote(message_id, safe='')}/$value"
+        )
+        response = self._get(url, access_token, "message MIME", stream=True)
+        with response:
+            if response.status_code == 404:
+                return b""
+            if response.status_code != 200:
+                raise _read_error(response, "message MIME")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                return b""
+            chunks, size = [], 0
+            try:
+                for chunk in response.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        return b""
+                    chunks.append(chunk)
+            except requests.RequestException as exc:
+                raise error_from_exception(exc)
+        return b"".join(chunks)
+
+    # --- reading the app's own registration (credential expiry, issue 14) -----------
+
+    def application_credentials(self, *, access_token: str, client_id: str) -> dict:
+        """The app registration's `passwordCredentials` and `keyCredentials` (each a
+        list of dicts with `hint` / `customKeyIdentifier`, `endDateTime`...).
+
+        GET /applications(appId='{client id}')?$select=passwordCredentials,keyCredentials
+        needs the Application.Read.All application permission: without it Graph
+        answers 403 Authorization_RequestDenied, raised as `PermissionMissing`.
+        https://learn.microsoft.com/graph/api/application-get
+        https://learn.microsoft.com/graph/api/resources/passwordcredential
+        """
+        literal = client_id.replace("'", "''")
+        url = (
+            f"{self.graph_host}/v1.0/applications(appId='{quote(literal, safe='')}')"
+            "?$select=passwordCredentials,keyCredentials"
+        )
+        response = self._get(url, access_token, "application read")
+        if response.status_code != 200:
+            error = error_from_response(response)
+            logger.info(
+                "Graph application read failed: %s (request-id %s)",
+                error.detail,
+                error.request_id,
+            )
+            raise error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(
+            body.get("passwordCredentials", []), list
+        ):
+            raise UnexpectedResponse(
+                "application read answered without passwordCredentials",
+                request_id=response.headers.get("request-id", ""),
+                status=response.status_code,
+            )
+        return {
+            "passwordCredentials": body.get("passwordCredentials") or [],
+            "keyCredentials": body.get("keyCredentials") or [],
+        }
 
 
 _clients: dict[str, GraphClient] = {}

@@ -58,6 +58,11 @@ AADSTS_ERRORS = {
     70008: (AuthorizationRequired, "reauthorization_required"),
     54005: (AuthorizationRequired, "reauthorization_required"),
     501481: (AuthorizationRequired, "reauthorization_required"),
+    # A delegated grant a person must renew by signing in again (issue 14):
+    # MFA now required (suberror basic_action), the account disabled.
+    50076: (AuthorizationRequired, "mfa_required"),
+    50079: (AuthorizationRequired, "mfa_required"),
+    50057: (AuthorizationRequired, "account_disabled"),
 }
 
 # Refresh an access token this many seconds before it expires.

@@ -1,6 +1,7 @@
 """
 "Microsoft Azure Mail": app-only Microsoft Graph `sendMail` with client credentials
-(a client secret, or a certificate).
+(a client secret, or a certificate). With the Email box on, the sender mailbox (or
+the one named) is read through Graph too, with the Mail.Read application permission.
 
 https://learn.microsoft.com/graph/api/user-sendmail
 https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
@@ -14,9 +15,14 @@ from django.utils.translation import gettext_lazy as _
 from integrations.exceptions import PermissionMissing
 from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
 from integrations.providers import clouds, identity
-from integrations.providers.base import Connection, NotificationToolProvider
+from integrations.providers.base import (
+    Connection,
+    NotificationToolProvider,
+    StepSkipped,
+)
 from integrations.providers.graph import graph_client, message_payload
 from integrations.providers.limits import GRAPH
+from integrations.providers.mailbox import MAIL_READ, GraphReader
 
 #: How long one connection reuses the access token it got without asking msal's cache
 #: again. msal renews a token 5 minutes before it expires (and Entra ID issues them
@@ -82,6 +88,12 @@ class MicrosoftAzureMailProvider(NotificationToolProvider):
         ("permission", _("Mail.Send application permission present")),
         ("send", _("Test email accepted")),
     )
+    health_steps = (
+        ("tenant", _("Tenant found")),
+        ("token", _("Token acquired for Microsoft Graph")),
+        ("permission", _("Mail.Send application permission present")),
+        ("sender_mailbox", _("Sender mailbox exists")),
+    )
 
     @property
     def endpoints(self) -> clouds.CloudEndpoints:
@@ -116,6 +128,16 @@ class MicrosoftAzureMailProvider(NotificationToolProvider):
     def open(self) -> Connection:
         return GraphConnection(self)
 
+    def mailbox_reader(self):
+        if not self.email_box_enabled:
+            return None
+        return GraphReader(
+            graph_host=self.endpoints.graph_host,
+            mailbox=(self.config.get("mailbox_address") or self.sender).strip(),
+            token=self.access_token,
+            claim=("roles", MAIL_READ),
+        )
+
     # --- Test Connection -------------------------------------------------------------
 
     def step_tenant(self, context):
@@ -135,6 +157,18 @@ class MicrosoftAzureMailProvider(NotificationToolProvider):
                 f"token roles: {', '.join(roles) or 'none'}", code="permission_missing"
             )
         return ", ".join(roles)
+
+    def step_sender_mailbox(self, context):
+        """The sender's mailbox exists (GET /users/{sender}); skipped when the app
+        may not read users (no User.Read.All: optional)."""
+        client = graph_client(self.endpoints.graph_host)
+        try:
+            found = client.user_mailbox(access_token=context["token"], user=self.sender)
+        except PermissionMissing as error:
+            raise StepSkipped(
+                str(_("not permitted (the app has no User.Read.All permission)"))
+            ) from error
+        return found["mail"]
 
     def step_send(self, context):
         with self.open() as connection:

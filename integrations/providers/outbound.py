@@ -15,9 +15,11 @@ at Test Connection time and, for IP literals, in the drawer's form:
   ...) only when OUTBOUND_ALLOW_PRIVATE_NETWORKS is on, or for the host names and
   networks listed in OUTBOUND_ALLOWED_HOSTS;
 - the hosts the operator configured (M365_AUTHORITY_HOST, M365_GRAPH_HOST,
-  M365_SMTP_HOST) are trusted as they are: the sandbox on 127.0.0.1 keeps working;
+  M365_SMTP_HOST, M365_IMAP_HOST) are trusted as they are: the sandbox on 127.0.0.1
+  keeps working;
 - SMTP ports are 25, 465, 587 and 2525, those in SMTP_ALLOWED_PORTS_EXTRA, and
-  M365_SMTP_PORT.
+  M365_SMTP_PORT; IMAP ports (the Email box) 993 and 143, those in
+  IMAP_ALLOWED_PORTS_EXTRA, and M365_IMAP_PORT.
 
 IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses are
 judged by the IPv4 address they carry.
@@ -34,6 +36,8 @@ from integrations.exceptions import AddressRefused
 
 #: The usual SMTP submission and relay ports.
 SMTP_PORTS = frozenset({25, 465, 587, 2525})
+#: IMAP over implicit TLS, and IMAP with STARTTLS.
+IMAP_PORTS = frozenset({993, 143})
 
 #: Cloud metadata and host services outside the link-local ranges (link-local
 #: 169.254.0.0/16, AWS's 169.254.169.254 included, is refused as a whole).
@@ -116,6 +120,7 @@ def trusted_hosts() -> frozenset[str]:
         _url_host(settings.M365_AUTHORITY_HOST),
         _url_host(settings.M365_GRAPH_HOST),
         normalise_host(settings.M365_SMTP_HOST),
+        normalise_host(settings.M365_IMAP_HOST),
     }
     return frozenset(h for h in hosts if h)
 
@@ -188,6 +193,17 @@ def smtp_port_allowed(port: int) -> bool:
     return int(port) in allowed_smtp_ports()
 
 
+def allowed_imap_ports() -> frozenset[int]:
+    ports = set(IMAP_PORTS) | set(settings.IMAP_ALLOWED_PORTS_EXTRA)
+    if settings.M365_IMAP_PORT:
+        ports.add(int(settings.M365_IMAP_PORT))
+    return frozenset(ports)
+
+
+def imap_port_allowed(port: int) -> bool:
+    return int(port) in allowed_imap_ports()
+
+
 def address_label(host: str, port: int | None) -> str:
     """host:port as people write it ([v6]:port)."""
     host = normalise_host(host)
@@ -258,6 +274,18 @@ def smtp_destination(host: str, port: int) -> Destination:
         raise AddressRefused(
             f"SMTP port {port} is not allowed",
             code="smtp_port_not_allowed",
+            address=address_label(host, port),
+        )
+    return destination(host, port)
+
+
+def imap_destination(host: str, port: int) -> Destination:
+    """An IMAP server's address (the Email box): the port checked, then the host
+    resolved and checked. Raises `AddressRefused` or `socket.gaierror`."""
+    if not imap_port_allowed(port):
+        raise AddressRefused(
+            f"IMAP port {port} is not allowed",
+            code="imap_port_not_allowed",
             address=address_label(host, port),
         )
     return destination(host, port)

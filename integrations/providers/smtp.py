@@ -8,6 +8,11 @@
   is refreshed before it expires and used for AUTH XOAUTH2, or for Graph
   `/me/sendMail` when the communication type is API.
 
+With the Email box on, the sender mailbox is also read (`providers.mailbox`): over
+IMAP with the Email box's own Email and Password (Basic), the app's Exchange Online
+token (IMAP.AccessAsApp) or the signed-in user's (IMAP.AccessAsUser.All, in the same
+grant as SMTP.Send); through Graph `/me` (Mail.Read) for the API communication type.
+
 https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth
 https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
 """
@@ -32,12 +37,22 @@ from integrations.providers.base import (
 )
 from integrations.providers.graph import graph_client, message_payload
 from integrations.providers.limits import EXCHANGE_SMTP, GRAPH
+from integrations.providers.mailbox import (
+    MAIL_READ,
+    GraphReader,
+    ImapLogin,
+    ImapOAuth,
+    ImapReader,
+)
 from integrations.providers.smtp_choices import (
     DEFAULT_SMTP_SCOPE,
+    IMAP_DELEGATED_SCOPE,
+    MICROSOFT_IMAP_HOSTS,
     MICROSOFT_SMTP_HOSTS,
     OTHER_SERVER,
     AuthType,
     CommunicationType,
+    ImapSecurity,
     MinimumTls,
     Security,
 )
@@ -101,7 +116,7 @@ class SmtpProvider(NotificationToolProvider):
         "with a user name and password."
     )
     form_class = SmtpForm
-    secret_fields = ("password", "client_secret", "private_key")
+    secret_fields = ("password", "client_secret", "private_key", "imap_password")
     transient_fields = ("test_email", "redirect_url")
     actions_template = "integrations/includes/smtp_actions.html"
     save_requires_validation = True
@@ -114,14 +129,29 @@ class SmtpProvider(NotificationToolProvider):
             "username",
             "authorization_endpoint",
             "token_endpoint",
+            # The grant's scopes: the Scope, Graph's for the API communication
+            # type, and the Email box's (IMAP or Mail.Read): changing one needs a
+            # new sign-in.
+            "scope",
+            "communication_type",
+            "email_box",
         ),
     }
+    authorization_secret_fields = ("client_secret",)
     field_labels = {
         **NotificationToolProvider.field_labels,
         "access_token": _("Access token"),
         "refresh_token": _("Refresh token"),
         "token_expires_at": _("Token expiry"),
         "authorized_account": _("Authorized account"),
+        "authorized_at": _("Authorized at"),
+        "refreshed_at": _("Token last refreshed"),
+        # The Email box's fields carry the seeds' short labels in the drawer.
+        "imap_host": _("Email box host name"),
+        "imap_port": _("Email box port"),
+        "imap_security": _("Email box security"),
+        "imap_username": _("Email box email"),
+        "imap_password": _("Email box password"),
     }
     test_steps = (
         ("connect", _("Connect to the SMTP server")),
@@ -133,6 +163,16 @@ class SmtpProvider(NotificationToolProvider):
     api_test_steps = (
         ("token", _("Access token for the signed-in user")),
         ("graph_send", _("Message accepted by Microsoft Graph")),
+    )
+    #: The health check stops after AUTH (then QUIT): no MAIL FROM, no message.
+    health_steps = (
+        ("connect", _("Connect to the SMTP server")),
+        ("starttls", _("STARTTLS (certificate verified)")),
+        ("authenticate", _("Authenticate")),
+    )
+    api_health_steps = (
+        ("token", _("Access token for the signed-in user")),
+        ("me", _("Signed-in user accepted by Microsoft Graph")),
     )
 
     # --- declarations ------------------------------------------------------------
@@ -188,10 +228,48 @@ class SmtpProvider(NotificationToolProvider):
         return host, port
 
     @property
+    def imap_server(self) -> tuple[str, int]:
+        """(host, port) of the Email box; Microsoft hosts follow M365_IMAP_HOST/PORT."""
+        host = (self.config.get("imap_host") or "").strip()
+        if not host:
+            host = clouds.preset(
+                self.config.get("cloud")
+                if self.config.get("cloud") in clouds.Cloud.values
+                else clouds.Cloud.GLOBAL
+            ).imap_host
+        security = self.config.get("imap_security") or ImapSecurity.SSL
+        port = int(
+            self.config.get("imap_port")
+            or (993 if security == ImapSecurity.SSL else 143)
+        )
+        if host.lower() in MICROSOFT_IMAP_HOSTS and settings.M365_IMAP_HOST:
+            host = settings.M365_IMAP_HOST
+            port = settings.M365_IMAP_PORT or port
+        return host, port
+
+    @property
     def delegated_scopes(self) -> list[str]:
         if self.uses_graph:
-            return [f"{self.endpoints.graph_resource}/Mail.Send"]
-        return (self.config.get("scope") or DEFAULT_SMTP_SCOPE).split()
+            scopes = [f"{self.endpoints.graph_resource}/Mail.Send"]
+            if self.email_box_enabled:
+                scopes.append(f"{self.endpoints.graph_resource}/Mail.Read")
+            return scopes
+        scopes = (self.config.get("scope") or DEFAULT_SMTP_SCOPE).split()
+        if (
+            self.email_box_enabled
+            and self.microsoft_oauth
+            and IMAP_DELEGATED_SCOPE not in scopes
+        ):
+            scopes.append(IMAP_DELEGATED_SCOPE)
+        return scopes
+
+    @property
+    def microsoft_oauth(self) -> bool:
+        """OAuth with a Microsoft tenant (not a server of explicit endpoints)."""
+        return not (
+            self.config.get("authorization_endpoint")
+            and self.config.get("token_endpoint")
+        )
 
     def delegated_client(self) -> delegated.DelegatedClient:
         return delegated.DelegatedClient(
@@ -276,10 +354,58 @@ class SmtpProvider(NotificationToolProvider):
             return GraphMeConnection(self)
         return SmtpConnection(self)
 
+    # --- the Email box -------------------------------------------------------------
+
+    def imap_auth(self) -> ImapLogin | ImapOAuth:
+        """How the Email box signs in: as the tool does, with its own Email and
+        Password for Basic (and for no authentication)."""
+        auth = self.auth_type
+        if auth == AuthType.OAUTH_APP:
+            return ImapOAuth(
+                user=(self.config.get("imap_username") or self.sender).strip(),
+                token=self.app_token,
+                claim=("roles", ("IMAP.AccessAsApp",)),
+            )
+        if auth == AuthType.OAUTH_DELEGATED:
+            return ImapOAuth(
+                user=self.config["username"],
+                token=self.delegated_token,
+                claim=(
+                    ("scp", ("IMAP.AccessAsUser.All",))
+                    if self.microsoft_oauth
+                    else None
+                ),
+            )
+        return ImapLogin(
+            (self.config.get("imap_username") or "").strip(),
+            self.secrets.get("imap_password", ""),
+        )
+
+    def mailbox_reader(self):
+        if not self.email_box_enabled:
+            return None
+        if self.uses_graph:
+            return GraphReader(
+                graph_host=self.endpoints.graph_host,
+                mailbox=self.config.get("username") or self.sender,
+                token=self.delegated_token,
+                me=True,
+                claim=("scp", MAIL_READ),
+            )
+        host, port = self.imap_server
+        return ImapReader(
+            host=host,
+            port=port,
+            auth=self.imap_auth(),
+            security=self.config.get("imap_security") or ImapSecurity.SSL,
+            minimum_tls=self.config.get("minimum_tls") or MinimumTls.TLS_1_2,
+        )
+
     # --- Test --------------------------------------------------------------------
 
     def new_report(self) -> TestReport:
         steps = self.api_test_steps if self.uses_graph else self.test_steps
+        steps = (*steps, *self.mailbox_test_steps)
         return TestReport([Step(key, str(label)) for key, label in steps])
 
     def test_connection(self, *, recipients=None, report=None) -> TestReport:
@@ -291,6 +417,24 @@ class SmtpProvider(NotificationToolProvider):
         finally:
             if self._test_session is not None:
                 self._test_session.close()
+
+    def new_health_report(self) -> TestReport:
+        steps = self.api_health_steps if self.uses_graph else self.health_steps
+        return TestReport([Step(key, str(label)) for key, label in steps])
+
+    def health_check(self) -> TestReport:
+        self._test_session = None
+        try:
+            return super().health_check()
+        finally:
+            if self._test_session is not None:
+                self._test_session.close()  # QUIT
+
+    def step_me(self, context):
+        """The delegated token is still accepted: GET /me."""
+        client = graph_client(self.endpoints.graph_host)
+        me = client.me(access_token=context["token"])
+        return me.get("userPrincipalName") or me.get("mail") or ""
 
     def step_connect(self, context):
         self._test_session = self.new_session()

@@ -14,6 +14,10 @@ OTHER_SERVER = "other"
 DEFAULT_SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 #: Exchange Online's SMTP hosts, one per cloud (M365_SMTP_HOST stands in for them).
 MICROSOFT_SMTP_HOSTS = frozenset(preset(cloud).smtp_host for cloud in Cloud)
+#: Exchange Online's IMAP hosts, one per cloud (M365_IMAP_HOST stands in for them).
+MICROSOFT_IMAP_HOSTS = frozenset(preset(cloud).imap_host for cloud in Cloud)
+#: Exchange Online's delegated scope for IMAP AUTHENTICATE XOAUTH2 (the Email box).
+IMAP_DELEGATED_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
 
 
 class AuthType(models.TextChoices):
@@ -32,6 +36,13 @@ class Security(models.TextChoices):
     STARTTLS = "starttls", _("STARTTLS")
     SSL = "ssl", _("SSL/TLS")
     NONE = "none", _("None (plain text)")
+
+
+class ImapSecurity(models.TextChoices):
+    """The Email box's IMAP connection: TLS from the start (993), or STARTTLS (143)."""
+
+    SSL = "ssl", _("SSL/TLS")
+    STARTTLS = "starttls", _("STARTTLS")
 
 
 class MinimumTls(models.TextChoices):

@@ -1,6 +1,7 @@
 """Writes for notification tools. Views and other apps import from here.
 
-- `tools`: save, deactivate, test, validate and save.
+- `tools`: save, deactivate, test, validate and save; Save for an authorized
+  delegated tool, which keeps its grant.
 - `authorization`: Save & Authorize (delegated OAuth 2.0) and its callback.
 - `stores`: a saved integration's token cache and delegated grant; `provider_for`.
 - `attention`: mark a tool that cannot send "Needs attention" or "Needs
@@ -23,14 +24,18 @@ from integrations.services.stores import (
     provider_for,
 )
 from integrations.services.tools import (
+    client_secret_looks_like_id,
     integration_deactivate,
     integration_save,
+    integration_save_keeping_authorization,
     integration_test_connection,
+    integration_test_connection_progress,
     integration_validate_and_save,
     test_connection_allowed,
 )
 
 __all__ = [
+    "client_secret_looks_like_id",
     "IntegrationGrantStore",
     "IntegrationTokenStore",
     "audit_record",
@@ -40,7 +45,9 @@ __all__ = [
     "integration_mark_needs_attention",
     "integration_mark_needs_reauthorization",
     "integration_save",
+    "integration_save_keeping_authorization",
     "integration_test_connection",
+    "integration_test_connection_progress",
     "integration_validate_and_save",
     "provider_for",
     "test_connection_allowed",

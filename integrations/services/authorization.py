@@ -1,8 +1,18 @@
 """Save & Authorize: the delegated OAuth 2.0 auth-code flow, started from the drawer
-and completed at the callback."""
+and completed at the callback.
 
+The settings Save & Authorize was clicked with wait, encrypted, with the flow
+(`OAuthAuthorization.pending_settings`) and are applied by the callback in the
+transaction that stores the new grant. Until then a tool that was working keeps its
+settings, its grant and its state: an abandoned or refused sign-in changes nothing.
+A tool that was not working yet (never activated, or never authorized) is saved at
+once as "Authorization pending", so that its card says what it waits for.
+"""
+
+import datetime
 import hashlib
 import logging
+import time
 
 from django.conf import settings
 from django.db import transaction
@@ -24,15 +34,29 @@ from integrations.providers import delegated
 from integrations.registry import get_provider_class
 from integrations.selectors import integration_for
 from integrations.services.audit import audit_record
-from integrations.services.stores import provider_for
-from integrations.services.tools import _split, integration_save
+from integrations.services.tools import _split, _store_settings, integration_save
 from integrations.text import single_line
 
 logger = logging.getLogger(__name__)
 
+#: States of a tool that keeps what it has until a new sign-in completes: it was
+#: working, or was once authorized (Re-authorize).
+_KEPT_UNTIL_SIGNED_IN = (
+    IntegrationState.ACTIVE,
+    IntegrationState.NEEDS_ATTENTION,
+    IntegrationState.NEEDS_REAUTHORIZATION,
+)
+
+#: Settings the callback saved in `config` before they went with the grant.
+_FORMER_CONFIG_KEYS = ("authorized_account", "authorized_at")
+
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _without_grant(secrets: dict) -> dict:
+    return {k: v for k, v in secrets.items() if k not in delegated.GRANT_KEYS}
 
 
 def integration_authorize_start(
@@ -43,9 +67,12 @@ def integration_authorize_start(
     session_key: str,
     redirect_uri: str,
 ) -> str:
-    """Save & Authorize: save the settings as "authorization pending", start the auth
-    code flow (state, PKCE, nonce) and keep it server-side, bound to this session and
-    this integration. Returns the sign-in URL to open.
+    """Save & Authorize: start the auth code flow (state, PKCE, nonce) and keep it
+    server-side, bound to this session and this integration, with the settings it
+    is for. Returns the sign-in URL to open.
+
+    A tool that was working is left as it is (settings, grant, state) until the
+    callback; any other is saved now as "authorization pending", without a grant.
     """
     provider_cls = get_provider_class(provider_key)
     saved = integration_for(provider_key)
@@ -60,30 +87,45 @@ def integration_authorize_start(
         redirect_uri=redirect_uri,
         login_hint=provider.authorization_account,
     )
+    # Only what was typed: a secret left blank keeps the value saved when the
+    # callback comes (it may have changed meanwhile, e.g. a rotated grant).
+    typed = {
+        name: cleaned_data[name]
+        for name in provider_cls.secret_fields
+        if cleaned_data.get(name)
+    }
     with transaction.atomic():
-        integration = integration_save(
-            provider_key=provider_key,
-            cleaned_data=cleaned_data,
-            actor=actor,
-            state=IntegrationState.AUTHORIZATION_PENDING,
+        integration = (
+            Integration.objects.select_for_update()
+            .filter(provider=provider_key)
+            .first()
         )
-        # These settings need a new sign-in: the old grant goes.
-        integration.secrets = {
-            k: v
-            for k, v in integration.secrets.items()
-            if k not in delegated.GRANT_KEYS
-        }
-        integration.save(update_fields=["secrets", "updated_at"])
+        if integration is None or integration.state not in _KEPT_UNTIL_SIGNED_IN:
+            integration = integration_save(
+                provider_key=provider_key,
+                cleaned_data=cleaned_data,
+                actor=actor,
+                state=IntegrationState.AUTHORIZATION_PENDING,
+            )
+            # Not working yet: no grant to keep.
+            integration.secrets = _without_grant(integration.secrets)
+            integration.save(update_fields=["secrets", "updated_at"])
         # Only the newest flow may complete.
         OAuthAuthorization.objects.filter(
             integration=integration, completed_at__isnull=True
-        ).update(completed_at=timezone.now())
+        ).update(completed_at=timezone.now(), pending_settings={})
+        # Abandoned sign-ins of any tool keep no settings past their expiry.
+        OAuthAuthorization.objects.filter(
+            created_at__lt=timezone.now()
+            - datetime.timedelta(seconds=settings.OAUTH_AUTHORIZATION_TIMEOUT)
+        ).exclude(pending_settings={}).update(pending_settings={})
         OAuthAuthorization.objects.create(
             integration=integration,
             state_hash=_digest(flow["state"]),
             session_hash=_digest(session_key),
             user=actor,
             flow=flow,
+            pending_settings={"config": config, "secrets": typed},
         )
         audit_record(
             provider_key=provider_key,
@@ -101,11 +143,28 @@ _CALLBACK_ERRORS = {
 }
 
 
+def _pending(row: OAuthAuthorization, integration: Integration) -> tuple[dict, dict]:
+    """(config, secrets) the sign-in is for: the settings kept with the flow over
+    the saved secrets, without the saved grant. A flow started before settings were
+    kept with it: the saved settings."""
+    pending = row.pending_settings or {}
+    if "config" in pending:
+        config = dict(pending["config"])
+        secrets = {**integration.secrets, **(pending.get("secrets") or {})}
+    else:
+        config = {
+            k: v for k, v in integration.config.items() if k not in _FORMER_CONFIG_KEYS
+        }
+        secrets = dict(integration.secrets)
+    return config, _without_grant(secrets)
+
+
 def integration_authorize_complete(
     *, query: dict, actor, session_key: str
 ) -> Integration:
-    """The OAuth callback: check the state, redeem the code, check the account, store
-    the tokens encrypted and make the tool active.
+    """The OAuth callback: check the state, redeem the code, check the account, then
+    save the settings the sign-in was for with the new grant, encrypted, and make the
+    tool active, in one transaction.
 
     Raises `IntegrationError` (and changes nothing but the flow's used mark) for an
     error in the callback, an unknown, reused, foreign or expired state, a code that
@@ -133,9 +192,11 @@ def integration_authorize_complete(
     # Use it once: the first callback naming this state consumes it.
     consumed = OAuthAuthorization.objects.filter(
         pk=row.pk, completed_at__isnull=True
-    ).update(completed_at=timezone.now())
+    ).update(completed_at=timezone.now(), pending_settings={})
     if not consumed:
         raise AuthorizationRefused("flow already used", code="authorization_reused")
+    provider_cls = get_provider_class(provider_key)
+    config, secrets = _pending(row, row.integration)
     age = (timezone.now() - row.created_at).total_seconds()
     try:
         if age > settings.OAUTH_AUTHORIZATION_TIMEOUT:
@@ -147,8 +208,8 @@ def integration_authorize_complete(
             code = _CALLBACK_ERRORS.get(error, "authorization_failed")
             description = single_line(query.get("error_description"), 200)
             raise AuthorizationRefused(f"{error}: {description}", code=code)
-        integration = row.integration
-        provider = provider_for(integration)
+        # The client and account of the settings signed in for, not the saved ones.
+        provider = provider_cls(config=config, secrets=secrets)
         try:
             grant = delegated.complete_flow(
                 provider.delegated_client(), flow=row.flow, auth_response=dict(query)
@@ -182,18 +243,30 @@ def integration_authorize_complete(
         raise
     with transaction.atomic():
         integration = Integration.objects.select_for_update().get(pk=row.integration_id)
-        integration.secrets = {**integration.secrets, **grant.as_secrets()}
-        integration.config = {
-            **integration.config,
-            "authorized_account": grant.account,
-            "authorized_at": timezone.now().isoformat(),
+        was_active = integration.is_active
+        # Compared without the grant: the new one is recorded as "Authorized".
+        integration.secrets = _without_grant(integration.secrets)
+        changed = _store_settings(
+            integration,
+            provider_cls,
+            config=config,
+            secrets=secrets,
+            state=IntegrationState.ACTIVE,
+        )
+        integration.secrets = {
+            **_without_grant(integration.secrets),
+            **grant.as_authorized_secrets(at=time.time()),
         }
-        integration.state = IntegrationState.ACTIVE
-        integration.attention_code = ""
-        integration.attention_detail = ""
         integration.updated_by = actor
         integration.token_cache = ""
         integration.save()
+        if changed:
+            audit_record(
+                provider_key=provider_key,
+                action=AuditAction.CHANGED if was_active else AuditAction.ACTIVATED,
+                actor=actor,
+                changed_fields=changed,
+            )
         audit_record(
             provider_key=provider_key, action=AuditAction.AUTHORIZED, actor=actor
         )

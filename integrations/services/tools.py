@@ -5,7 +5,10 @@ Views call these with cleaned form data; nothing here reads a request."""
 import dataclasses
 import datetime
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
@@ -13,13 +16,20 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.exceptions import AddressRefused, ConfigurationError, ConnectionFailed
+from integrations.exceptions import (
+    AddressRefused,
+    AuthorizationRequired,
+    AuthorizationSettingsChanged,
+    ConfigurationError,
+    ConnectionFailed,
+)
 from integrations.models import AuditAction, Integration, IntegrationState
 from integrations.providers.base import TestReport
 from integrations.providers.http import time_limit
 from integrations.registry import get_provider_class
-from integrations.selectors import integration_for
+from integrations.selectors import delegated_authorization, integration_for
 from integrations.services.audit import audit_record
+from integrations.services.expiry import credential_expiry_store_on_save
 from integrations.services.stores import IntegrationGrantStore
 
 logger = logging.getLogger(__name__)
@@ -34,6 +44,21 @@ _CREDENTIAL_KEYS = {
     "private_key",
     "certificate_thumbprint",
 }
+
+
+# A GUID, as Entra ID shows a client secret's Secret ID (its Value is a longer
+# random text, e.g. "Abc8Q~..."), with or without dashes and braces.
+_GUID = re.compile(
+    r"\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?",
+    re.IGNORECASE,
+)
+
+
+def client_secret_looks_like_id(cleaned_data: dict) -> bool:
+    """Whether the Client Secret typed in the drawer has the shape of a Secret ID
+    (a GUID) rather than of a secret's Value. Blank (keep the saved one): False."""
+    value = cleaned_data.get("client_secret") or ""
+    return bool(_GUID.fullmatch(value.strip()))
 
 
 def _split(
@@ -64,18 +89,49 @@ def _drop_unbound_secrets(
     provider's `bound_secrets`): a delegated grant for another client, tenant or
     account, say, must not be kept or used."""
     for keys, names in provider_cls.bound_secrets.items():
-        if any(saved_config.get(name) != config.get(name) for name in names):
+        if any(_value(saved_config, name) != _value(config, name) for name in names):
             secrets = {k: v for k, v in secrets.items() if k not in keys}
     return secrets
 
 
+def authorization_settings_changed(
+    provider_cls, saved: Integration, config: dict, secrets: dict
+) -> list[str]:
+    """The names of the settings a delegated grant was obtained for (the provider's
+    `bound_secrets` settings and `authorization_secret_fields`) whose values in
+    `config` and `secrets` differ from the saved ones."""
+    names = dict.fromkeys(
+        name for bound in provider_cls.bound_secrets.values() for name in bound
+    )
+    changed = [n for n in names if _value(saved.config, n) != _value(config, n)]
+    changed += [
+        n
+        for n in provider_cls.authorization_secret_fields
+        if _value(saved.secrets, n) != _value(secrets, n)
+    ]
+    return changed
+
+
+def _value(values: dict, name: str):
+    """A stored value, with every way of saying "nothing set" (absent, None, "",
+    an empty list, an unticked box) made one, so that a field left blank is not a
+    change. 0 is a value."""
+    value = values.get(name)
+    if value is False or (isinstance(value, (str, list, tuple, dict)) and not value):
+        return None
+    return value
+
+
 def _changed_fields(provider_cls, before: Integration, config: dict, secrets: dict):
+    """The labels of the settings whose value changed, for the audit log: a field
+    left blank where nothing was set is not a change, nor is a secret left blank
+    (which keeps its saved value; `_split`), nor a value saved again as it was."""
     names = []
     for name in dict.fromkeys([*before.config, *config]):
-        if before.config.get(name) != config.get(name):
+        if _value(before.config, name) != _value(config, name):
             names.append(name)
     for name in dict.fromkeys([*before.secrets, *secrets]):
-        if before.secrets.get(name) != secrets.get(name):
+        if _value(before.secrets, name) != _value(secrets, name):
             names.append(name)
     return [provider_cls.field_label(name) for name in names]
 
@@ -94,6 +150,28 @@ def integration_save(
         provider=provider_key
     )
     config, secrets = _split(provider_cls, cleaned_data, integration.secrets)
+    was_active = integration.is_active
+    changed = _store_settings(
+        integration, provider_cls, config=config, secrets=secrets, state=state
+    )
+    integration.updated_by = actor
+    integration.save()
+    audit_record(
+        provider_key=provider_key,
+        action=AuditAction.CHANGED if was_active else AuditAction.ACTIVATED,
+        actor=actor,
+        changed_fields=changed,
+    )
+    return integration
+
+
+def _store_settings(
+    integration: Integration, provider_cls, *, config: dict, secrets: dict, state
+) -> list[str]:
+    """Put `config` and `secrets` (as `_split` makes them) and `state` on the locked
+    row `integration`, unsaved, dropping the secrets bound to settings that change
+    and the token cache when the credentials change; clears "Needs attention".
+    Returns the labels of the settings that changed, for the audit log."""
     secrets = _drop_unbound_secrets(provider_cls, integration.config, config, secrets)
     changed = _changed_fields(provider_cls, integration, config, secrets)
     was_active = integration.is_active
@@ -104,22 +182,53 @@ def integration_save(
     )
     integration.config = config
     integration.secrets = secrets
+    # When the credential expires: the saved settings now, the app registration
+    # after the commit (issue 14).
+    credential_expiry_store_on_save(integration)
     if credentials_changed:
         integration.token_cache = ""
     integration.state = state
     integration.attention_code = ""
     integration.attention_detail = ""
-    integration.updated_by = actor
     if not was_active:
         integration.activated_at = timezone.now()
-    integration.save()
-    audit_record(
-        provider_key=provider_key,
-        action=AuditAction.CHANGED if was_active else AuditAction.ACTIVATED,
-        actor=actor,
-        changed_fields=changed,
+    return changed
+
+
+@transaction.atomic
+def integration_save_keeping_authorization(
+    *, provider_key: str, cleaned_data: dict, actor
+) -> Integration:
+    """Save for an authorized delegated tool: store the drawer's values and keep
+    its grant (no new sign-in), for settings the grant does not depend on (To, the
+    SMTP host, the sender name...).
+
+    Raises `AuthorizationSettingsChanged` (nothing saved) when a setting the grant
+    was obtained for changes: only Save & Authorize saves those. Raises
+    `AuthorizationRequired` when the tool holds no grant to keep.
+    """
+    provider_cls = get_provider_class(provider_key)
+    integration = (
+        Integration.objects.select_for_update().filter(provider=provider_key).first()
     )
-    return integration
+    if integration is None or delegated_authorization(integration) is None:
+        needs_again = (
+            integration is not None
+            and integration.state == IntegrationState.NEEDS_REAUTHORIZATION
+        )
+        raise AuthorizationRequired(
+            "no delegated grant to keep",
+            code="reauthorization_required" if needs_again else "authorization_missing",
+        )
+    config, secrets = _split(provider_cls, cleaned_data, integration.secrets)
+    changed = authorization_settings_changed(provider_cls, integration, config, secrets)
+    if changed:
+        raise AuthorizationSettingsChanged(
+            f"changed: {', '.join(changed)}", fields=changed
+        )
+    return integration_save(
+        provider_key=provider_key, cleaned_data=cleaned_data, actor=actor
+    )
 
 
 @transaction.atomic
@@ -146,6 +255,15 @@ def test_connection_allowed(user) -> bool:
     return count <= settings.TEST_CONNECTION_RATE_LIMIT
 
 
+#: How often a Test Connection in progress is looked at for a step that ended.
+_PROGRESS_INTERVAL = 0.1
+
+
+def _snapshot(report: TestReport) -> TestReport:
+    """A copy of `report` as it is now (the test's thread goes on changing it)."""
+    return TestReport([dataclasses.replace(step) for step in report.steps])
+
+
 def integration_test_connection(
     *,
     provider_key: str,
@@ -158,6 +276,30 @@ def integration_test_connection(
     A blank secret means the saved one. Nothing is saved; the token cache is not
     shared with the saved integration, since the values may differ. The whole test
     is bounded by TEST_CONNECTION_TIMEOUT.
+    """
+    *_, (report, _finished) = integration_test_connection_progress(
+        provider_key=provider_key,
+        cleaned_data=cleaned_data,
+        actor=actor,
+        recipients=recipients,
+    )
+    return report
+
+
+def integration_test_connection_progress(
+    *,
+    provider_key: str,
+    cleaned_data: dict,
+    actor,
+    recipients: list[str] | None = None,
+) -> Iterator[tuple[TestReport, bool]]:
+    """`integration_test_connection` step by step, for a page that shows its
+    progress: yields `(snapshot, False)` when the test starts and each time a step
+    ends (a copy of the report so far), then `(report, True)` once, at the end,
+    when the test is audited.
+
+    Closed early (the page went away), the test still runs to its end and is
+    audited; it only yields nothing more.
     """
     provider_cls = get_provider_class(provider_key)
     saved = integration_for(provider_key)
@@ -182,15 +324,38 @@ def integration_test_connection(
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-connection")
     future = executor.submit(run)
+    deadline = time.monotonic() + limit + 1
+    listening, seen = True, None
     try:
-        report = future.result(timeout=limit + 1)
+        while True:
+            statuses = [step.status for step in report.steps]
+            if listening and statuses != seen:
+                seen = statuses
+                try:
+                    yield _snapshot(report), False
+                except GeneratorExit:
+                    listening = False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FutureTimeout
+            done, _pending = wait([future], timeout=min(_PROGRESS_INTERVAL, remaining))
+            if done:
+                report = future.result()
+                break
     except FutureTimeout:
         # The thread may still be running: answer with a snapshot of its progress.
-        report = TestReport([dataclasses.replace(step) for step in report.steps])
+        report = _snapshot(report)
         report.fail_remaining(ConnectionFailed("time limit reached", code="timeout"))
     finally:
         executor.shutdown(wait=False)
     error = report.error
+    if (
+        error is not None
+        and error.code == "secret_invalid"
+        and client_secret_looks_like_id(cleaned_data)
+    ):
+        # Said on the page and in the audit; the value itself never leaves here.
+        error.code = "secret_id_pasted"
     if error is not None:
         logger.info(
             "Test Connection for %s failed at %r: %s",
@@ -211,7 +376,8 @@ def integration_test_connection(
         error=error,
         detail=error.detail[:500] if error is not None else "",
     )
-    return report
+    if listening:
+        yield report, True
 
 
 def integration_validate_and_save(

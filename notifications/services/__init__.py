@@ -8,10 +8,13 @@
 - `links`: Project › Settings › Notification Tools;
 - `delivery`: claiming, sending, retrying and resending deliveries;
 - `pacing`: each sender mailbox's budget under Microsoft's limits;
+- `bounces`: reading each tool's Email box; Bounced deliveries and suppressed
+  addresses;
 - `recovery`: when the worker's `recover` task looks for what a dead worker left,
   and closing the task rows a dead worker left RUNNING.
 """
 
+from notifications.services.bounces import bounced_recipient_clear
 from notifications.services.delivery import (
     deliveries_send,
     delivery_resend,
@@ -25,6 +28,7 @@ from notifications.services.links import (
 )
 
 __all__ = [
+    "bounced_recipient_clear",
     "deliveries_send",
     "delivery_resend",
     "event_emit",

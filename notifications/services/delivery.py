@@ -63,11 +63,19 @@ from integrations.exceptions import (
     Throttled,
 )
 from integrations.models import Integration, IntegrationState
-from integrations.services import integration_mark_needs_attention, provider_for
+from integrations.services import provider_for
 from notifications.emails import email_for, emails_for
 from notifications.exceptions import DeliveryInternalError
 from notifications.models import Delivery, DeliveryStatus
 from notifications.services.events import link_recipients
+from notifications.services.health_checks import (
+    TOOL_NEEDS_ATTENTION,
+    TOOL_NEEDS_ATTENTION_TOO_LONG,
+    WAITING_STATES,
+    attention_wait_until,
+    health_send_failed,
+    health_send_succeeded,
+)
 from notifications.services.outbox import enqueue_on_commit
 from notifications.services.pacing import (
     Budget,
@@ -566,10 +574,13 @@ class _Run:
         if integration.state == IntegrationState.INACTIVE:
             self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_inactive")
             return
-        if delivery.link_id is None:
+        if integration.state in WAITING_STATES:
+            self.attention_wait(delivery)
+            return
+        if delivery.link_id is None and delivery.project_id is not None:
             self.finish(delivery, DeliveryStatus.SKIPPED, error_code="tool_unlinked")
             return
-        if not delivery.link.enabled:
+        if delivery.link_id is not None and not delivery.link.enabled:
             # Switched off after the delivery was written: nothing goes out.
             self.finish(delivery, DeliveryStatus.SKIPPED, error_code="link_disabled")
             return
@@ -784,6 +795,9 @@ class _Run:
             )
             submission.slot = None
         if error is None:
+            if delivery.integration_id not in self.accepted:
+                # The tool's first success in this run closes its open incident.
+                health_send_succeeded(integration=delivery.integration)
             self.accepted.add(delivery.integration_id)
             self.finish(
                 delivery,
@@ -802,6 +816,32 @@ class _Run:
             self.throttled(delivery, error, pause=pause, submission=submission)
         else:
             self.failed(delivery, error)
+
+    def attention_wait(self, delivery: Delivery) -> None:
+        """The tool needs a person (attention, re-authorization): the delivery, not
+        attempted, waits until the next recheck, and the tool's others with it; it
+        fails once older than NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS."""
+        now = timezone.now()
+        age = (now - delivery.created_at).total_seconds()
+        # Not an attempt: give back the one the claim counted.
+        common = {"attempts": F("attempts") - 1}
+        if age >= float(settings.NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS):
+            self.finish(
+                delivery,
+                DeliveryStatus.FAILED,
+                error_code=TOOL_NEEDS_ATTENTION_TOO_LONG,
+                **common,
+            )
+            return
+        until = attention_wait_until(now)
+        self.finish(
+            delivery,
+            DeliveryStatus.PENDING,
+            next_attempt_at=until,
+            error_code=TOOL_NEEDS_ATTENTION,
+            **common,
+        )
+        self.wait(delivery.integration_id, until)
 
     def postpone(self, delivery: Delivery) -> None:
         """The tool is waiting (throttled, out of budget, needing attention): the
@@ -906,7 +946,8 @@ class _Run:
 
     def failed(self, delivery: Delivery, error: IntegrationError) -> None:
         """Record a failed attempt: retried later while retryable and attempts are
-        left, else failed (and the tool marked when the error concerns it). A
+        left; when the error concerns the tool (a person must fix it), the tool is
+        marked and the delivery waits for it (no attempt used); else failed. A
         throttle is no attempt (`throttled`)."""
         if isinstance(error, Throttled):
             _count_throttle(delivery, self.worker)
@@ -939,12 +980,26 @@ class _Run:
             at = timezone.now() + timedelta(seconds=delay)
             self.finish(delivery, DeliveryStatus.PENDING, next_attempt_at=at, **common)
             return
+        if error.needs_attention and not error.retryable:
+            # The tool is broken, not this message: mark it (an incident, one
+            # email), and this delivery and the tool's others wait for it (not
+            # failed, no attempt used) until a check or a save makes it work.
+            health_send_failed(integration=integration, error=error)
+            if integration.state != IntegrationState.INACTIVE:
+                until = attention_wait_until()
+                self.finish(
+                    delivery,
+                    DeliveryStatus.PENDING,
+                    next_attempt_at=until,
+                    **{
+                        **common,
+                        "error_code": TOOL_NEEDS_ATTENTION,
+                        "attempts": F("attempts") - 1,
+                    },
+                )
+                self.wait(integration.pk, until)
+                return
         self.finish(delivery, DeliveryStatus.FAILED, **common)
-        if error.needs_attention:
-            integration_mark_needs_attention(integration=integration, error=error)
-            # The rest would fail the same way; they wait for the next run.
-            base = float(settings.NOTIFICATIONS_RETRY_BASE_SECONDS)
-            self.wait(integration.pk, timezone.now() + timedelta(seconds=base))
 
     @staticmethod
     def throttle_pause(delivery: Delivery, error: Throttled) -> float:
@@ -1037,9 +1092,11 @@ def deliveries_send(
     the whole run; many small tasks due together are sent by the first one to run,
     and the others find nothing (one query). Retryable failures (throttling, 5xx,
     timeouts, dropped connections, SMTP 4xx) are scheduled again with backoff,
-    honouring Retry-After; permanent ones fail the delivery at once, and those that
-    concern the tool itself (authentication, permission, sender) also mark it
-    "Needs attention". A paced tool's deliveries beyond its mailbox's budget are not
+    honouring Retry-After; permanent ones fail the delivery at once, except those
+    that concern the tool itself (authentication, permission, sender), which mark
+    it "Needs attention" (an incident: `health_checks`) while the delivery waits
+    for it, as every delivery through a tool needing attention does, up to
+    NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS. A paced tool's deliveries beyond its mailbox's budget are not
     attempted but wait for a free slot.
 
     `worker` is the claim token (`claimed_by`; a fresh one by default); `on_claim`

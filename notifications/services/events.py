@@ -18,12 +18,13 @@ from notifications.models import (
     ToolLink,
 )
 from notifications.routing import link_wants
+from notifications.services.bounces import suppressed_addresses
 from notifications.services.outbox import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
 
-def link_recipients(link: ToolLink) -> list[str]:
+def link_addresses(link: ToolLink) -> list[str]:
     """The project's own list for this tool, or the tool's To."""
     if link.recipients:
         return list(link.recipients)
@@ -31,6 +32,13 @@ def link_recipients(link: ToolLink) -> list[str]:
         return list(provider_for(link.integration).default_recipients)
     except KeyError:  # the provider is no longer registered
         return []
+
+
+def link_recipients(link: ToolLink) -> list[str]:
+    """`link_addresses` without those suppressed on this link after bounces."""
+    addresses = link_addresses(link)
+    suppressed = suppressed_addresses(link.pk) if link.pk else set()
+    return [a for a in addresses if a.lower() not in suppressed]
 
 
 def links_sending_for(project) -> list[ToolLink]:
@@ -72,7 +80,9 @@ def delivery_create(
     if not recipients:
         # Nobody to send to: recorded, so the log says why nothing arrived.
         delivery.status = DeliveryStatus.FAILED
-        delivery.error_code = "no_recipients"
+        delivery.error_code = (
+            "recipients_suppressed" if link_addresses(link) else "no_recipients"
+        )
     try:
         with transaction.atomic():
             delivery.save()

@@ -56,8 +56,13 @@ def test_a_wrong_secret_shows_the_failed_step_and_the_fix(
     drawer.get_by_label("To", exact=True).fill(seed["recipient"])
     drawer.get_by_role("button", name="Test Connection").click()
 
-    expect(drawer.get_by_text("Invalid client secret")).to_be_visible(timeout=25_000)
-    expect(drawer).to_contain_text("secret's ID instead of its value")
+    # The Secret ID has the shape of a GUID: the words say so, and where the Value is.
+    expect(
+        drawer.get_by_text("This looks like the Secret ID, not the secret's Value")
+    ).to_be_visible(timeout=25_000)
+    expect(drawer).to_contain_text("Certificates & secrets")
+    expect(drawer).to_contain_text("Value column")
+    expect(drawer.locator("#test-result")).not_to_contain_text(seed["client_secret_id"])
     assert sandbox.messages() == []
 
 

@@ -98,7 +98,9 @@ def test_save_and_authorize_stores_the_grant_and_sends_over_smtp(
     assert "SMTP Settings Authorized" in response.content.decode()
     row = smtp_row()
     assert row.state == IntegrationState.ACTIVE
-    assert row.config["authorized_account"] == sandbox.seed["user"]
+    assert row.secrets["authorized_account"] == sandbox.seed["user"]
+    assert row.secrets["authorized_at"] > time.time() - 60
+    assert row.secrets["refreshed_at"] is None
     assert row.secrets["access_token"] and row.secrets["refresh_token"]
     assert row.secrets["token_expires_at"] > time.time() + 600
     assert AuditEntry.objects.filter(

@@ -569,7 +569,8 @@ def test_endpoint_help_text_says_https_and_internal_hosts():
         assert "internal hosts only where this server allows them" in str(
             form.fields[name].help_text
         )
-    assert "OAUTH_ALLOW_INSECURE_ENDPOINTS" in str(
+    # Help texts speak to the admin: no server setting names (issue 15, item 5).
+    assert "OAUTH_ALLOW_INSECURE_ENDPOINTS" not in str(
         form.fields["token_endpoint"].help_text
     )
 

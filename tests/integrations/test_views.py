@@ -230,7 +230,7 @@ def test_card_reminds_of_a_secret_about_to_expire(admin_client):
     soon = (datetime.date.today() + datetime.timedelta(days=10)).isoformat()
     admin_client.post(TOOL, values(secret_expires_on=soon))
     html = admin_client.get(LIST).content.decode()
-    assert "The client secret expires in 10 days." in html
+    assert f"Client secret expires in 10 days ({soon})" in html
 
 
 def test_pages_forbid_inline_and_third_party_scripts(admin_client):

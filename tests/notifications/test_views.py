@@ -1,5 +1,6 @@
 """Project › Settings › Notification Tools and the delivery logs: who sees and changes what."""
 
+import re
 import uuid
 from urllib.parse import quote
 
@@ -410,8 +411,8 @@ def test_delivery_log_shows_when_a_delivery_was_claimed_and_how_often_throttled(
 
     as_user(client, owner)
     body = client.get(deliveries_url(project)).content.decode()
-    claimed = timezone.localtime(sent.claimed_at).strftime("%H:%M:%S")
-    assert f"Claimed {claimed}" in body
+    claimed = timezone.localtime(sent.claimed_at).strftime("%Y-%m-%d %H:%M UTC")
+    assert re.search(rf"Claimed <time [^>]*>{claimed}</time>", body)
     assert "throttled 3×" in body and "throttled 1×" in body
 
     # Never claimed, never throttled: neither line.

@@ -97,12 +97,12 @@ def ca_pattern(state_dir):
 
 @pytest.fixture
 def ports():
-    return free_port(), free_port()
+    return free_port(), free_port(), free_port()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_serve_prints_seed_answers_and_exits_cleanly_on_signal(tmp_path, ports, sig):
-    https_port, smtp_port = ports
+    https_port, smtp_port, imap_port = ports
     server = Server(
         "--host",
         "127.0.0.1",
@@ -110,12 +110,15 @@ def test_serve_prints_seed_answers_and_exits_cleanly_on_signal(tmp_path, ports, 
         str(https_port),
         "--smtp-port",
         str(smtp_port),
+        "--imap-port",
+        str(imap_port),
         "--state-dir",
         str(tmp_path),
     )
     try:
         server.wait_for_port(https_port)
         server.wait_for_port(smtp_port)
+        server.wait_for_port(imap_port)
         ca_path = Path(server.wait_for_output(ca_pattern(tmp_path)).group(1))
         server.wait_for_output(r"inbox")
         with trusted_session(ca_path) as http:
@@ -126,6 +129,8 @@ def test_serve_prints_seed_answers_and_exits_cleanly_on_signal(tmp_path, ports, 
     assert code == 0, server.output
     assert ca_path.is_file() and ca_path.is_relative_to(tmp_path)
     assert seed["smtp_port"] == smtp_port
+    assert seed["imap_port"] == imap_port
+    assert f"127.0.0.1:{imap_port}" in server.output
     assert seed["authority"] == f"https://127.0.0.1:{https_port}/{seed['tenant_id']}"
     for key in SEED_KEYS:
         assert seed[key] in server.output, key
@@ -134,12 +139,14 @@ def test_serve_prints_seed_answers_and_exits_cleanly_on_signal(tmp_path, ports, 
 
 
 def test_serve_no_control_refuses_the_control_api_but_serves_the_ca(tmp_path, ports):
-    https_port, smtp_port = ports
+    https_port, smtp_port, imap_port = ports
     server = Server(
         "--https-port",
         str(https_port),
         "--smtp-port",
         str(smtp_port),
+        "--imap-port",
+        str(imap_port),
         "--state-dir",
         str(tmp_path),
         "--no-control",
@@ -159,7 +166,7 @@ def test_serve_no_control_refuses_the_control_api_but_serves_the_ca(tmp_path, po
 
 
 def test_serve_reuses_the_state_dir_ca_on_restart(tmp_path):
-    https_port, smtp_port = free_port(), free_port()
+    https_port, smtp_port, imap_port = free_port(), free_port(), free_port()
     pems = []
     for _ in range(2):
         server = Server(
@@ -167,6 +174,8 @@ def test_serve_reuses_the_state_dir_ca_on_restart(tmp_path):
             str(https_port),
             "--smtp-port",
             str(smtp_port),
+            "--imap-port",
+            str(imap_port),
             "--state-dir",
             str(tmp_path),
         )
@@ -191,6 +200,7 @@ def test_serve_defaults_are_loopback_and_the_documented_ports():
     assert args.host == "127.0.0.1"
     assert args.https_port == 8365
     assert args.smtp_port == 8587
+    assert args.imap_port == 8993
     assert args.state_dir == "var/sandbox"
     assert args.no_control is False
 

@@ -61,9 +61,21 @@ EXPECTED: dict[str, dict[str, str]] = {
         "GET": "login 403 403 403 403 ok login login",
         "POST": "405 405 405 405 405 405 405 405",
     },
+    # Your settings (issue 15, item 10): every signed-in user's own; an empty POST
+    # is a valid form (the server's time zone) and is saved.
+    "accounts:settings": {
+        "GET": "login ok ok ok ok ok login login",
+        "POST": "login redirect redirect redirect redirect redirect login login",
+    },
     "accounts:unlock": {
         "GET": "405 405 405 405 405 405 405 405",
         "POST": "login 403 403 403 403 400 login login",
+    },
+    # The set-password link of a new user (People): open to whoever holds a valid
+    # link, whoever is signed in; without one (as here), the page says it is not valid.
+    "accounts:set_password": {
+        "GET": "400 400 400 400 400 400 400 400",
+        "POST": "400 400 400 400 400 400 400 400",
     },
     "api-unknown": {
         "GET": "404 404 404 404 404 404 404 404",
@@ -120,7 +132,8 @@ EXPECTED: dict[str, dict[str, str]] = {
         "POST": "login 403 403 403 403 400 login login",
     },
     "integrations:deactivate": {
-        "GET": "405 405 405 405 405 405 405 405",
+        # GET: the confirmation page (for browsers without JavaScript).
+        "GET": "login 403 403 403 403 ok login login",
         "POST": "login 403 403 403 403 redirect login login",
     },
     "integrations:notification_tools": {
@@ -130,6 +143,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     "integrations:oauth_callback": {
         "GET": "login 403 403 403 403 400 login login",
         "POST": "405 405 405 405 405 405 405 405",
+    },
+    "integrations:save": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 400 login login",
     },
     "integrations:test": {
         "GET": "405 405 405 405 405 405 405 405",
@@ -152,6 +169,11 @@ EXPECTED: dict[str, dict[str, str]] = {
         "POST": "login login login login login login login login",
     },
     "notifications:deliveries": {
+        "GET": "login 403 403 403 403 ok login login",
+        "POST": "login 403 403 403 403 405 login login",
+    },
+    # A delivery's message as sent (issue 15, item 10), as the log.
+    "notifications:delivery": {
         "GET": "login 403 403 403 403 ok login login",
         "POST": "login 403 403 403 403 405 login login",
     },
@@ -180,7 +202,47 @@ EXPECTED: dict[str, dict[str, str]] = {
         "GET": "404 404 404 404 404 404 404 404",
         "POST": "404 404 404 404 404 404 404 404",
     },
+    # People (issue 15, item 8): security admins only; the user-name search (the
+    # member field's suggestions) for security admins and project owners. POSTs with
+    # no body: the action runs on ursula for the admin (rolled back); a new link is
+    # for a user with no password yet.
+    "people:list": {
+        "GET": "login 403 403 403 403 ok login login",
+        "POST": "405 405 405 405 405 405 405 405",
+    },
+    "people:create": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 400 login login",
+    },
+    "people:search": {
+        "GET": "login 403 403 ok ok ok login login",
+        "POST": "405 405 405 405 405 405 405 405",
+    },
+    "people:deactivate": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 redirect login login",
+    },
+    "people:reactivate": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 redirect login login",
+    },
+    "people:role_grant": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 redirect login login",
+    },
+    "people:role_remove": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 redirect login login",
+    },
+    "people:password_link": {
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 ok login login",
+    },
     "projects:deliveries": {
+        "GET": "login 404 ok 404 ok ok login login",
+        "POST": "login 404 405 404 405 405 login login",
+    },
+    "projects:delivery": {
         "GET": "login 404 ok 404 ok ok login login",
         "POST": "login 404 405 404 405 405 login login",
     },
@@ -209,6 +271,10 @@ EXPECTED: dict[str, dict[str, str]] = {
         "POST": "login 404 403 404 403 redirect login login",
     },
     "projects:notification_tool_link": {
+        "GET": "login 404 403 404 405 405 login login",
+        "POST": "login 404 403 404 redirect redirect login login",
+    },
+    "projects:notification_tool_bounce_clear": {
         "GET": "login 404 403 404 405 405 login login",
         "POST": "login 404 403 404 redirect redirect login login",
     },
@@ -306,6 +372,8 @@ def world(sandbox, project, owner, member, outsider, other_project, security_adm
     """Users in every role and one object of each kind a URL can name."""
     cache.clear()  # rate limits count per user id, which a fresh database reuses
     plain = User.objects.create_user("ursula", password="pw-ursula-123456")
+    # Created on the People page, no password set yet (its set-password link).
+    newcomer = User.objects.create_user("nina", "nina@contoso.com")
     scan = scan_import(
         project=project,
         sarif=sarif_bytes([sarif_result("B602")]),
@@ -343,6 +411,7 @@ def world(sandbox, project, owner, member, outsider, other_project, security_adm
         "integration_id": tool.pk,
         "link_id": link.pk,
         "delivery_uuid": delivery.uuid,
+        "user_id": plain.pk,
         # The admin's: any id (no role gets past the admin's sign-in).
         "object_id": "1",
         "app_label": "projects",
@@ -354,6 +423,7 @@ def world(sandbox, project, owner, member, outsider, other_project, security_adm
         "api:finding": {"id": finding.pk},
         "api:finding_status_change": {"id": finding.pk},
         "admin:auth_user_password_change": {"id": owner.pk},
+        "people:password_link": {"user_id": newcomer.pk},
     }
     return {
         "users": {

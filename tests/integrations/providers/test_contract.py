@@ -285,11 +285,14 @@ def test_expired_secret_is_secret_expired(tool, sandbox, ctl):
     assert "Certificates & secrets" in str(error.troubleshooting.text)
 
 
-def test_secret_id_pasted_as_value_is_secret_invalid(tool, sandbox):
+def test_secret_id_pasted_as_value_is_said_so(tool, sandbox):
+    """Entra ID refuses the Secret ID as a secret (AADSTS7000215); the GUID shape of
+    what was typed tells the admin which column they copied."""
     tool.values["client_secret"] = sandbox.seed["client_secret_id"]
 
-    error = failure(tool.test(), "secret_invalid", retryable=False)
-    assert "secret's ID instead of its value" in str(error.troubleshooting.text)
+    error = failure(tool.test(), "secret_id_pasted", retryable=False)
+    assert "looks like the Secret ID" in str(error.troubleshooting.title)
+    assert "Value" in str(error.troubleshooting.text)
 
 
 def test_unknown_tenant_is_tenant_not_found(tool):

@@ -77,8 +77,8 @@ def test_pasting_the_secret_id_is_explained(sandbox, graph_values):
     graph_values["client_secret"] = sandbox.seed["client_secret_id"]
     report = run_test(graph_values)
 
-    assert report.error.code == "secret_invalid"
-    assert "secret's ID instead of its value" in str(report.error.troubleshooting.text)
+    assert report.error.code == "secret_id_pasted"
+    assert "looks like the Secret ID" in str(report.error.troubleshooting.title)
 
 
 def test_expired_secret_is_reported_with_renewal_steps(sandbox, graph_values, ctl):

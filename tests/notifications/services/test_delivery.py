@@ -334,9 +334,11 @@ def test_retries_stop_after_the_last_attempt_with_a_reason(
     assert delivery.request_id  # Graph's request-id, for support
 
 
-def test_permission_error_fails_at_once_and_marks_the_tool(
+def test_permission_error_marks_the_tool_and_the_deliveries_wait(
     sandbox, project, link, graph_tool, django_capture_on_commit_callbacks
 ):
+    # Issue 14: the tool is broken, not the message: the delivery waits for it
+    # (tests/notifications/test_incidents.py follows it to the end).
     sandbox.add_fault(
         target="graph", status=403, error_code="ErrorAccessDenied", count=1
     )
@@ -345,14 +347,14 @@ def test_permission_error_fails_at_once_and_marks_the_tool(
     )
     deliveries = emit_scans_completed(project, 3, django_capture_on_commit_callbacks)
     first = Delivery.objects.get(pk=deliveries[0].pk)
-    assert first.status == DeliveryStatus.FAILED
-    assert first.attempts == 1
-    assert first.error_code == "permission_missing"
+    assert first.status == DeliveryStatus.PENDING
+    assert first.attempts == 0
+    assert first.error_code == "tool_needs_attention"
     graph_tool.refresh_from_db()
     assert graph_tool.state == IntegrationState.NEEDS_ATTENTION
     assert graph_tool.attention_code == "permission_missing"
     # The others were not tried against a tool that just failed for good.
-    assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 2
+    assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 3
     assert Delivery.objects.get(pk=deliveries[1].pk).attempts == 0
 
 
