@@ -725,7 +725,10 @@ INTEGRATION_GRANT_KEEPALIVE_SECONDS = env.float(
     "INTEGRATION_GRANT_KEEPALIVE_SECONDS", default=86400.0
 )
 INTEGRATION_GRANT_IDLE_DAYS = env.int("INTEGRATION_GRANT_IDLE_DAYS", default=14)
-for _name in ("INTEGRATION_EXPIRY_CHECK_SECONDS", "INTEGRATION_GRANT_KEEPALIVE_SECONDS"):
+for _name in (
+    "INTEGRATION_EXPIRY_CHECK_SECONDS",
+    "INTEGRATION_GRANT_KEEPALIVE_SECONDS",
+):
     if not 0 <= globals()[_name] <= 365 * 86400:
         raise ImproperlyConfigured(f"{_name} must be 0 (off) or seconds up to a year.")
 if not 1 <= INTEGRATION_GRANT_IDLE_DAYS <= 80:

@@ -62,7 +62,7 @@ DELIVERY_TROUBLESHOOTING = {
     "tool_needs_attention_too_long": Troubleshooting(
         _("The tool needed attention for too long"),
         _(
-            "The notification tool could not send for 24 hours (NOTIFICATIONS_ATTENTION_MAX_AGE_SECONDS) because it needs attention (authentication, consent, permission or the sender mailbox), so this email was given up. Once a security admin has fixed the tool (its card on Integrations › Notification Tools says why), Resend."
+            "The notification tool needed attention (authentication, consent, permission or the sender mailbox) for longer than emails wait for it (a day, unless your operator set another time), so this email was given up. Once a security admin has fixed the tool (its card on Integrations › Notification Tools says why), Resend."
         ),
     ),
     "internal_error": Troubleshooting(

@@ -7,7 +7,7 @@
 
 from django import template
 
-from accounts.time_zones import time_html
+from accounts.time_zones import display_time, time_html
 
 register = template.Library()
 
@@ -15,3 +15,11 @@ register = template.Library()
 @register.filter(is_safe=True)
 def when(value):
     return time_html(value)
+
+
+@register.filter
+def when_text(value):
+    """The same words as `when` without the `<time>` element, for attributes and
+    `{% blocktranslate %}` variables: "2026-12-01 14:05 UTC", a date alone
+    "2026-12-01", None ""."""
+    return display_time(value)

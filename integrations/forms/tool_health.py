@@ -7,6 +7,10 @@ from integrations.forms.base import EmailListField
 
 
 class ToolHealthRecipientsForm(forms.Form):
+    # Its field shares the page with the drawer's To (`recipients`): the prefix
+    # keeps their ids (and the labels that point at them) apart.
+    prefix = "health"
+
     recipients = EmailListField(
         label=_("Tool health emails go to"),
         required=False,

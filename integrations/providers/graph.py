@@ -109,6 +109,26 @@ SYNC_STATE_LOST = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncreq
 DELTA_SELECT = "id,internetMessageId,receivedDateTime"
 
 
+def _failed(
+    response: requests.Response,
+    what: str,
+    error: IntegrationError | None = None,
+    *,
+    level: int = logging.WARNING,
+) -> IntegrationError:
+    """The error a failed read answered (`error_from_response`, unless given),
+    logged with Graph's request id."""
+    error = error or error_from_response(response)
+    logger.log(
+        level,
+        "Graph %s failed: %s (request-id %s)",
+        what,
+        error.detail,
+        error.request_id,
+    )
+    return error
+
+
 def _read_error(response: requests.Response, what: str) -> IntegrationError:
     """A failed read of a mailbox: Graph's ErrorAccessDenied means no Mail.Read (or
     an application access policy that leaves this mailbox out)."""
@@ -120,10 +140,25 @@ def _read_error(response: requests.Response, what: str) -> IntegrationError:
             request_id=error.request_id,
             status=error.status,
         )
-    logger.warning(
-        "Graph %s failed: %s (request-id %s)", what, error.detail, error.request_id
+    return _failed(response, what, error)
+
+
+def _json_object(response: requests.Response) -> dict | None:
+    """The answer's JSON object, or None when it is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _unexpected(response: requests.Response, detail: str) -> UnexpectedResponse:
+    """A 200 answer without what Graph documents for it."""
+    return UnexpectedResponse(
+        detail,
+        request_id=response.headers.get("request-id", ""),
+        status=response.status_code,
     )
-    return error
 
 
 def _graph_code(response: requests.Response) -> str:
@@ -276,23 +311,10 @@ class GraphClient:
                 status=404,
             )
         if response.status_code != 200:
-            error = error_from_response(response)
-            logger.warning(
-                "Graph user lookup failed: %s (request-id %s)",
-                error.detail,
-                error.request_id,
-            )
-            raise error
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not body.get("id"):
-            raise UnexpectedResponse(
-                "user lookup answered without an id",
-                request_id=response.headers.get("request-id", ""),
-                status=response.status_code,
-            )
+            raise _failed(response, "user lookup")
+        body = _json_object(response)
+        if not body or not body.get("id"):
+            raise _unexpected(response, "user lookup answered without an id")
         if not body.get("mail"):
             raise SenderRejected(
                 "the user has no mail address", code="sender_no_mailbox"
@@ -306,21 +328,10 @@ class GraphClient:
         url = f"{self.graph_host}/v1.0/me?$select=id,userPrincipalName,mail"
         response = self._get(url, access_token, "/me")
         if response.status_code != 200:
-            error = error_from_response(response)
-            logger.warning(
-                "Graph /me failed: %s (request-id %s)", error.detail, error.request_id
-            )
-            raise error
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not body.get("id"):
-            raise UnexpectedResponse(
-                "/me answered without an id",
-                request_id=response.headers.get("request-id", ""),
-                status=response.status_code,
-            )
+            raise _failed(response, "/me")
+        body = _json_object(response)
+        if not body or not body.get("id"):
+            raise _unexpected(response, "/me answered without an id")
         return body
 
     # --- reading a mailbox (the Email box) ----------------------------------------
@@ -350,16 +361,9 @@ class GraphClient:
         response = self._get(url, access_token, "inbox listing")
         if response.status_code != 200:
             raise _read_error(response, "inbox listing")
-        try:
-            value = response.json()["value"]
-        except (ValueError, KeyError, TypeError):
-            value = None
+        value = (_json_object(response) or {}).get("value")
         if not isinstance(value, list):
-            raise UnexpectedResponse(
-                "inbox listing answered without a value list",
-                request_id=response.headers.get("request-id", ""),
-                status=response.status_code,
-            )
+            raise _unexpected(response, "inbox listing answered without a value list")
         return [item for item in value if isinstance(item, dict) and item.get("id")]
 
     def inbox_delta(
@@ -414,21 +418,17 @@ class GraphClient:
             )
         if response.status_code != 200:
             raise _read_error(response, "inbox delta")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json_object(response)
         if (
-            not isinstance(body, dict)
+            not body
             or not isinstance(body.get("value"), list)
             or not isinstance(
                 body.get("@odata.nextLink") or body.get("@odata.deltaLink"), str
             )
         ):
-            raise UnexpectedResponse(
+            raise _unexpected(
+                response,
                 "inbox delta answered without a value list and a next or delta link",
-                request_id=response.headers.get("request-id", ""),
-                status=response.status_code,
             )
         body["url"] = url
         return body
@@ -487,24 +487,12 @@ class GraphClient:
         )
         response = self._get(url, access_token, "application read")
         if response.status_code != 200:
-            error = error_from_response(response)
-            logger.info(
-                "Graph application read failed: %s (request-id %s)",
-                error.detail,
-                error.request_id,
-            )
-            raise error
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(
-            body.get("passwordCredentials", []), list
-        ):
-            raise UnexpectedResponse(
-                "application read answered without passwordCredentials",
-                request_id=response.headers.get("request-id", ""),
-                status=response.status_code,
+            # Application.Read.All is optional: its absence is not a warning.
+            raise _failed(response, "application read", level=logging.INFO)
+        body = _json_object(response)
+        if body is None or not isinstance(body.get("passwordCredentials", []), list):
+            raise _unexpected(
+                response, "application read answered without passwordCredentials"
             )
         return {
             "passwordCredentials": body.get("passwordCredentials") or [],

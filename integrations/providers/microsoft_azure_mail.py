@@ -82,6 +82,8 @@ class MicrosoftAzureMailProvider(NotificationToolProvider):
     )
     form_class = MicrosoftAzureMailForm
     secret_fields = ("client_secret", "private_key")
+    #: A private key goes with its certificate: replaced or removed with it.
+    bound_secrets = {("private_key",): ("certificate",)}
     test_steps = (
         ("tenant", _("Tenant found")),
         ("token", _("Token acquired for Microsoft Graph")),

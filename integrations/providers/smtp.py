@@ -136,6 +136,8 @@ class SmtpProvider(NotificationToolProvider):
             "communication_type",
             "email_box",
         ),
+        # A private key goes with its certificate: replaced or removed with it.
+        ("private_key",): ("certificate",),
     }
     authorization_secret_fields = ("client_secret",)
     field_labels = {

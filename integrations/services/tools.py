@@ -25,6 +25,7 @@ from integrations.exceptions import (
 )
 from integrations.models import AuditAction, Integration, IntegrationState
 from integrations.providers.base import TestReport
+from integrations.providers.delegated import GRANT_KEYS
 from integrations.providers.http import time_limit
 from integrations.registry import get_provider_class
 from integrations.selectors import delegated_authorization, integration_for
@@ -83,14 +84,19 @@ def _split(
 
 
 def _drop_unbound_secrets(
-    provider_cls, saved_config: dict, config: dict, secrets: dict
+    provider_cls, saved: Integration, config: dict, secrets: dict
 ) -> dict:
-    """`secrets` without those bound to settings that now have other values (the
-    provider's `bound_secrets`): a delegated grant for another client, tenant or
-    account, say, must not be kept or used."""
+    """`secrets` without the saved ones bound to settings that now have other
+    values (the provider's `bound_secrets`): a delegated grant for another client,
+    tenant or account must not be kept or used, nor a private key once its
+    certificate is replaced or removed. A value given with the change is kept."""
     for keys, names in provider_cls.bound_secrets.items():
-        if any(_value(saved_config, name) != _value(config, name) for name in names):
-            secrets = {k: v for k, v in secrets.items() if k not in keys}
+        if any(_value(saved.config, name) != _value(config, name) for name in names):
+            secrets = {
+                k: v
+                for k, v in secrets.items()
+                if k not in keys or v != saved.secrets.get(k)
+            }
     return secrets
 
 
@@ -101,7 +107,10 @@ def authorization_settings_changed(
     `bound_secrets` settings and `authorization_secret_fields`) whose values in
     `config` and `secrets` differ from the saved ones."""
     names = dict.fromkeys(
-        name for bound in provider_cls.bound_secrets.values() for name in bound
+        name
+        for keys, bound in provider_cls.bound_secrets.items()
+        if set(keys) & set(GRANT_KEYS)
+        for name in bound
     )
     changed = [n for n in names if _value(saved.config, n) != _value(config, n)]
     changed += [
@@ -172,7 +181,7 @@ def _store_settings(
     row `integration`, unsaved, dropping the secrets bound to settings that change
     and the token cache when the credentials change; clears "Needs attention".
     Returns the labels of the settings that changed, for the audit log."""
-    secrets = _drop_unbound_secrets(provider_cls, integration.config, config, secrets)
+    secrets = _drop_unbound_secrets(provider_cls, integration, config, secrets)
     changed = _changed_fields(provider_cls, integration, config, secrets)
     was_active = integration.is_active
     credentials_changed = any(
@@ -306,7 +315,7 @@ def integration_test_connection_progress(
     config, secrets = _split(
         provider_cls, cleaned_data, saved.secrets, keep_transient=True
     )
-    secrets = _drop_unbound_secrets(provider_cls, saved.config, config, secrets)
+    secrets = _drop_unbound_secrets(provider_cls, saved, config, secrets)
     # A delegated grant belongs to the saved integration: refreshing it must update
     # the saved row (the old refresh token stops working once redeemed).
     provider = provider_cls(

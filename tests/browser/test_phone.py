@@ -9,6 +9,8 @@ also with each drawer and confirmation dialog open. A notification email's HTML,
 sent, must fit the phone's width too.
 """
 
+import datetime
+
 import pytest
 from playwright.sync_api import expect
 
@@ -44,6 +46,7 @@ def world(sandbox, security_admin):
     from django.contrib.auth.models import User
 
     from notifications.models import Delivery
+    from notifications.services.health_checks import integration_health_check
     from notifications.services.links import link_create, link_send_test
     from projects.models import Membership, Project, Role
     from projects.services import scan_import
@@ -55,7 +58,12 @@ def world(sandbox, security_admin):
     )
     Membership.objects.create(project=project, user=owner, role=Role.OWNER)
     Membership.objects.create(project=project, user=member, role=Role.MEMBER)
-    tool = activate_azure_mail(sandbox.seed)
+    tool = activate_azure_mail(
+        sandbox.seed,
+        secret_expires_on=datetime.date.today() + datetime.timedelta(days=20),
+    )
+    # A health check, so the card shows its marks and the drawer its history.
+    integration_health_check(integration=tool)
     link = link_create(project=project, integration=tool, actor=owner)
     link_send_test(link=link, actor=owner)
     scan = scan_import(

@@ -117,12 +117,13 @@ def latest() -> AuditEntry:
 
 def test_activation_names_only_the_fields_given_a_value(admin_user):
     integration_save(provider_key=KEY, cleaned_data=cleaned(), actor=admin_user)
+    # In the form's field order (the drawer's sections), the secret last.
     assert latest().changed_fields == [
         "Tenant ID",
         "Client ID",
+        "Cloud",
         "From",
         "To",
-        "Cloud",
         "Client Secret",
     ]
 

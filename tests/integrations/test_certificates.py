@@ -479,3 +479,46 @@ def test_test_connection_uses_an_uploaded_certificate(
     assert "Connection successful" in response.content.decode(), (
         response.content.decode()
     )
+
+
+@pytest.mark.django_db
+def test_switching_back_to_a_secret_forgets_the_private_key(
+    admin_client, sandbox, ctl, certificate
+):
+    cert_pem, key_pem, _thumbprint = certificate
+    ctl.add_certificate(sandbox.seed["client_id"], cert_pem)
+    url = reverse("integrations:tool", args=["microsoft_azure_mail"])
+    response = admin_client.post(
+        url,
+        graph_data(
+            tenant_id=sandbox.seed["tenant_id"],
+            client_id=sandbox.seed["client_id"],
+            sender=sandbox.seed["sender"],
+            use_certificate="on",
+            certificate=cert_pem,
+            private_key=key_pem,
+        ),
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Integration.objects.get(provider="microsoft_azure_mail").secrets[
+        "private_key"
+    ]
+
+    response = admin_client.post(
+        url,
+        graph_data(
+            tenant_id=sandbox.seed["tenant_id"],
+            client_id=sandbox.seed["client_id"],
+            sender=sandbox.seed["sender"],
+            client_secret=sandbox.seed["client_secret"],
+            certificate=cert_pem,  # still in the hidden field
+        ),
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    row = Integration.objects.get(provider="microsoft_azure_mail")
+    assert "private_key" not in row.secrets
+    assert not row.config.get("certificate")
+    assert not row.config.get("certificate_thumbprint")
+    assert row.secrets["client_secret"] == sandbox.seed["client_secret"]
+    assert provider_for(row).test_connection().ok

@@ -260,3 +260,17 @@ def test_messages_per_minute_is_folded_under_advanced_and_saved(admin_client):
     html = response.content.decode()
     assert "accepts at most 1,000 messages a minute" in html
     assert '<details class="advanced" open' in html  # the error is not hidden
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tool", ["microsoft_azure_mail", "smtp"])
+def test_every_id_on_the_page_with_a_drawer_open_is_unique(admin_client, tool):
+    """A label points at one field: the drawer's To and the Tool health emails
+    field share the page, and must not share an id."""
+    import re
+    from collections import Counter
+
+    page = admin_client.get(reverse("integrations:tool", args=[tool])).content.decode()
+    ids = Counter(re.findall(r'\sid="([^"]+)"', page))
+    assert {name: n for name, n in ids.items() if n > 1} == {}
+    assert 'for="id_recipients"' in page and 'for="id_health-recipients"' in page

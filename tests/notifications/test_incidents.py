@@ -236,7 +236,7 @@ def test_recipients_form_saves_audits_and_defaults_to_security_admins(
     assert "Tool health emails go to" in page
     assert tool_health_recipients() == ["secadmin@contoso.onmicrosoft.com"]
 
-    response = client.post(url, {"recipients": "SOC@contoso.onmicrosoft.com; a@b.test"})
+    response = client.post(url, {"health-recipients": "SOC@contoso.onmicrosoft.com; a@b.test"})
 
     assert response.status_code == 302
     assert tool_health_recipients() == ["soc@contoso.onmicrosoft.com", "a@b.test"]
@@ -246,7 +246,7 @@ def test_recipients_form_saves_audits_and_defaults_to_security_admins(
     page = client.get(reverse("integrations:notification_tools")).content.decode()
     assert "soc@contoso.onmicrosoft.com, a@b.test" in page
 
-    client.post(url, {"recipients": ""})
+    client.post(url, {"health-recipients": ""})
     assert ToolHealthSettings.objects.get(pk=1).recipients == []
     assert tool_health_recipients() == ["secadmin@contoso.onmicrosoft.com"]
     assert AuditEntry.objects.filter(subject="tool-health:recipients").count() == 2
@@ -258,7 +258,7 @@ def test_recipients_form_refuses_bad_addresses_and_non_admins(
     client.force_login(security_admin)
     url = reverse("integrations:health_recipients")
 
-    response = client.post(url, {"recipients": "soc@contoso.onmicrosoft.com, nope"})
+    response = client.post(url, {"health-recipients": "soc@contoso.onmicrosoft.com, nope"})
 
     assert response.status_code == 400
     assert "These are not valid email addresses: nope" in response.content.decode()
@@ -266,6 +266,6 @@ def test_recipients_form_refuses_bad_addresses_and_non_admins(
     assert not AuditEntry.objects.filter(subject="tool-health:recipients").exists()
 
     client.force_login(owner)
-    response = client.post(url, {"recipients": "x@contoso.onmicrosoft.com"})
+    response = client.post(url, {"health-recipients": "x@contoso.onmicrosoft.com"})
     assert response.status_code in (302, 403)
     assert not ToolHealthSettings.objects.exists()

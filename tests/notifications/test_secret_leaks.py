@@ -18,6 +18,12 @@ from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from integrations.forms.smtp import SmtpForm
+from integrations.models import (
+    HealthCheck,
+    HealthIncident,
+    Integration,
+    IntegrationState,
+)
 from integrations.services import integration_save
 from notifications.models import Delivery, DeliveryStatus, Event, EventKind, ToolLink
 from notifications.services import event_emit
@@ -158,16 +164,22 @@ def test_secrets_never_reach_pages_rows_tasks_or_logs(
     assert sent.filter(attempts=2).exists()
     assert len(sandbox.messages()) == 4
 
-    # Wrong secrets: authentication fails, for good.
+    # Wrong secrets: authentication fails, for good; the tools need attention
+    # (their reason and health history recorded) and the deliveries wait.
     save_graph_tool(sandbox, WRONG_SECRET)
     save_smtp_tool(sandbox, WRONG_PASSWORD)
     emit_for_both_tools(project)
     work()
-    failed = Delivery.objects.filter(status=DeliveryStatus.FAILED)
-    assert failed.count() == 4
-    codes = set(failed.values_list("integration__provider", "error_code"))
-    assert {provider for provider, _code in codes} == {GRAPH_PROVIDER, "smtp"}
-    assert all(code for _provider, code in codes)
+    waiting = Delivery.objects.filter(status=DeliveryStatus.PENDING)
+    assert waiting.count() == 4
+    tried = waiting.filter(error_code="tool_needs_attention")
+    assert set(tried.values_list("integration__provider", flat=True)) == {
+        GRAPH_PROVIDER,
+        "smtp",
+    }
+    broken = Integration.objects.filter(state=IntegrationState.NEEDS_ATTENTION)
+    assert broken.count() == 2
+    assert all(broken.values_list("attention_code", flat=True))
     assert len(sandbox.messages()) == 4
 
     # the delivery logs, the project's and every project's, and the tools page
@@ -182,12 +194,13 @@ def test_secrets_never_reach_pages_rows_tasks_or_logs(
     client.force_login(security_admin)
     url = reverse("notifications:deliveries")
     response = client.get(url)
-    assert response.status_code == 200 and "Failed" in response.content.decode()
+    assert response.status_code == 200
+    assert "Waiting for the tool" in response.content.decode()
     assert_no_sentinel(response.content.decode(), url)
 
     # the rows: deliveries, events, and the tasks' arguments and results
     assert DBTaskResult.objects.filter(return_value__isnull=False).exists()
-    for model in (Delivery, Event, DBTaskResult):
+    for model in (Delivery, Event, DBTaskResult, HealthCheck, HealthIncident):
         assert model.objects.exists()
         assert_no_sentinel(rows_text(model), model.__name__)
 

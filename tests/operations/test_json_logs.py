@@ -186,7 +186,8 @@ def test_json_lines_carry_request_and_task_ids_and_no_secret(
             notify_scan_completed=True,
         )
 
-    # Right secrets: sent, one after a retry; then wrong ones: failed for good.
+    # Right secrets: sent, one after a retry; then wrong ones: the tools need
+    # attention and the deliveries wait for them.
     sandbox.add_fault(target="graph", status=503, count=1)
     emit_for_both_tools(project)
     work()
@@ -195,7 +196,9 @@ def test_json_lines_carry_request_and_task_ids_and_no_secret(
     save_smtp_tool(sandbox, WRONG_PASSWORD)
     emit_for_both_tools(project)
     work()
-    assert Delivery.objects.filter(status=DeliveryStatus.FAILED).count() == 4
+    waiting = Delivery.objects.filter(status=DeliveryStatus.PENDING, project=project)
+    assert waiting.count() == 4
+    assert not Integration.objects.filter(state="active").exists()
 
     # The delivery logs, read by their owner and by the security admin.
     log.request(

@@ -131,6 +131,11 @@ EXPECTED: dict[str, dict[str, str]] = {
         "GET": "405 405 405 405 405 405 405 405",
         "POST": "login 403 403 403 403 400 login login",
     },
+    "integrations:health_recipients": {
+        # POST only: the form lives on the Notification Tools page.
+        "GET": "405 405 405 405 405 405 405 405",
+        "POST": "login 403 403 403 403 redirect login login",
+    },
     "integrations:deactivate": {
         # GET: the confirmation page (for browsers without JavaScript).
         "GET": "login 403 403 403 403 ok login login",

@@ -328,8 +328,11 @@ def test_a_slow_live_run_keeps_its_leases_and_nothing_is_sent_twice(
 ):
     """Each send blocks for longer than two leases; the heartbeat thread renews them,
     so a competitor claiming all the while never takes a row over."""
-    settings.NOTIFICATIONS_LEASE_SECONDS = 0.6
-    sandbox.add_fault(target="graph", delay=1.5, probability=1.0)
+    # Renewed every 0.5 s, a lease of 1.5 s leaves a second for a renewal that
+    # waits on the competitor's lock on a loaded machine.
+    lease, delay = 1.5, 3.2
+    settings.NOTIFICATIONS_LEASE_SECONDS = lease
+    sandbox.add_fault(target="graph", delay=delay, probability=1.0)
     deliveries = emit(project, 2)
 
     stolen, stop = [], threading.Event()
@@ -352,7 +355,7 @@ def test_a_slow_live_run_keeps_its_leases_and_nothing_is_sent_twice(
         stop.set()
         if thread.is_alive():
             thread.join()
-    assert took > 1.5 > 2 * 0.6  # a send outlasted two leases
+    assert took > delay > 2 * lease  # a send outlasted two leases
     assert stolen == []
     assert summary.sent == 2
     final = list(Delivery.objects.order_by("pk"))
