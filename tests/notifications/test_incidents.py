@@ -236,7 +236,9 @@ def test_recipients_form_saves_audits_and_defaults_to_security_admins(
     assert "Tool health emails go to" in page
     assert tool_health_recipients() == ["secadmin@contoso.onmicrosoft.com"]
 
-    response = client.post(url, {"health-recipients": "SOC@contoso.onmicrosoft.com; a@b.test"})
+    response = client.post(
+        url, {"health-recipients": "SOC@contoso.onmicrosoft.com; a@b.test"}
+    )
 
     assert response.status_code == 302
     assert tool_health_recipients() == ["soc@contoso.onmicrosoft.com", "a@b.test"]
@@ -258,7 +260,9 @@ def test_recipients_form_refuses_bad_addresses_and_non_admins(
     client.force_login(security_admin)
     url = reverse("integrations:health_recipients")
 
-    response = client.post(url, {"health-recipients": "soc@contoso.onmicrosoft.com, nope"})
+    response = client.post(
+        url, {"health-recipients": "soc@contoso.onmicrosoft.com, nope"}
+    )
 
     assert response.status_code == 400
     assert "These are not valid email addresses: nope" in response.content.decode()
