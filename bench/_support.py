@@ -193,6 +193,9 @@ class SandboxProcess:
                     str(self.https_port),
                     "--smtp-port",
                     str(self.smtp_port),
+                    # Not read here: any free port, so runs never collide.
+                    "--imap-port",
+                    "0",
                     "--state-dir",
                     str(self.state_dir),
                     *(f"--grant={permission}" for permission in self.grant),

@@ -63,6 +63,8 @@ class ChildSandbox:
                 str(self.https_port),
                 "--smtp-port",
                 str(self.smtp_port),
+                "--imap-port",
+                "0",  # not read here: any free port
             ],
             cwd=ROOT,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),

@@ -4,7 +4,9 @@ They are run as a person runs them (a subprocess, their own throwaway database),
 a change that breaks one fails here instead of being found at the next measurement.
 """
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +16,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_bench(script: str, *args: str) -> str:
-    result = subprocess.run(
+def run_bench(script: str, *args: str, timeout: float = 300) -> str:
+    """The benchmark's output. It runs in a process group of its own, so that on a
+    timeout its sandbox and workers are stopped with it, not left holding ports."""
+    process = subprocess.Popen(
         [sys.executable, f"bench/{script}", *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result.stdout
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(
+            f"bench/{script} did not finish in {timeout} s:\n"
+            + stdout[-2000:]
+            + stderr[-3000:]
+        )
+    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    return stdout
 
 
 def figure(output: str, label: str) -> str:

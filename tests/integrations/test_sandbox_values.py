@@ -74,3 +74,9 @@ def test_bin_run_prints_them():
 
     run = (Path(__file__).resolve().parents[2] / "bin" / "run").read_text()
     assert "$py manage.py sandbox_values" in run
+
+
+def test_the_email_box_line_names_the_imap_server_the_settings_point_at(settings):
+    settings.M365_IMAP_HOST, settings.M365_IMAP_PORT = "127.0.0.1", 8993
+    (line,) = [line for line in printed() if line.startswith("  Email box")]
+    assert line.endswith("IMAP at 127.0.0.1:8993)")

@@ -4,6 +4,7 @@ The labels are read from the drawers' forms, so what is printed is what the admi
 sees; the values are the sandbox's seeded tenant (sandbox/seed.py).
 """
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from integrations.forms.microsoft_azure_mail import MicrosoftAzureMailForm
@@ -69,6 +70,10 @@ def sandbox_value_lines() -> list[str]:
         row(smtp, "recipients", seed.RECIPIENT),
         "  A wrong secret: paste the Secret ID instead of the Value, "
         f"{seed.CLIENT_SECRET_ID}",
+        f"  {_label(azure, 'email_box')} (bounces into the delivery log): tick it in "
+        "either drawer; the development settings read the sandbox's inbox (Graph, "
+        f"or IMAP at {settings.M365_IMAP_HOST or preset(Cloud.GLOBAL).imap_host}:"
+        f"{settings.M365_IMAP_PORT or 993})",
     ]
 
 
