@@ -196,9 +196,13 @@ def _send_chunked(url, path, headers, chunks):
             connection.putheader(name, value)
         connection.putheader("Transfer-Encoding", "chunked")
         connection.endheaders()
-        for chunk in chunks:
-            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        connection.send(b"0\r\n\r\n")
+        body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+        try:
+            connection.send(body + b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer 411 and close before the body is sent, as
+            # any client may find: its answer is still there to read.
+            pass
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
