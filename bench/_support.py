@@ -327,7 +327,12 @@ def django_setup(env: dict) -> None:
 
 
 class Worker:
-    """A real `manage.py db_worker` process, as deployed (one task at a time)."""
+    """A real `manage.py db_worker` process, as deployed (one task at a time).
+
+    With BENCH_PROFILE_DIR set, each worker runs under cProfile and writes
+    `worker-<id>.prof` there when it stops (its main thread only; the sending
+    threads are not profiled). The figures printed are then the profiler's.
+    """
 
     def __init__(self, env: dict, log_dir: Path, name: str, *, interval: float = 0.1):
         self.env = {key: str(value) for key, value in env.items()}
@@ -349,9 +354,20 @@ class Worker:
         self.worker_id = f"bench-{self.name}-{uuid.uuid4().hex[:8]}"
         started_at = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "a") as log:
+            profile = os.environ.get("BENCH_PROFILE_DIR")
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    *(
+                        [
+                            "-m",
+                            "cProfile",
+                            "-o",
+                            f"{profile}/worker-{self.worker_id}.prof",
+                        ]
+                        if profile
+                        else []
+                    ),
                     "manage.py",
                     "db_worker",
                     "--no-startup-delay",
