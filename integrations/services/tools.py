@@ -32,6 +32,7 @@ from integrations.selectors import delegated_authorization, integration_for
 from integrations.services.audit import audit_record
 from integrations.services.expiry import credential_expiry_store_on_save
 from integrations.services.stores import IntegrationGrantStore
+from integrations.signals import tool_ready
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,11 @@ def _store_settings(
     integration.attention_detail = ""
     if not was_active:
         integration.activated_at = timezone.now()
+    if state == IntegrationState.ACTIVE:
+        pk = integration.pk
+        transaction.on_commit(
+            lambda: tool_ready.send(sender=Integration, integration_id=pk)
+        )
     return changed
 
 

@@ -300,15 +300,18 @@ def health_recovered(
     return closed
 
 
-def deliveries_release(*, integration: Integration) -> int:
+def deliveries_release(*, integration: Integration | int, error_code: str = "") -> int:
     """The deliveries waiting for the tool (pending, due later: the one whose send
-    failed, and the others the run pushed back with it) are due now."""
+    failed, and the others the run pushed back with it) are due now; with
+    `error_code`, only those that wait for that reason."""
     now = timezone.now()
     waiting = Delivery.objects.filter(
         integration=integration,
         status=DeliveryStatus.PENDING,
         next_attempt_at__gt=now,
     )
+    if error_code:
+        waiting = waiting.filter(error_code=error_code)
     ids = list(waiting.values_list("pk", flat=True))
     if not ids:
         return 0
@@ -317,6 +320,13 @@ def deliveries_release(*, integration: Integration) -> int:
     )
     enqueue_on_commit(list(Delivery.objects.filter(pk__in=ids)))
     return len(ids)
+
+
+def tool_ready_received(sender, *, integration_id: int, **kwargs) -> None:
+    """A security admin saved or re-authorized the tool (`integrations.signals.
+    tool_ready`): what waited for it goes now, not at the next recheck. Its open
+    incident closes at the next success, as after a recheck."""
+    deliveries_release(integration=integration_id, error_code=TOOL_NEEDS_ATTENTION)
 
 
 # --- the emails ---------------------------------------------------------------------------
