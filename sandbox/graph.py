@@ -505,13 +505,15 @@ async def _list_messages(ctx, request: web.Request) -> web.StreamResponse:
         state.graph_leave(client_id, address)
 
 
-def parse_list_query(query) -> ListQuery:
-    """$filter, $select, $top and $skip of a listing; raises GraphError 400."""
+def _query_options(query, known, unknown_message) -> dict:
+    """The OData options of `query` that are in `known` (by name without "$",
+    case-insensitive), each at most once; another "$" option raises GraphError 400
+    with `unknown_message(key, bare)`. Other parameters are ignored, as Graph does."""
     options = {}
     for key, value in query.items():
         name = key.lower()
         bare = name[1:] if name.startswith("$") else name
-        if bare in QUERY_OPTIONS:
+        if bare in known:
             if bare in options:
                 raise GraphError(
                     400,
@@ -520,16 +522,20 @@ def parse_list_query(query) -> ListQuery:
                     "must be specified at most once.",
                 )
             options[bare] = value
-        elif name.startswith("$") and bare in UNSUPPORTED_OPTIONS:
-            raise GraphError(
-                400,
-                "BadRequest",
-                f"The sandbox does not support the query option '${bare}'.",
-            )
         elif name.startswith("$"):
-            raise GraphError(
-                400, "BadRequest", f"The query parameter '{key}' is not supported."
-            )
+            raise GraphError(400, "BadRequest", unknown_message(key, bare))
+    return options
+
+
+def _list_option_unknown(key: str, bare: str) -> str:
+    if bare in UNSUPPORTED_OPTIONS:
+        return f"The sandbox does not support the query option '${bare}'."
+    return f"The query parameter '{key}' is not supported."
+
+
+def parse_list_query(query) -> ListQuery:
+    """$filter, $select, $top and $skip of a listing; raises GraphError 400."""
+    options = _query_options(query, QUERY_OPTIONS, _list_option_unknown)
     parsed = ListQuery()
     if "filter" in options:
         parsed.received = parse_received_filter(options["filter"])
@@ -838,27 +844,13 @@ async def inbox_delta(request: web.Request) -> web.StreamResponse:
 
 
 def _delta_options(query) -> dict:
-    options = {}
-    for key, value in query.items():
-        name = key.lower()
-        bare = name[1:] if name.startswith("$") else name
-        if bare in DELTA_OPTIONS:
-            if bare in options:
-                raise GraphError(
-                    400,
-                    "BadRequest",
-                    f"Query option '${bare}' was specified more than once, but it "
-                    "must be specified at most once.",
-                )
-            options[bare] = value
-        elif name.startswith("$"):
-            raise GraphError(
-                400,
-                "BadRequest",
-                f"The query option '{key}' is not supported with delta queries of "
-                "messages.",
-            )
-    return options
+    return _query_options(
+        query,
+        DELTA_OPTIONS,
+        lambda key, _bare: (
+            f"The query option '{key}' is not supported with delta queries of messages."
+        ),
+    )
 
 
 def _max_page_size(prefer: str | None) -> int | None:
