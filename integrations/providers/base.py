@@ -353,14 +353,4 @@ class NotificationToolProvider:
         """
         report = report or self.new_report()
         context = {"recipients": recipients or self.default_recipients}
-        for step in report.steps:
-            try:
-                step.detail = getattr(self, f"step_{step.key}")(context) or ""
-            except IntegrationError as error:
-                report.fail_remaining(error)
-                break
-            except Exception as exc:  # a bug must still end the test with an answer
-                report.fail_remaining(UnexpectedResponse(f"{type(exc).__name__}"))
-                break
-            step.status = StepStatus.PASSED
-        return report
+        return self.run_steps(report, context)
