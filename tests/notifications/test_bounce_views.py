@@ -165,3 +165,16 @@ def test_the_tool_card_shows_bouncing_addresses(
     assert "1 address bounces" in page
     assert "1 suppressed" in page
     assert GHOST in page
+
+
+def test_another_project_s_owner_cannot_clear_through_their_own_project(
+    client, outsider, other_project, link, bounced_delivery
+):
+    # The outsider owns "payroll"; the link belongs to the other project.
+    client.force_login(outsider)
+    clear = reverse(
+        "projects:notification_tool_bounce_clear",
+        kwargs={"slug": other_project.slug, "link_id": link.pk},
+    )
+    assert client.post(clear, {"address": GHOST}).status_code == 404
+    assert BouncedRecipient.objects.count() == 1

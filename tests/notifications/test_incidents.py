@@ -275,3 +275,32 @@ def test_recipients_form_refuses_bad_addresses_and_non_admins(
     response = client.post(url, {"health-recipients": "x@contoso.onmicrosoft.com"})
     assert response.status_code in (302, 403)
     assert not ToolHealthSettings.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        (
+            "soc@contoso.onmicrosoft.com\r\nBcc: x@evil.test",
+            "not valid email addresses",
+        ),
+        ("<script>alert(1)</script>@x.test", "not valid email addresses"),
+        ("a@b.test," * 400, "at most 2000 characters"),
+        (",".join(f"u{i}@b.test" for i in range(60)), "Enter at most 50 addresses"),
+    ],
+    ids=["crlf", "html", "too long", "too many"],
+)
+def test_recipients_form_refuses_hostile_input_and_saves_nothing(
+    client, security_admin, value, words
+):
+    client.force_login(security_admin)
+    response = client.post(
+        reverse("integrations:health_recipients"), {"health-recipients": value}
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert words in page
+    assert "<script>alert" not in page
+    assert not ToolHealthSettings.objects.exists()
+    assert not AuditEntry.objects.filter(subject="tool-health:recipients").exists()
