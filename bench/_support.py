@@ -472,27 +472,33 @@ def forget_tokens(integration) -> None:
 FINDINGS_PER_EVENT = 10
 
 
-def project_with_findings(slug: str, tools, findings: int = FINDINGS_PER_EVENT):
-    """A project with `findings` high-severity findings, linked to `tools` for new
-    vulnerabilities (the links' default minimum severity, High, lets them through)."""
-    from notifications.models import ToolLink
-    from projects.models import Finding, Project
+def _new_findings(project, first: int, count: int) -> list:
+    """`count` high-severity findings of `project`, numbered from `first`."""
+    from projects.models import Finding
 
-    project = Project.objects.create(name=f"Benchmark {slug}", slug=slug)
-    Finding.objects.bulk_create(
+    return Finding.objects.bulk_create(
         Finding(
             project=project,
             tool_name="BenchScanner",
             fingerprint=f"{i:064x}",
-            rule_id=f"PY{i:03d}",
+            rule_id=f"PY{i % 1000:03d}",
             rule_name=f"rule_{i}",
             message=f"Potential injection in generated code, finding {i}",
             severity="high",
             path=f"src/pkg/module_{i}.py",
-            start_line=10 + i,
+            start_line=10 + i % 500,
         )
-        for i in range(findings)
+        for i in range(first, first + count)
     )
+
+
+def project_with_findings(slug: str, tools):
+    """A project linked to `tools` for new vulnerabilities (the links' default
+    minimum severity, High, lets the benchmarks' findings through)."""
+    from notifications.models import ToolLink
+    from projects.models import Project
+
+    project = Project.objects.create(name=f"Benchmark {slug}", slug=slug)
     for tool in tools:
         ToolLink.objects.create(
             project=project, integration=tool, notify_new_vulnerabilities=True
@@ -501,8 +507,9 @@ def project_with_findings(slug: str, tools, findings: int = FINDINGS_PER_EVENT):
 
 
 def emit_new_vulnerabilities(project, count: int, *, per_transaction: int) -> float:
-    """`count` new-vulnerabilities events with the project's findings (10 each), in
-    transactions of `per_transaction` events, as imports emit them. Each committed
+    """`count` new-vulnerabilities events, each with 10 findings of its own written
+    in its transaction, as an import writes the new findings of a scan and emits
+    their event; transactions of `per_transaction` events. Each committed
     transaction enqueues one delivery task. Returns the seconds it took."""
     from django.db import transaction
 
@@ -510,17 +517,21 @@ def emit_new_vulnerabilities(project, count: int, *, per_transaction: int) -> fl
     from notifications.services import event_emit
     from projects.models import Finding
 
-    ids = list(Finding.objects.filter(project=project).values_list("pk", flat=True))
-    payload = {"finding_ids": ids, "counts": {"high": len(ids)}}
+    first = Finding.objects.filter(project=project).count()
     began = time.perf_counter()
     emitted = 0
     while emitted < count:
         with transaction.atomic():
             for _ in range(min(per_transaction, count - emitted)):
+                findings = _new_findings(project, first, FINDINGS_PER_EVENT)
+                first += FINDINGS_PER_EVENT
                 event_emit(
                     project=project,
                     kind=EventKind.NEW_VULNERABILITIES,
-                    payload=payload,
+                    payload={
+                        "finding_ids": [f.pk for f in findings],
+                        "counts": {"high": len(findings)},
+                    },
                 )
                 emitted += 1
     return time.perf_counter() - began

@@ -47,6 +47,9 @@ PREFIX = "notifications/email"
 
 def _display(value, autoescape: bool):
     """`value` as Django's `{{ value }}` shows it."""
+    if type(value) is str:
+        # The usual case first: a plain text.
+        return Markup(html.escape(value)) if autoescape else value  # nosec B704  # escaped right here
     if hasattr(value, "__html__"):
         # Already safe (markupsafe's Markup, Django's SafeString).
         return value

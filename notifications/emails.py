@@ -93,6 +93,23 @@ def _severity_order():
 
 #: The new-vulnerabilities list: most severe first, then by place in the code.
 _FINDING_ORDER = (_severity_order(), "path", "start_line", "pk")
+#: The columns a finding line shows (`_finding_line`): a batch loads hundreds of
+#: findings, and the others (timestamps, fingerprints, snippets) cost to convert.
+_LINE_FIELDS = (
+    "project_id",
+    "rule_id",
+    "rule_name",
+    "severity",
+    "path",
+    "start_line",
+    "start_column",
+    "logical_location",
+    "message",
+)
+
+
+def _finding_rows():
+    return Finding.objects.only(*_LINE_FIELDS)
 
 
 @dataclass
@@ -191,7 +208,7 @@ class _Findings:
             groups.append(group)
         for group in groups:
             ids = {pk for _event, event_ids in group for pk in event_ids}
-            rows = Finding.objects.filter(pk__in=ids).order_by(*_FINDING_ORDER)
+            rows = _finding_rows().filter(pk__in=ids).order_by(*_FINDING_ORDER)
             position = {}
             for i, finding in enumerate(rows):
                 self.rows[finding.pk] = finding
@@ -205,9 +222,9 @@ class _Findings:
         position = self.positions.get(event.pk)
         if position is None:
             return list(
-                Finding.objects.filter(
-                    project=project, pk__in=ids, severity__in=allowed
-                ).order_by(*_FINDING_ORDER)[:TOP_FINDINGS]
+                _finding_rows()
+                .filter(project=project, pk__in=ids, severity__in=allowed)
+                .order_by(*_FINDING_ORDER)[:TOP_FINDINGS]
             )
         found = [
             self.rows[pk]
@@ -223,7 +240,7 @@ class _Findings:
         """`event`'s findings among `ids`, by id."""
         if event.pk not in self.positions:
             return {
-                f.pk: f for f in Finding.objects.filter(project=project, pk__in=ids)
+                f.pk: f for f in _finding_rows().filter(project=project, pk__in=ids)
             }
         return {
             pk: self.rows[pk]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 import requests
+import urllib3
 
 from integrations.exceptions import (
     AuthenticationFailed,
@@ -213,12 +214,16 @@ class GraphClient:
         else:
             path = f"/v1.0/users/{quote(sender, safe='@')}/sendMail"
         try:
-            response = self.session.post(
+            response = self.session.post_json(
                 self.graph_host + path,
-                json=payload,
+                payload,
                 headers={"Authorization": f"Bearer {access_token}"},
             )
-        except requests.RequestException as exc:
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+        ) as exc:
             raise error_from_exception(exc)
         if response.status_code == 202:
             return response.headers.get("request-id", "")

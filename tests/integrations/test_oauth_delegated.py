@@ -164,11 +164,13 @@ def test_api_communication_type_sends_with_the_sender_name(
     authorize(client_admin, http, sandbox, data)
     # A spy: the request still goes to the sandbox, which keeps only the address.
     session = graph_client(sandbox.graph_host).session
-    bodies, post = [], session.post
+    bodies, post_json = [], session.post_json
     monkeypatch.setattr(
         session,
-        "post",
-        lambda url, **kw: bodies.append(kw.get("json")) or post(url, **kw),
+        "post_json",
+        lambda url, payload, **kw: (
+            bodies.append(payload) or post_json(url, payload, **kw)
+        ),
     )
 
     send_one(smtp_row(), sandbox.seed["recipient"], subject="Named")
