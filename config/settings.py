@@ -79,11 +79,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "template_partials",
     "django_tasks",
-    "django_tasks_db",
     "integrations",
     "notifications",
     "projects",
     "operations",  # issue 12: health, metrics, periodic work, the Operations page
+    # After notifications, whose `db_worker` (this one's, warmed up) takes its place.
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
