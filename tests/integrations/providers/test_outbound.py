@@ -599,3 +599,25 @@ def test_an_allow_list_entry_that_is_no_host_or_network_stops_start_up(entry):
     project_settings._check_outbound_allowed_hosts(["relay.corp", "10.0.0.0/8", "::1"])
     with pytest.raises(ImproperlyConfigured, match="OUTBOUND_ALLOWED_HOSTS"):
         project_settings._check_outbound_allowed_hosts([entry])
+
+
+def test_graph_send_mail_goes_through_the_policy(policy, sandbox, monkeypatch):
+    """The worker's sendMail (`M365Session.post_json`, straight to the adapter's
+    pool) meets the policy and the name's certificate check as every request does."""
+    from integrations.providers.graph import GraphClient
+
+    port = int(sandbox.base_url.rsplit(":", 1)[1])
+    fake_dns(
+        monkeypatch,
+        {"graph.internal.example": [["127.0.0.1"]], "localhost": [["127.0.0.1"]]},
+    )
+    payload = {"message": {"subject": "policy"}, "saveToSentItems": False}
+
+    private = GraphClient(f"https://graph.internal.example:{port}")
+    with pytest.raises(AddressRefused) as refused:
+        private.send_mail(access_token="t", sender="a@b.example", payload=payload)
+    assert refused.value.code == "address_private"
+
+    policy.OUTBOUND_ALLOWED_HOSTS = ["graph.internal.example"]
+    with pytest.raises(TlsError):
+        private.send_mail(access_token="t", sender="a@b.example", payload=payload)
