@@ -537,24 +537,38 @@ def _email(delivery: Delivery, batch: _Batch, templates) -> OutgoingEmail:
     )
 
 
+class BatchEmails:
+    """A claimed batch's messages: the batch's queries made at once (one for the
+    digests' events, one, usually, for the findings of every event), each message
+    rendered when asked for (`render`), so that a worker renders the next message
+    while the previous one is on the wire. The same bytes as `email_for`."""
+
+    def __init__(self, deliveries: Iterable[Delivery]):
+        self._batch = _Batch(list(deliveries))
+        self._templates = (get_template(TEXT_TEMPLATE), get_template(HTML_TEMPLATE))
+
+    def render(self, delivery: Delivery) -> OutgoingEmail:
+        """The message for `delivery`, one of the batch's."""
+        return _email(delivery, self._batch, self._templates)
+
+
 def emails_for(
     deliveries: Iterable[Delivery], *, skip_errors: bool = False
 ) -> dict[int, OutgoingEmail]:
     """The message for each delivery, by delivery pk, rendered from its events as
     they were recorded; the same bytes as `email_for` gives each one.
 
-    The batch's work is done once: one query for the digests' events, one (usually)
-    for the findings of every event, one `reverse()` of each link per project, one
-    template lookup. With `skip_errors`, a delivery that cannot be rendered (a bug)
-    is left out instead of failing the others; `email_for` then raises its error.
+    The batch's work is done once (`BatchEmails`): its queries, one `reverse()` of
+    each link per project, one template lookup. With `skip_errors`, a delivery that
+    cannot be rendered (a bug) is left out instead of failing the others;
+    `email_for` then raises its error.
     """
     deliveries = list(deliveries)
-    batch = _Batch(deliveries)
-    templates = (get_template(TEXT_TEMPLATE), get_template(HTML_TEMPLATE))
+    batch = BatchEmails(deliveries)
     emails = {}
     for delivery in deliveries:
         try:
-            emails[delivery.pk] = _email(delivery, batch, templates)
+            emails[delivery.pk] = batch.render(delivery)
         except Exception:
             if not skip_errors:
                 raise

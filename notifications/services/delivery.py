@@ -64,7 +64,7 @@ from integrations.exceptions import (
 )
 from integrations.models import Integration, IntegrationState
 from integrations.services import provider_for
-from notifications.emails import email_for, emails_for
+from notifications.emails import BatchEmails, email_for
 from notifications.exceptions import DeliveryInternalError
 from notifications.models import Delivery, DeliveryStatus
 from notifications.services.events import link_recipients
@@ -482,6 +482,14 @@ class _Submission:
     #: The mailbox's budget (None: not paced) and how many may be in flight at once.
     budget: Budget | None
     concurrency: int
+    #: Sent on a sending thread (the connection's submissions touch nothing but the
+    #: network), while the run's thread gets the next one ready.
+    threaded: bool = False
+    #: The message, for a connection that sends again at once on a new session
+    #: when its session dropped (`Connection.resend_after_drop`), and whether it
+    #: did already in this run.
+    email: object = None
+    resent_after_drop: bool = False
     slot: MailboxSlot | None = None
     future: Future | None = None
     #: Throttled and retried inside this run so far.
@@ -550,12 +558,14 @@ class _Run:
         #: for their Retry-After to be submitted again (`submit`, `drain`).
         self.submissions: list[_Submission] = []
         self.retries: list[_Submission] = []
-        self.executor: ThreadPoolExecutor | None = None
+        #: Per tool, the sending threads of its submissions (as many as it allows
+        #: at once).
+        self.executors: dict[int, ThreadPoolExecutor] = {}
         #: Tools whose server accepted a message in this run: only then do their
         #: submissions run side by side (a wrong secret fails one, not four).
         self.accepted: set[int] = set()
-        #: The claimed batch's messages, rendered together (`emails_for`).
-        self.emails: dict = {}
+        #: The claimed batch's messages, each rendered when it is sent.
+        self.emails: BatchEmails | None = None
 
     def wait(self, integration_id: int, until: datetime) -> None:
         """Send nothing more through the tool in this run; its deliveries wait until
@@ -613,7 +623,11 @@ class _Run:
             self.finish(delivery, DeliveryStatus.FAILED, error_code="no_recipients")
             return
         try:
-            email = self.emails.pop(delivery.pk, None) or email_for(delivery)
+            email = (
+                self.emails.render(delivery)
+                if self.emails is not None
+                else email_for(delivery)
+            )
             if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
                 # The last attempt's answer was lost: the server may hold it already.
                 held = self.connections.get(integration).already_sent(
@@ -640,10 +654,15 @@ class _Run:
                 )
                 return
             _, budget, concurrency = self.pacing(integration)
+            connection = self.connections.get(integration)
+            threaded = concurrency > 1 or connection.network_only_submissions
+            if threaded:
+                # The message is ready (rendered while the last one was on the
+                # wire); the connection is touched once that one is answered.
+                self.wait_for_place(delivery.integration_id, concurrency)
+                connection = self.connections.get(integration)
             # The token (and anything else that reads or writes rows) on this thread.
-            submit = metrics.timed_send(
-                integration.provider, self.connections.get(integration).prepare(email)
-            )
+            submit = metrics.timed_send(integration.provider, connection.prepare(email))
         except IntegrationError as error:
             self.failed(delivery, error)
             return
@@ -662,8 +681,22 @@ class _Run:
                 submit=submit,
                 budget=budget,
                 concurrency=concurrency,
+                threaded=threaded,
+                email=email if connection.resend_after_drop else None,
             )
         )
+
+    def wait_for_place(self, integration_id: int, concurrency: int) -> None:
+        """Wait until fewer of the tool's submissions are in flight than it allows
+        (the slots keep all workers together under that; unpaced, this does), and
+        than one until its server has accepted one (a wrong secret fails one
+        message, not four)."""
+        limit = concurrency if integration_id in self.accepted else 1
+        while (
+            sum(s.delivery.integration_id == integration_id for s in self.submissions)
+            >= limit
+        ):
+            self.collect(timeout=None, first=True)
 
     def pacing(self, integration: Integration) -> tuple[str, Budget | None, int]:
         """The tool's sender mailbox, its budget (None: not paced) and how many
@@ -707,8 +740,10 @@ class _Run:
         )
 
     def submit(self, submission: _Submission) -> None:
-        """Take a slot of the mailbox's budget, then submit: on a thread when the
-        tool allows several at once, else here.
+        """Take a slot of the mailbox's budget, then submit: on a sending thread
+        when the tool allows several at once or its connection's submissions touch
+        nothing but the network, else here. Returns once submitted: the run's thread
+        gets the next message ready meanwhile (`wait_for_place` holds it back).
 
         A wait for the slot, or for a Retry-After, shorter than
         NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS (all of this delivery's waits
@@ -716,6 +751,8 @@ class _Run:
         longer one defers the delivery, and the tool's others, to the queue.
         """
         delivery = submission.delivery
+        if submission.threaded:
+            self.wait_for_place(delivery.integration_id, submission.concurrency)
         inline = float(settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS)
         waited = 0.0
         while True:
@@ -736,22 +773,17 @@ class _Run:
             waited += slot.wait
             self.pause(slot.wait)
         submission.slot = slot
-        if submission.concurrency <= 1:
+        if not submission.threaded:
             self.settle(submission, _submit(submission.submit))
             return
-        if self.executor is None:
-            self.executor = ThreadPoolExecutor(
-                max_workers=submission.concurrency, thread_name_prefix="delivery-send"
-            )
-        submission.future = self.executor.submit(_submit, submission.submit)
-        self.submissions.append(submission)
-        # Never more of one tool's in flight here than it allows (the slots keep
-        # all workers together under it; unpaced, this does), and one at a time
-        # until its server has accepted one.
         tool = delivery.integration_id
-        limit = submission.concurrency if tool in self.accepted else 1
-        while sum(s.delivery.integration_id == tool for s in self.submissions) >= limit:
-            self.collect(timeout=None, first=True)
+        if tool not in self.executors:
+            self.executors[tool] = ThreadPoolExecutor(
+                max_workers=max(1, submission.concurrency),
+                thread_name_prefix="delivery-send",
+            )
+        submission.future = self.executors[tool].submit(_submit, submission.submit)
+        self.submissions.append(submission)
 
     def pause(self, seconds: float) -> None:
         """Wait here, recording the outcomes of submissions that finish meanwhile.
@@ -798,9 +830,9 @@ class _Run:
                 self.resubmit()
             else:
                 self.collect(timeout=None)
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
-            self.executor = None
+        for executor in self.executors.values():
+            executor.shutdown(wait=True)
+        self.executors.clear()
 
     def settle(self, submission: _Submission, answer: _Answer) -> None:
         """The server answered (on the run's thread): give the slot back, telling
@@ -837,10 +869,39 @@ class _Run:
             return
         if answer.crashed:
             self.connections.drop(delivery.integration_id)
+        if self.resend_after_drop(submission, error):
+            return
         if isinstance(error, Throttled):
             self.throttled(delivery, error, pause=pause, submission=submission)
         else:
             self.failed(delivery, error)
+
+    def resend_after_drop(
+        self, submission: _Submission, error: IntegrationError
+    ) -> bool:
+        """A connection whose session dropped under a submission sends it again at
+        once, on a new session, once in this run (SMTP: a server that hung up
+        between messages), as its own `send` does; True when resubmitted."""
+        if (
+            submission.email is None
+            or submission.resent_after_drop
+            or not isinstance(error, ConnectionFailed)
+            or error.code != "connection_failed"
+        ):
+            return False
+        delivery = submission.delivery
+        self.connections.drop(delivery.integration_id)
+        submission.resent_after_drop = True
+        try:
+            connection = self.connections.get(delivery.integration)
+            submission.submit = metrics.timed_send(
+                delivery.integration.provider, connection.prepare(submission.email)
+            )
+        except IntegrationError as again:
+            self.failed(delivery, again)
+            return True
+        self.retries.append(submission)
+        return True
 
     def attention_wait(self, delivery: Delivery) -> None:
         """The tool needs a person (attention, re-authorization): the delivery, not
@@ -1161,7 +1222,7 @@ def deliveries_send(
                 if on_claim is not None:
                     on_claim()
             run.record_senders(batch)
-            run.emails = emails_for(batch, skip_errors=True)
+            run.emails = BatchEmails(batch)
             for delivery in batch:
                 run.tools.add(delivery.integration_id)
                 run.send(delivery)

@@ -60,3 +60,43 @@ def test_smtp_451_4_3_2_is_retried(
     assert {m["message_id"] for m in messages} == {
         f"<delivery-{d.uuid}@appsec.example.test>" for d in final
     }
+
+
+def test_a_session_that_drops_mid_run_is_reopened_and_the_message_sent_at_once(
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
+):
+    """The SMTP submission runs on a sending thread and touches only the network;
+    when the server drops the session under it, the run opens a new session (on
+    its own thread, token included) and sends the message again at once, as the
+    connection's own `send` does, instead of waiting for a retry."""
+    sandbox.add_fault(target="smtp", smtp_stage="mail", drop=True, count=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * 3
+    assert [d.attempts for d in deliveries] == [1, 1, 1]
+    assert len(sandbox.messages()) == 3
+    assert sandbox.counters()["smtp_sessions"] == 2
+
+
+def test_messages_go_out_in_order_one_at_a_time_on_one_session(
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
+):
+    """One submission in flight at a time (Exchange Online SMTP allows one per
+    session): the sandbox receives the batch in the order it was claimed."""
+    with django_capture_on_commit_callbacks(execute=True):
+        for i in range(6):
+            event_emit(
+                project=project,
+                kind=EventKind.SCAN_COMPLETED,
+                payload={"new": i},
+            )
+
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * 6
+    assert [m["message_id"] for m in sandbox.messages()] == [
+        f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries
+    ]
+    assert sandbox.counters()["smtp_sessions"] == 1
