@@ -23,10 +23,11 @@ from its uuid, so a mail client shows the two copies as one message.
 
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the
 tool's deliveries wait for a free slot instead of running into Microsoft's limit (a
-short wait here, a longer one in the queue). A tool that allows several submissions
-at once (Graph: 4 per mailbox) has them run on threads over its one keep-alive
-session, within that limit for all workers together; everything else, the database
-included, stays on the run's thread. A throttle (429, SMTP 4.3.2 or 421) is not an
+short wait here, a longer one in the queue). Submissions run on sending threads
+over the tool's one keep-alive or SMTP session: as many at once as the tool allows
+(Graph: 4 per mailbox, within that limit for all workers together; SMTP: one), while
+the run's thread renders the next message (`BatchEmails`, a batch's queries made
+once); everything else, the database and tokens included, stays on the run's thread. A throttle (429, SMTP 4.3.2 or 421) is not an
 attempt: it gives the claim's attempt back, counts in `throttle_count`, slows the
 mailbox down for every worker, and is retried here after a short Retry-After or
 from the queue after a longer one; the delivery fails for it only once older than
