@@ -256,6 +256,11 @@ async def get_throttling(request, ctx):
 
 
 @control
+async def set_smtp_offers(request, ctx):
+    return web.json_response(ctx.state.set_smtp_offers(await _json(request)))
+
+
+@control
 async def get_counters(request, ctx):
     return web.json_response(ctx.state.counters_snapshot())
 
@@ -504,6 +509,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete("/_sandbox/faults", clear_faults)
     r.add_put("/_sandbox/throttling", set_throttling)
     r.add_get("/_sandbox/throttling", get_throttling)
+    r.add_put("/_sandbox/smtp", set_smtp_offers)
     r.add_get("/_sandbox/counters", get_counters)
     r.add_delete("/_sandbox/counters", zero_counters)
     r.add_post("/_sandbox/clock", clock)

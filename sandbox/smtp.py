@@ -206,6 +206,15 @@ class ExchangeHandler:
     def __init__(self, ctx):
         self.ctx = ctx
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        """EHLO as aiosmtpd answers it, plus PIPELINING (RFC 2920), which Exchange
+        Online offers: aiosmtpd reads one command line at a time, so commands sent
+        together are answered in order."""
+        session.host_name = hostname
+        if not self.ctx.state.smtp_offers["pipelining"]:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     # -- authentication -------------------------------------------------------
 
     async def auth_XOAUTH2(self, server, args):

@@ -299,6 +299,11 @@ IMAP_STAGES = ("connect", "auth", "select", "fetch")
 GRAPH_OPERATIONS = ("sendMail", "listMessages", "any")
 
 
+#: Extensions the sandbox's SMTP server offers after EHLO, as Exchange Online does;
+#: each can be withdrawn (PUT /_sandbox/smtp) to test a client against a server
+#: without it. PIPELINING: RFC 2920.
+DEFAULT_SMTP_OFFERS = {"pipelining": True}
+
 DEFAULT_THROTTLING = {
     "enabled": False,
     "graph_requests_per_window": 30,
@@ -339,6 +344,8 @@ class State:
             self.mailboxes = {}  # lower-case mailbox -> Inbox
             self.faults = []
             self.throttling = dict(DEFAULT_THROTTLING)
+            # What the SMTP server offers besides aiosmtpd's own extensions.
+            self.smtp_offers = dict(DEFAULT_SMTP_OFFERS)
             self.graph_windows = {}  # (client_id, mailbox) -> [start, count]
             self.graph_in_flight = {}  # (client_id, mailbox) -> count
             self.smtp_windows = {}  # identity -> [start, count]
@@ -886,6 +893,15 @@ class State:
             count = len(self.faults)
             self.faults = []
             return count
+
+    # -- the SMTP server's extensions ------------------------------------------------
+
+    def set_smtp_offers(self, data: dict) -> dict:
+        with self.lock:
+            for name in DEFAULT_SMTP_OFFERS:
+                if name in data:
+                    self.smtp_offers[name] = bool(data[name])
+            return dict(self.smtp_offers)
 
     # -- throttling ------------------------------------------------------------------
 

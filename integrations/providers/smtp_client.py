@@ -534,10 +534,42 @@ class SmtpSession:
             raise error_from_reply(code, text, stage="data")
         return f"{code} {single_line(text.decode('utf-8', 'replace'), 120)}"
 
+    def envelope(self, sender: str, recipients) -> None:
+        """MAIL FROM, then RCPT TO each recipient: the same replies and errors as
+        `mail_from` and `rcpt_to`. When the server offers PIPELINING (RFC 2920;
+        Exchange Online does), the commands go in one write and their replies are
+        read after: one round trip for the envelope instead of one per command."""
+        recipients = list(recipients)
+        if not self.client.has_extn("pipelining"):
+            self.mail_from(sender)
+            self.rcpt_to(recipients)
+            return
+        self._tick()
+        try:
+            self.client.send(
+                f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\n"
+                + "".join(f"RCPT TO:{smtplib.quoteaddr(r)}\r\n" for r in recipients)
+            )
+            code, text = self.client.getreply()
+        except Exception as exc:
+            raise error_from_smtp_exception(exc, stage="mail")
+        replies = []
+        try:
+            for _recipient in recipients:
+                replies.append(self.client.getreply())
+        except Exception as exc:
+            raise error_from_smtp_exception(exc, stage="rcpt")
+        if code != 250:
+            self._reset()
+            raise error_from_reply(code, text, stage="mail")
+        refused = [reply for reply in replies if reply[0] not in (250, 251)]
+        if refused and len(refused) == len(recipients):
+            self._reset()
+            raise error_from_reply(*refused[0], stage="rcpt")
+
     def send(self, message: Message, *, sender: str, recipients) -> str:
         """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""
-        self.mail_from(sender)
-        self.rcpt_to(recipients)
+        self.envelope(sender, recipients)
         return self.data(message)
 
     # --- housekeeping -------------------------------------------------------------
