@@ -116,15 +116,6 @@ class TestReport:
 class Connection(AbstractContextManager):
     """An open sending session (a token and a keep-alive or SMTP connection)."""
 
-    #: The submissions `prepare` returns touch nothing but the network, so a worker
-    #: may run them on a sending thread, one at a time even when the provider's
-    #: `sending_limits` allow one, while it gets the next message ready. (With
-    #: several allowed at once, submissions must be so anyway.)
-    network_only_submissions = False
-    #: A submission that failed because the session dropped (ConnectionFailed,
-    #: "connection_failed") is sent again at once on a new session, once per run.
-    resend_after_drop = False
-
     def send(self, email: OutgoingEmail) -> str:
         """Deliver one message; return the provider's request id or reply."""
         return self.prepare(email)()

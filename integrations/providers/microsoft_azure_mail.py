@@ -33,8 +33,6 @@ TOKEN_REUSE_SECONDS = 60.0
 class GraphConnection(Connection):
     """App-only Graph `sendMail` as the configured sender, over the shared client."""
 
-    network_only_submissions = True
-
     def __init__(self, provider: "MicrosoftAzureMailProvider"):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)

@@ -62,34 +62,9 @@ from integrations.providers.smtp_client import SmtpSession, build_message
 class SmtpConnection(Connection):
     """One SMTP session reused for a batch; reconnects once if the server hung up."""
 
-    network_only_submissions = True
-    resend_after_drop = True
-
     def __init__(self, provider: "SmtpProvider"):
         self.provider = provider
         self.session: SmtpSession | None = None
-
-    def prepare(self, email):
-        """The message, and the session open and signed in (its token may be read
-        from and saved to the database) on the calling thread; the submission
-        sends MAIL, RCPT and DATA on that session and nothing else. A session
-        that dropped is closed, and the next `prepare` opens a new one (a worker
-        sends the message again at once: `resend_after_drop`)."""
-        message = self.provider.mime_message(email)
-        if self.session is None or not self.session.connected:
-            self.session = self.provider.open_session()
-        return partial(self._transmit, self.session, message, list(email.to))
-
-    def _transmit(self, session: SmtpSession, message, recipients) -> str:
-        try:
-            return session.send(
-                message, sender=self.provider.sender, recipients=recipients
-            )
-        except ConnectionFailed:
-            if self.session is session:
-                self.session = None
-            session.close()
-            raise
 
     def send(self, email) -> str:
         message = self.provider.mime_message(email)
@@ -114,8 +89,6 @@ class SmtpConnection(Connection):
 
 class GraphMeConnection(Connection):
     """Delegated Graph `/me/sendMail`, with the signed-in user's token."""
-
-    network_only_submissions = True
 
     def __init__(self, provider: "SmtpProvider"):
         self.provider = provider

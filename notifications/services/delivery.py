@@ -23,11 +23,12 @@ from its uuid, so a mail client shows the two copies as one message.
 
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the
 tool's deliveries wait for a free slot instead of running into Microsoft's limit (a
-short wait here, a longer one in the queue). Submissions run on sending threads
-over the tool's one keep-alive or SMTP session: as many at once as the tool allows
-(Graph: 4 per mailbox, within that limit for all workers together; SMTP: one), while
-the run's thread renders the next message (`BatchEmails`, a batch's queries made
-once); everything else, the database and tokens included, stays on the run's thread. A throttle (429, SMTP 4.3.2 or 421) is not an
+short wait here, a longer one in the queue). A tool that allows several submissions
+at once (Graph: 4 per mailbox) has them run on threads over its one keep-alive
+session, within that limit for all workers together, while the run's thread renders
+the next message (`BatchEmails`: a batch's queries made once, each message rendered
+when it is sent); everything else, the database and tokens included, stays on the
+run's thread. A throttle (429, SMTP 4.3.2 or 421) is not an
 attempt: it gives the claim's attempt back, counts in `throttle_count`, slows the
 mailbox down for every worker, and is retried here after a short Retry-After or
 from the queue after a longer one; the delivery fails for it only once older than
@@ -483,14 +484,6 @@ class _Submission:
     #: The mailbox's budget (None: not paced) and how many may be in flight at once.
     budget: Budget | None
     concurrency: int
-    #: Sent on a sending thread (the connection's submissions touch nothing but the
-    #: network), while the run's thread gets the next one ready.
-    threaded: bool = False
-    #: The message, for a connection that sends again at once on a new session
-    #: when its session dropped (`Connection.resend_after_drop`), and whether it
-    #: did already in this run.
-    email: object = None
-    resent_after_drop: bool = False
     slot: MailboxSlot | None = None
     future: Future | None = None
     #: Throttled and retried inside this run so far.
@@ -655,13 +648,11 @@ class _Run:
                 )
                 return
             _, budget, concurrency = self.pacing(integration)
-            connection = self.connections.get(integration)
-            threaded = concurrency > 1 or connection.network_only_submissions
-            if threaded:
-                # The message is ready (rendered while the last one was on the
-                # wire); the connection is touched once that one is answered.
+            if concurrency > 1:
+                # The message is ready (rendered while the others were on the
+                # wire); it is submitted once one of them is answered.
                 self.wait_for_place(delivery.integration_id, concurrency)
-                connection = self.connections.get(integration)
+            connection = self.connections.get(integration)
             # The token (and anything else that reads or writes rows) on this thread.
             submit = metrics.timed_send(integration.provider, connection.prepare(email))
         except IntegrationError as error:
@@ -682,8 +673,6 @@ class _Run:
                 submit=submit,
                 budget=budget,
                 concurrency=concurrency,
-                threaded=threaded,
-                email=email if connection.resend_after_drop else None,
             )
         )
 
@@ -742,9 +731,9 @@ class _Run:
 
     def submit(self, submission: _Submission) -> None:
         """Take a slot of the mailbox's budget, then submit: on a sending thread
-        when the tool allows several at once or its connection's submissions touch
-        nothing but the network, else here. Returns once submitted: the run's thread
-        gets the next message ready meanwhile (`wait_for_place` holds it back).
+        when the tool allows several at once, else here. Returns once submitted:
+        the run's thread gets the next message ready meanwhile (`wait_for_place`
+        holds it back).
 
         A wait for the slot, or for a Retry-After, shorter than
         NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS (all of this delivery's waits
@@ -752,7 +741,7 @@ class _Run:
         longer one defers the delivery, and the tool's others, to the queue.
         """
         delivery = submission.delivery
-        if submission.threaded:
+        if submission.concurrency > 1:
             self.wait_for_place(delivery.integration_id, submission.concurrency)
         inline = float(settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS)
         waited = 0.0
@@ -774,7 +763,7 @@ class _Run:
             waited += slot.wait
             self.pause(slot.wait)
         submission.slot = slot
-        if not submission.threaded:
+        if submission.concurrency <= 1:
             self.settle(submission, _submit(submission.submit))
             return
         tool = delivery.integration_id
@@ -870,39 +859,10 @@ class _Run:
             return
         if answer.crashed:
             self.connections.drop(delivery.integration_id)
-        if self.resend_after_drop(submission, error):
-            return
         if isinstance(error, Throttled):
             self.throttled(delivery, error, pause=pause, submission=submission)
         else:
             self.failed(delivery, error)
-
-    def resend_after_drop(
-        self, submission: _Submission, error: IntegrationError
-    ) -> bool:
-        """A connection whose session dropped under a submission sends it again at
-        once, on a new session, once in this run (SMTP: a server that hung up
-        between messages), as its own `send` does; True when resubmitted."""
-        if (
-            submission.email is None
-            or submission.resent_after_drop
-            or not isinstance(error, ConnectionFailed)
-            or error.code != "connection_failed"
-        ):
-            return False
-        delivery = submission.delivery
-        self.connections.drop(delivery.integration_id)
-        submission.resent_after_drop = True
-        try:
-            connection = self.connections.get(delivery.integration)
-            submission.submit = metrics.timed_send(
-                delivery.integration.provider, connection.prepare(submission.email)
-            )
-        except IntegrationError as again:
-            self.failed(delivery, again)
-            return True
-        self.retries.append(submission)
-        return True
 
     def attention_wait(self, delivery: Delivery) -> None:
         """The tool needs a person (attention, re-authorization): the delivery, not

@@ -65,10 +65,9 @@ def test_smtp_451_4_3_2_is_retried(
 def test_a_session_that_drops_mid_run_is_reopened_and_the_message_sent_at_once(
     sandbox, project, smtp_link, django_capture_on_commit_callbacks
 ):
-    """The SMTP submission runs on a sending thread and touches only the network;
-    when the server drops the session under it, the run opens a new session (on
-    its own thread, token included) and sends the message again at once, as the
-    connection's own `send` does, instead of waiting for a retry."""
+    """When the server drops the session between messages, the connection opens
+    a new one and sends the message again at once, in the same attempt, instead of
+    leaving it for a retry."""
     sandbox.add_fault(target="smtp", smtp_stage="mail", drop=True, count=1)
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(3):
