@@ -9,7 +9,8 @@ throwaway SQLite database (and, with --database-url, in a database of its own th
 creates on that PostgreSQL server and drops at the end), it activates Microsoft Azure
 Mail and the SMTP tool (OAuth 2.0 application, XOAUTH2) from the sandbox's seed,
 creates a project linked to the tool and emits N new-vulnerabilities events of 10
-findings each, in two modes:
+new findings each (every event its own, written in its transaction, as an import
+writes them), in two modes:
 
 - together: all N events in one transaction (one delivery task);
 - separate: each event in its own transaction, as imports commit (N tasks).
