@@ -142,6 +142,9 @@ def assert_delivery_figures(sections: dict, database: str, tools=("Graph", "SMTP
             assert re.fullmatch(
                 r"[\d.]+ messages/s \(\d+ sent\)", figure(run, "product")
             )
+            assert re.match(
+                r"[\d.]+ ms a message \([\d.]+ s ", figure(run, "worker CPU")
+            )
             assert re.match(r"\d+ for 5 messages", figure(run, "token requests"))
             assert re.match(
                 r"https \d+, smtp \d+", figure(run, "TCP connections opened")
