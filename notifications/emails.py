@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db.models import Case, IntegerField, Value, When
 from django.template.loader import get_template
-from django.urls import get_resolver, reverse
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -573,23 +573,6 @@ def emails_for(
             if not skip_errors:
                 raise
     return emails
-
-
-def warm_up() -> None:
-    """Do once, when a task worker starts, what its first email would do: load the
-    URL configuration (`reverse`, and every view module with it), compile the email
-    templates and import the sending path. A worker runs for days; without this
-    its first batch waits about half a second more than the others."""
-    import notifications.tasks  # noqa: F401  # the delivery task and what it sends with
-
-    get_resolver().url_patterns  # noqa: B018  # loading them is the point
-    for name in (
-        TEXT_TEMPLATE,
-        HTML_TEMPLATE,
-        TOOL_HEALTH_TEXT_TEMPLATE,
-        TOOL_HEALTH_HTML_TEMPLATE,
-    ):
-        get_template(name)
 
 
 def email_for(delivery: Delivery) -> OutgoingEmail:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from sandbox import mime
 from sandbox.delivery import mailbox_user
 from sandbox.keys import CTX
-from sandbox.state import Certificate, iso
+from sandbox.state import DEFAULT_SMTP_OFFERS, Certificate, iso
 
 
 class ControlError(Exception):
@@ -257,7 +257,13 @@ async def get_throttling(request, ctx):
 
 @control
 async def set_smtp_offers(request, ctx):
-    return web.json_response(ctx.state.set_smtp_offers(await _json(request)))
+    data = await _json(request)
+    unknown = sorted(set(data) - set(DEFAULT_SMTP_OFFERS))
+    if unknown:
+        raise ControlError(400, f"Unknown SMTP extension: {', '.join(unknown)}.")
+    if not all(isinstance(value, bool) for value in data.values()):
+        raise ControlError(400, "Each extension takes true or false.")
+    return web.json_response(ctx.state.set_smtp_offers(data))
 
 
 @control

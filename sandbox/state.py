@@ -900,7 +900,7 @@ class State:
         with self.lock:
             for name in DEFAULT_SMTP_OFFERS:
                 if name in data:
-                    self.smtp_offers[name] = bool(data[name])
+                    self.smtp_offers[name] = data[name]
             return dict(self.smtp_offers)
 
     # -- throttling ------------------------------------------------------------------

@@ -511,16 +511,20 @@ class SmtpSession:
         return f"{code} {single_line(text.decode('utf-8', 'replace'), 80)}"
 
     def rcpt_to(self, recipients) -> None:
-        refused = []
+        replies = []
         for recipient in recipients:
             self._tick()
             try:
-                code, text = self.client.rcpt(recipient)
+                replies.append(self.client.rcpt(recipient))
             except Exception as exc:
                 raise error_from_smtp_exception(exc, stage="rcpt")
-            if code not in (250, 251):
-                refused.append((code, text))
-        if refused and len(refused) == len(list(recipients)):
+        self._recipients_answered(replies)
+
+    def _recipients_answered(self, replies: list[tuple[int, bytes]]) -> None:
+        """The RCPT TO replies: an error when the server refused every recipient
+        (the message goes to those it accepted)."""
+        refused = [reply for reply in replies if reply[0] not in (250, 251)]
+        if refused and len(refused) == len(replies):
             self._reset()
             raise error_from_reply(*refused[0], stage="rcpt")
 
@@ -562,10 +566,7 @@ class SmtpSession:
         if code != 250:
             self._reset()
             raise error_from_reply(code, text, stage="mail")
-        refused = [reply for reply in replies if reply[0] not in (250, 251)]
-        if refused and len(refused) == len(recipients):
-            self._reset()
-            raise error_from_reply(*refused[0], stage="rcpt")
+        self._recipients_answered(replies)
 
     def send(self, message: Message, *, sender: str, recipients) -> str:
         """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""

@@ -196,38 +196,17 @@ def deliveries_claim(
             attempts=F("attempts") + 1,
             updated_at=now,
         )
-    claimed = list(
+    # A batch names a few projects, links and tools: each is loaded once (one query
+    # per relation) and the same instance given to every row that names it, where a
+    # JOIN would build one per row and decode the tool's settings each time.
+    return list(
         Delivery.objects.filter(
             pk__in=picked, claimed_by=worker, status=DeliveryStatus.SENDING
         )
         .select_related("event", "event__scan")
+        .prefetch_related("project", "link", "integration")
         .order_by("integration_id", "pk")
     )
-    _share_related(claimed)
-    return claimed
-
-
-#: What the rows of a claimed batch share: a batch names a few projects, links and
-#: tools, each loaded once (one query each) and given to every row that names it.
-_SHARED_RELATIONS = ("project", "link", "integration")
-
-
-def _share_related(deliveries: list[Delivery]) -> None:
-    """Set each delivery's project, link and tool from one query per relation, the
-    same instance on every row that names it (a JOIN would build one per row, and
-    decode the tool's settings each time). A row whose related row is gone keeps
-    the relation unloaded, as it was."""
-    for name in _SHARED_RELATIONS:
-        attname = Delivery._meta.get_field(name).attname
-        ids = {getattr(d, attname) for d in deliveries} - {None}
-        if not ids:
-            continue
-        model = Delivery._meta.get_field(name).related_model
-        found = model._default_manager.in_bulk(ids)
-        for delivery in deliveries:
-            related = found.get(getattr(delivery, attname))
-            if related is not None:
-                setattr(delivery, name, related)
 
 
 def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
@@ -648,13 +627,10 @@ class _Run:
                 )
                 return
             _, budget, concurrency = self.pacing(integration)
-            if concurrency > 1:
-                # The message is ready (rendered while the others were on the
-                # wire); it is submitted once one of them is answered.
-                self.wait_for_place(delivery.integration_id, concurrency)
-            connection = self.connections.get(integration)
             # The token (and anything else that reads or writes rows) on this thread.
-            submit = metrics.timed_send(integration.provider, connection.prepare(email))
+            submit = metrics.timed_send(
+                integration.provider, self.connections.get(integration).prepare(email)
+            )
         except IntegrationError as error:
             self.failed(delivery, error)
             return

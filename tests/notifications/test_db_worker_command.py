@@ -6,7 +6,8 @@ from django.template import engines
 from django.urls import clear_url_caches, get_resolver
 from django_tasks_db.management.commands.db_worker import Command as WorkerCommand
 
-from notifications.emails import HTML_TEMPLATE, TEXT_TEMPLATE, warm_up
+from notifications.emails import HTML_TEMPLATE, TEXT_TEMPLATE
+from notifications.management.commands.db_worker import warm_up
 
 
 def test_db_worker_is_the_products_command_built_on_django_tasks_db():

@@ -135,6 +135,23 @@ def test_current_faults_and_throttling_can_be_read(sb, ctl):
     assert throttling["graph_requests_per_window"] == 7
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pipelining": "false"},  # a string, not false
+        {"pipelining": 0},
+        {"pipelining": None},
+        {"chunking": True},  # not an extension the sandbox can withdraw
+        ["pipelining"],
+    ],
+)
+def test_smtp_offers_take_known_extensions_and_booleans_only(sb, ctl, body):
+    ctl("PUT", "smtp", json=body, expect=(400,))
+
+    # Nothing changed: PIPELINING is still offered.
+    assert ctl("PUT", "smtp", json={}) == {"pipelining": True}
+
+
 # --- messages and inbox ---------------------------------------------------------
 
 
