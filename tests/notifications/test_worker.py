@@ -145,12 +145,14 @@ def test_worker_killed_mid_batch_is_taken_over_within_about_a_lease(sandbox, tmp
             timeout=stale + 15,
             interval=0.3,
         ), status(env)["task_runs"]
-        state = status(env)
     finally:
         for process in workers.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=20)
+    # Read once the live worker has stopped (finishing the task it ran): until then
+    # a `recover` task of its own may be RUNNING, as it should.
+    state = status(env)
     # Its deliveries resumed within about a lease of its death.
     resumed = min(
         d["sent_at"] for d in state["deliveries"] if d["uuid"] not in sent_before
