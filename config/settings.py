@@ -643,8 +643,12 @@ NOTIFICATIONS_THROTTLE_MAX_AGE_SECONDS = env.float(
 NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS = env.float(
     "NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS", default=3.0
 )
-# Deliveries claimed at a time by one worker (one connection serves them all).
-NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=25)
+# Deliveries claimed at a time by one worker (one connection serves them all). A
+# claim and a batch's email queries cost about the same for 25 rows as for 100, so
+# fewer, larger batches save a worker about a sixth of its time per message; the
+# rows a worker holds are renewed by its heartbeat and, if it dies, taken over
+# together a lease later.
+NOTIFICATIONS_CLAIM_BATCH = env.int("NOTIFICATIONS_CLAIM_BATCH", default=100)
 # The django-tasks queue the delivery tasks go to (db_worker --queue-name).
 NOTIFICATIONS_QUEUE_NAME = env.str("NOTIFICATIONS_QUEUE_NAME", default="default")
 

@@ -1131,7 +1131,10 @@ def deliveries_send(
     run = _Run(worker=worker)
     deadline = time.monotonic() + float(settings.NOTIFICATIONS_RUN_MAX_SECONDS)
     batch_size = int(settings.NOTIFICATIONS_CLAIM_BATCH)
-    own, tools = delivery_ids, None
+    # The task's own rows are claimed a batch of ids at a time: a task of a thousand
+    # rows would otherwise have every claim's query name all thousand.
+    own_left = list(delivery_ids) if delivery_ids is not None else None
+    tools = None
     try:
         while max_deliveries is None or run.handled < max_deliveries:
             if time.monotonic() >= deadline:
@@ -1140,6 +1143,9 @@ def deliveries_send(
             limit = batch_size
             if max_deliveries is not None:
                 limit = min(limit, max_deliveries - run.handled)
+            own = None
+            if own_left is not None:
+                own, own_left = own_left[:limit], own_left[limit:]
             batch = deliveries_claim(
                 worker=run.worker,
                 delivery_ids=own,
@@ -1148,10 +1154,13 @@ def deliveries_send(
                 limit=limit,
             )
             if not batch:
+                if own_left:
+                    # None of these ids was due: on to the task's next ones.
+                    continue
                 if own is not None and (run.tools - set(run.waiting)):
                     # The task's own rows are done: now the same tools' other due
                     # rows, while this run has their connections open.
-                    own, tools = None, sorted(run.tools)
+                    own_left, tools = None, sorted(run.tools)
                     continue
                 break
             if not run.tools:

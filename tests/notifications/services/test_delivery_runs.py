@@ -98,6 +98,33 @@ def test_many_small_tasks_are_sent_by_the_first_run_and_the_rest_find_nothing(
     assert {m["message_id"] for m in messages} == message_ids(final)
 
 
+def test_a_large_task_claims_its_own_rows_a_batch_of_ids_at_a_time(
+    sandbox, project, link, settings
+):
+    # One task of 60 rows (an import's events committed together), of which a few
+    # were sent already: each claim names at most a batch of the task's ids, where
+    # naming all 60 in every claim made a thousand-row task's claims grow with it.
+    settings.NOTIFICATIONS_CLAIM_BATCH = 25
+    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
+    deliveries = emit(project, 60)
+    ids = [d.pk for d in deliveries]
+    # A whole window of them sent meanwhile (by another run, say).
+    Delivery.objects.filter(pk__in=ids[25:50]).update(status=DeliveryStatus.SENT)
+    with CaptureQueriesContext(connection) as queries:
+        summary = deliveries_send(delivery_ids=ids)
+    assert summary.sent == 35
+    in_lists = [
+        len(group.split(","))
+        for q in queries
+        for group in re.findall(r'"id" IN \(([^)]*)\)', q["sql"])
+    ]
+    assert in_lists and max(in_lists) <= 25, in_lists
+    assert {d.status for d in Delivery.objects.filter(pk__in=ids)} == {
+        DeliveryStatus.SENT
+    }
+    assert len(sandbox.messages()) == 35
+
+
 def test_a_run_stops_at_its_time_limit_and_the_task_enqueues_its_rest(
     sandbox, project, link, queued, settings
 ):
