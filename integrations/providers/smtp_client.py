@@ -161,6 +161,8 @@ def _cte(text: str) -> str:
 
 
 _SPACE = re.compile(r"\s")
+#: A line starting with a dot, doubled in the content after DATA (RFC 5321 4.5.2).
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class _SmtpCompat32(Compat32):
@@ -518,14 +520,17 @@ class SmtpSession:
                 replies.append(self.client.rcpt(recipient))
             except Exception as exc:
                 raise error_from_smtp_exception(exc, stage="rcpt")
-        self._recipients_answered(replies)
+        try:
+            self._recipients_answered(replies)
+        except IntegrationError:
+            self._reset()
+            raise
 
     def _recipients_answered(self, replies: list[tuple[int, bytes]]) -> None:
         """The RCPT TO replies: an error when the server refused every recipient
         (the message goes to those it accepted)."""
         refused = [reply for reply in replies if reply[0] not in (250, 251)]
         if refused and len(refused) == len(replies):
-            self._reset()
             raise error_from_reply(*refused[0], stage="rcpt")
 
     def data(self, message: Message) -> str:
@@ -538,23 +543,35 @@ class SmtpSession:
             raise error_from_reply(code, text, stage="data")
         return f"{code} {single_line(text.decode('utf-8', 'replace'), 120)}"
 
-    def envelope(self, sender: str, recipients) -> None:
-        """MAIL FROM, then RCPT TO each recipient: the same replies and errors as
-        `mail_from` and `rcpt_to`. When the server offers PIPELINING (RFC 2920;
-        Exchange Online does), the commands go in one write and their replies are
-        read after: one round trip for the envelope instead of one per command."""
+    def send(self, message: Message, *, sender: str, recipients) -> str:
+        """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply.
+
+        When the server offers PIPELINING (RFC 2920; Exchange Online does), MAIL
+        FROM, every RCPT TO and DATA go in one write and their replies are read
+        after (`_pipelined_envelope`), then the content: two round trips a message
+        instead of one per command. The same replies and errors either way.
+        """
         recipients = list(recipients)
         if not self.client.has_extn("pipelining"):
             self.mail_from(sender)
             self.rcpt_to(recipients)
-            return
+            return self.data(message)
+        self._pipelined_envelope(sender, recipients)
+        return self._content(message)
+
+    def _pipelined_envelope(self, sender: str, recipients: list) -> None:
+        """MAIL FROM, RCPT TO each recipient and DATA in one write (DATA may end a
+        group, RFC 2920 section 3.1), then their replies: on return the server
+        waits for the content. A refusal raises what `mail_from`, `rcpt_to` or
+        `data` would."""
         self._tick()
         try:
             self.client.send(
                 f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\n"
                 + "".join(f"RCPT TO:{smtplib.quoteaddr(r)}\r\n" for r in recipients)
+                + "DATA\r\n"
             )
-            code, text = self.client.getreply()
+            mail = self.client.getreply()
         except Exception as exc:
             raise error_from_smtp_exception(exc, stage="mail")
         replies = []
@@ -563,15 +580,41 @@ class SmtpSession:
                 replies.append(self.client.getreply())
         except Exception as exc:
             raise error_from_smtp_exception(exc, stage="rcpt")
-        if code != 250:
-            self._reset()
-            raise error_from_reply(code, text, stage="mail")
-        self._recipients_answered(replies)
+        try:
+            data = self.client.getreply()
+        except Exception as exc:
+            raise error_from_smtp_exception(exc, stage="data")
+        try:
+            if mail[0] != 250:
+                raise error_from_reply(*mail, stage="mail")
+            self._recipients_answered(replies)
+            if data[0] != 354:
+                raise error_from_reply(*data, stage="data")
+        except IntegrationError:
+            if data[0] == 354:
+                # The server took DATA without a sender or recipient it accepted:
+                # nothing may be sent, and only the content's end would leave the
+                # DATA state, so the session is closed (the next message opens one).
+                self.close()
+            else:
+                self._reset()
+            raise
 
-    def send(self, message: Message, *, sender: str, recipients) -> str:
-        """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""
-        self.envelope(sender, recipients)
-        return self.data(message)
+    def _content(self, message: Message) -> str:
+        """The message after DATA's 354 (dot-stuffed, ending CRLF.CRLF, as smtplib's
+        `data` sends it): the server's final reply."""
+        self._tick()
+        content = _LEADING_DOT.sub(b"..", message.as_bytes())
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        try:
+            self.client.send(content + b".\r\n")
+            code, text = self.client.getreply()
+        except Exception as exc:
+            raise error_from_smtp_exception(exc, stage="data")
+        if code != 250:
+            raise error_from_reply(code, text, stage="data")
+        return f"{code} {single_line(text.decode('utf-8', 'replace'), 120)}"
 
     # --- housekeeping -------------------------------------------------------------
 

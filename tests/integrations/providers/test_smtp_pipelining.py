@@ -5,6 +5,7 @@ the same messages, replies and errors either way."""
 import pytest
 
 from integrations.exceptions import IntegrationError
+from integrations.providers.base import OutgoingEmail
 from integrations.providers.smtp_client import SmtpSession
 
 from .test_smtp import app_provider, email
@@ -20,7 +21,7 @@ def pipelining(request, sandbox, ctl):
 def one_by_one_calls(monkeypatch):
     """Calls of the command-by-command envelope (a spy: each still runs)."""
     calls = []
-    for name in ("mail_from", "rcpt_to"):
+    for name in ("mail_from", "rcpt_to", "data"):
         real = getattr(SmtpSession, name)
 
         def spy(self, *args, _real=real, _name=name, **kwargs):
@@ -31,7 +32,7 @@ def one_by_one_calls(monkeypatch):
     return calls
 
 
-def test_the_envelope_goes_in_one_write_only_when_the_server_offers_it(
+def test_the_envelope_and_data_go_in_one_write_only_when_the_server_offers_it(
     sandbox, pipelining, one_by_one_calls
 ):
     recipient = sandbox.seed["recipient"]
@@ -41,9 +42,11 @@ def test_the_envelope_goes_in_one_write_only_when_the_server_offers_it(
 
     assert len(sandbox.messages(to=recipient)) == 3
     if pipelining:
+        # MAIL FROM, RCPT TO and DATA in one write, then the content: two round
+        # trips a message, not one per command.
         assert one_by_one_calls == []
     else:
-        assert one_by_one_calls == ["mail_from", "rcpt_to"] * 3
+        assert one_by_one_calls == ["mail_from", "rcpt_to", "data"] * 3
 
 
 @pytest.mark.parametrize(
@@ -85,3 +88,17 @@ def test_one_refused_recipient_of_two_leaves_the_other(sandbox, pipelining):
 
     (message,) = sandbox.messages(to=seed["recipient"])
     assert message["subject"] == "Hello"
+
+
+def test_lines_starting_with_a_dot_arrive_intact_either_way(sandbox, pipelining):
+    # The content after DATA doubles a leading dot (RFC 5321 4.5.2), and a line
+    # of one dot would otherwise end the message early.
+    recipient = sandbox.seed["recipient"]
+    text = "Before\n.\n.hidden file\n..two dots\nAfter"
+    with app_provider(sandbox).open() as connection:
+        connection.send(
+            OutgoingEmail(to=(recipient,), subject="Dots", text=text, html="")
+        )
+
+    (message,) = sandbox.messages(to=recipient)
+    assert message["text"].replace("\r\n", "\n").rstrip("\n") == text
