@@ -15,6 +15,7 @@ subject is reduced to one line, since a CR or LF there would start a new header.
 """
 
 import re
+from collections import namedtuple
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -93,23 +94,38 @@ def _severity_order():
 
 #: The new-vulnerabilities list: most severe first, then by place in the code.
 _FINDING_ORDER = (_severity_order(), "path", "start_line", "pk")
-#: The columns a finding line shows (`_finding_line`): a batch loads hundreds of
-#: findings, and the others (timestamps, fingerprints, snippets) cost to convert.
-_LINE_FIELDS = (
-    "project_id",
-    "rule_id",
-    "rule_name",
-    "severity",
-    "path",
-    "start_line",
-    "start_column",
-    "logical_location",
-    "message",
-)
 
 
-def _finding_rows():
-    return Finding.objects.only(*_LINE_FIELDS)
+class FindingRow(
+    namedtuple(
+        "FindingRow",
+        [
+            "pk",
+            "project_id",
+            "rule_id",
+            "rule_name",
+            "severity",
+            "path",
+            "start_line",
+            "start_column",
+            "logical_location",
+            "message",
+        ],
+    )
+):
+    """The columns of a finding that its line in an email shows (`_finding_line`),
+    with the model's own `rule_label` and `location`. A batch reads hundreds of
+    findings: tuples from `values_list` cost a fraction of model instances, and the
+    other columns (timestamps, fingerprints, snippets) nothing."""
+
+    __slots__ = ()
+    rule_label = Finding.rule_label
+    location = Finding.location
+
+
+def _finding_rows(queryset) -> list[FindingRow]:
+    """`queryset`'s findings (a Finding queryset, filtered and ordered) as rows."""
+    return list(map(FindingRow._make, queryset.values_list(*FindingRow._fields)))
 
 
 @dataclass
@@ -191,7 +207,7 @@ class _Findings:
     """
 
     def __init__(self, events: Iterable[Event]):
-        self.rows: dict[int, Finding] = {}
+        self.rows: dict[int, FindingRow] = {}
         #: Event pk -> {finding pk: position in its query's order}.
         self.positions: dict[int, dict[int, int]] = {}
         groups, group, size = [], [], 0
@@ -208,7 +224,9 @@ class _Findings:
             groups.append(group)
         for group in groups:
             ids = {pk for _event, event_ids in group for pk in event_ids}
-            rows = _finding_rows().filter(pk__in=ids).order_by(*_FINDING_ORDER)
+            rows = _finding_rows(
+                Finding.objects.filter(pk__in=ids).order_by(*_FINDING_ORDER)
+            )
             position = {}
             for i, finding in enumerate(rows):
                 self.rows[finding.pk] = finding
@@ -216,15 +234,15 @@ class _Findings:
             for event_pk, _ids in group:
                 self.positions[event_pk] = position
 
-    def top(self, event: Event, project, allowed: list[str]) -> list[Finding]:
+    def top(self, event: Event, project, allowed: list[str]) -> list[FindingRow]:
         """The first TOP_FINDINGS new findings of `event` at `allowed` severities."""
         ids = event.payload.get("finding_ids") or []
         position = self.positions.get(event.pk)
         if position is None:
-            return list(
-                _finding_rows()
-                .filter(project=project, pk__in=ids, severity__in=allowed)
-                .order_by(*_FINDING_ORDER)[:TOP_FINDINGS]
+            return _finding_rows(
+                Finding.objects.filter(
+                    project=project, pk__in=ids, severity__in=allowed
+                ).order_by(*_FINDING_ORDER)[:TOP_FINDINGS]
             )
         found = [
             self.rows[pk]
@@ -236,11 +254,14 @@ class _Findings:
         found.sort(key=lambda finding: position[finding.pk])
         return found[:TOP_FINDINGS]
 
-    def by_id(self, event: Event, project, ids: list) -> dict[int, Finding]:
+    def by_id(self, event: Event, project, ids: list) -> dict[int, FindingRow]:
         """`event`'s findings among `ids`, by id."""
         if event.pk not in self.positions:
             return {
-                f.pk: f for f in _finding_rows().filter(project=project, pk__in=ids)
+                f.pk: f
+                for f in _finding_rows(
+                    Finding.objects.filter(project=project, pk__in=ids)
+                )
             }
         return {
             pk: self.rows[pk]
