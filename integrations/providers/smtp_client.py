@@ -152,14 +152,6 @@ def xoauth2_string(user: str, access_token: str) -> str:
     return f"user={user}\x01auth=Bearer {access_token}\x01\x01"
 
 
-def _cte(text: str) -> str:
-    return (
-        "7bit"
-        if text.isascii() and max(map(len, text.splitlines() or [""])) < 990
-        else "quoted-printable"
-    )
-
-
 _SPACE = re.compile(r"\s")
 #: A line starting with a dot, doubled in the content after DATA (RFC 5321 4.5.2).
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -225,10 +217,12 @@ def _text_part(text: str, subtype: str) -> Message:
     """A text/<subtype> part in UTF-8: 7bit when the text allows, else
     quoted-printable (7-bit clean for any server). Line breaks are made one kind and
     the body ends with one, as `EmailMessage.set_content` did."""
-    body = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    lines = text.encode("utf-8").splitlines()
+    body = b"\n".join(lines) + b"\n"
     part = Message(policy=_POLICY)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    if _cte(text) == "7bit":
+    # 7bit: ASCII in lines SMTP allows (under 998 octets; 990 leaves room).
+    if text.isascii() and max(map(len, lines), default=0) < 990:
         part["Content-Transfer-Encoding"] = "7bit"
         part.set_payload(body.decode("ascii"))
     else:
@@ -604,7 +598,9 @@ class SmtpSession:
         """The message after DATA's 354 (dot-stuffed, ending CRLF.CRLF, as smtplib's
         `data` sends it): the server's final reply."""
         self._tick()
-        content = _LEADING_DOT.sub(b"..", message.as_bytes())
+        content = message.as_bytes()
+        if content.startswith(b".") or b"\n." in content:
+            content = _LEADING_DOT.sub(b"..", content)
         if not content.endswith(b"\r\n"):
             content += b"\r\n"
         try:
