@@ -18,8 +18,10 @@ writes them), in two modes:
 For each mode the events (and their tasks) are written first; then a real `manage.py
 db_worker` process is started and sends them; the time runs from the first claim of a
 delivery to the last delivery's `sent_at`, both read from the database, so it is the
-worker's speed (the cost of writing events is printed apart). It prints messages per second, token requests, the TCP
-connections the sandbox accepted, and delivered / lost / doubled by Message-ID.
+worker's speed (the cost of writing events is printed apart). It prints messages
+per second, the CPU per message of the worker and of the sandbox, token requests,
+the TCP connections the sandbox accepted, and delivered / lost / doubled by
+Message-ID.
 
 Then the same messages again without the product, to the same sandbox:
 
@@ -112,7 +114,10 @@ def child(args) -> int:
         baseline = bare_graph if key == "graph" else django_smtp
         # The machine is shared: the baseline is taken a few times and its median
         # used, so one slow or fast round does not make the ratio.
-        rates = [baseline(sandbox, emails) for _ in range(args.baseline_rounds)]
+        rates = [
+            baseline(sandbox, emails, sandbox_pid=args.sandbox_pid)
+            for _ in range(args.baseline_rounds)
+        ]
         rate = statistics.median(rates)
         if len(rates) > 1:
             row(
@@ -150,9 +155,11 @@ def product_run(sandbox, env, log_dir, tool, key, mode, args) -> dict:
     )
     with workers(env, log_dir, 1, interval=args.worker_interval) as started:
         ready_cpu = process_cpu_seconds(started[0].process.pid)
+        sandbox_cpu = CpuMeter(args.sandbox_pid)
         states = wait_until_settled([project], count, timeout=args.timeout)
         errors = started[0].errors()
         settled_cpu = process_cpu_seconds(started[0].process.pid)
+        sandbox_seconds = sandbox_cpu.seconds()
     worker_cpu = (
         settled_cpu - ready_cpu
         if settled_cpu is not None and ready_cpu is not None
@@ -181,6 +188,8 @@ def product_run(sandbox, env, log_dir, tool, key, mode, args) -> dict:
             "of the db_worker process, all its threads, from ready to the last sent; "
             "they share one core)",
         )
+    if sandbox_seconds is not None:
+        row("sandbox CPU", sandbox_per_message(sandbox_seconds, sent))
     other = {s: n for s, n in states.items() if s != "sent"}
     if other:
         row("  not sent", ", ".join(f"{n} {s}" for s, n in sorted(other.items())))
@@ -217,6 +226,25 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """CPU seconds process `pid` spends from now on (None: no pid, or no /proc)."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.start = process_cpu_seconds(pid) if pid else None
+
+    def seconds(self) -> float | None:
+        end = process_cpu_seconds(self.pid) if self.pid else None
+        return end - self.start if end is not None and self.start is not None else None
+
+
+def sandbox_per_message(seconds: float, messages: int) -> str:
+    return (
+        f"{seconds * 1000 / max(messages, 1):.2f} ms a message ({seconds:.2f} s of the "
+        "sandbox process, which serves the product and the baseline alike)"
+    )
+
+
 def first_claim(projects):
     """When the worker first claimed one of the projects' deliveries."""
     from django.db.models import Min
@@ -246,7 +274,7 @@ def rendered_emails(project) -> list:
     return [email_for(d) for d in deliveries.order_by("pk")]
 
 
-def bare_graph(sandbox, emails) -> float:
+def bare_graph(sandbox, emails, *, sandbox_pid=None) -> float:
     """sendMail in a loop: one keep-alive session, one token, the product's JSON."""
     from integrations.providers.graph import message_payload
 
@@ -255,6 +283,7 @@ def bare_graph(sandbox, emails) -> float:
     url = f"{sandbox.base_url}/v1.0/users/{seed['sender']}/sendMail"
     sandbox.clear_messages()
     before, calls = sandbox.counters(), sandbox.calls
+    sandbox_cpu = CpuMeter(sandbox_pid)
     began = time.perf_counter()
     with sandbox.session() as session:
         token = session.post(
@@ -272,6 +301,7 @@ def bare_graph(sandbox, emails) -> float:
             response = session.post(url, json=payload, headers=headers)
             refused += response.status_code != 202
     seconds = time.perf_counter() - began
+    sandbox_seconds = sandbox_cpu.seconds()
     delta = counter_delta(before, sandbox.counters())
     https = delta["tcp_connections"]["https"] - (sandbox.calls - calls - 1)
     rate = (len(payloads) - refused) / seconds
@@ -284,12 +314,14 @@ def bare_graph(sandbox, emails) -> float:
         "token requests / TCP connections",
         f"{sum(delta['token_requests'].values())} / https {https}",
     )
+    if sandbox_seconds is not None:
+        row("sandbox CPU", sandbox_per_message(sandbox_seconds, len(payloads)))
     if refused:
         row("  refused", refused)
     return rate
 
 
-def django_smtp(sandbox, emails) -> float:
+def django_smtp(sandbox, emails, *, sandbox_pid=None) -> float:
     """Django's SMTP backend, Basic auth, one connection, the same emails."""
     from django.core.mail import EmailMultiAlternatives
     from django.core.mail.backends.smtp import EmailBackend
@@ -320,9 +352,11 @@ def django_smtp(sandbox, emails) -> float:
         messages.append(message)
     sandbox.clear_messages()
     before = sandbox.counters()
+    sandbox_cpu = CpuMeter(sandbox_pid)
     began = time.perf_counter()
     sent = backend.send_messages(messages)  # opens one connection, closes it
     seconds = time.perf_counter() - began
+    sandbox_seconds = sandbox_cpu.seconds()
     delta = counter_delta(before, sandbox.counters())
     rate = sent / seconds
     row(
@@ -334,6 +368,8 @@ def django_smtp(sandbox, emails) -> float:
         "SMTP sessions / TCP connections",
         f"{delta['smtp_sessions']} / smtp {delta['tcp_connections']['smtp']}",
     )
+    if sandbox_seconds is not None:
+        row("sandbox CPU", sandbox_per_message(sandbox_seconds, sent))
     return rate
 
 
@@ -403,6 +439,7 @@ def main() -> int:
         "--keep", action="store_true", help="keep the work directory (logs)"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sandbox-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if args.messages < 1:
@@ -423,7 +460,8 @@ def main() -> int:
     )
     status = 0
     with workdir("bench-delivery-", keep=args.keep) as work:
-        with SandboxProcess(work / "sandbox") as sandbox:
+        server = SandboxProcess(work / "sandbox")
+        with server as sandbox:
             row("sandbox", f"python -m sandbox serve, {sandbox.base_url}, own process")
             databases = [("sqlite", lambda: sqlite_database(work / "sqlite"))]
             if args.database_url:
@@ -452,6 +490,7 @@ def main() -> int:
                         f"--worker-interval={args.worker_interval}",
                         f"--timeout={args.timeout}",
                         f"--baseline-rounds={args.baseline_rounds}",
+                        f"--sandbox-pid={server.process.pid}",
                     ]
                     result = subprocess.run(argv, cwd=ROOT, env=env)
                     if result.returncode:

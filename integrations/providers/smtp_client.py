@@ -588,8 +588,9 @@ class SmtpSession:
             if data[0] == 354:
                 # The server took DATA without a sender or recipient it accepted:
                 # nothing may be sent, and only the content's end would leave the
-                # DATA state, so the session is closed (the next message opens one).
-                self.close()
+                # DATA state. The connection is dropped instead (an unfinished
+                # DATA delivers nothing); the next message opens a session.
+                self._abandon()
             else:
                 self._reset()
             raise
@@ -622,6 +623,14 @@ class SmtpSession:
         try:
             self.client.rset()
         except (smtplib.SMTPException, OSError):
+            pass
+
+    def _abandon(self) -> None:
+        """Drop the connection without QUIT (which would be read as content)."""
+        client, self.client = self.client, None
+        try:
+            client.close()
+        except OSError:
             pass
 
     def close(self) -> None:

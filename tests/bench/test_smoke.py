@@ -145,6 +145,10 @@ def assert_delivery_figures(sections: dict, database: str, tools=("Graph", "SMTP
             assert re.match(
                 r"[\d.]+ ms a message \([\d.]+ s ", figure(run, "worker CPU")
             )
+            assert re.match(
+                r"[\d.]+ ms a message \([\d.]+ s of the sandbox",
+                figure(run, "sandbox CPU"),
+            )
             assert re.match(r"\d+ for 5 messages", figure(run, "token requests"))
             assert re.match(
                 r"https \d+, smtp \d+", figure(run, "TCP connections opened")
@@ -170,6 +174,8 @@ def test_delivery_benchmark_prints_rates_ratios_tokens_and_connections():
     assert re.match(
         r"[\d.]+ messages/s \(5 messages", figure(django, "Django EmailBackend")
     )
+    for baseline in (bare, django):
+        assert re.match(r"[\d.]+ ms a message ", figure(baseline, "sandbox CPU"))
     assert "Not measured here:" in output
 
 

@@ -102,3 +102,38 @@ def test_lines_starting_with_a_dot_arrive_intact_either_way(sandbox, pipelining)
 
     (message,) = sandbox.messages(to=recipient)
     assert message["text"].replace("\r\n", "\n").rstrip("\n") == text
+
+
+def test_data_accepted_after_every_recipient_was_refused_sends_nothing(
+    sandbox, monkeypatch
+):
+    # A server that answers the pipelined DATA with 354 although it refused every
+    # recipient (Exchange answers 503): the content is not sent (nothing after 354
+    # but the content would be read), the session is dropped, the next message
+    # opens another.
+    from sandbox.smtp import ExchangeSMTP
+
+    real_data = ExchangeSMTP.smtp_DATA
+
+    async def lax_data(self, arg):
+        if not self.envelope.rcpt_tos:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            return
+        await real_data(self, arg)
+
+    monkeypatch.setattr(ExchangeSMTP, "smtp_DATA", lax_data)
+    recipient = sandbox.seed["recipient"]
+    sandbox.add_fault(
+        target="smtp",
+        smtp_stage="rcpt",
+        smtp_reply="550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found",
+        count=1,
+    )
+    with app_provider(sandbox).open() as connection:
+        with pytest.raises(IntegrationError) as refused:
+            connection.send(email([recipient], subject="Refused"))
+        connection.send(email([recipient], subject="Next"))
+
+    assert refused.value.code == "recipient_rejected"
+    assert [m["subject"] for m in sandbox.messages(to=recipient)] == ["Next"]
+    assert sandbox.counters()["smtp_sessions"] == 2
