@@ -575,6 +575,24 @@ def wait_until_settled(
     return last
 
 
+def wait_until_queue_drained(*, timeout: float) -> bool:
+    """Poll until no task is due (READY and due, or RUNNING): the tasks a mode left
+    (its many small `deliver` tasks, which find their rows sent) are its worker's
+    to run, not the next mode's."""
+    from django_tasks_db.models import DBTaskResult
+
+    return wait_for(
+        lambda: (
+            not (
+                DBTaskResult.objects.ready().exists()
+                or DBTaskResult.objects.running().exists()
+            )
+        ),
+        timeout=timeout,
+        interval=0.2,
+    )
+
+
 def failed_tasks() -> list[str]:
     """Tasks that ended FAILED (an exception escaped them): name and exception."""
     from django_tasks_db.models import DBTaskResult
