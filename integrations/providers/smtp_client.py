@@ -11,6 +11,7 @@ https://learn.microsoft.com/exchange/mail-flow-best-practices/non-delivery-repor
 """
 
 import binascii
+import io
 import logging
 import re
 import secrets
@@ -18,6 +19,7 @@ import smtplib
 import socket
 import ssl
 from email.charset import QP, Charset
+from email.generator import NLCRE, BytesGenerator
 from email.header import Header
 from email.message import Message
 from email.policy import Compat32
@@ -279,6 +281,25 @@ def build_message(email, *, sender: str, sender_name: str = "") -> Message:
     return message
 
 
+class _BytesGenerator(BytesGenerator):
+    """The email package's generator, writing each text payload in one piece
+    instead of a write per line (most of what flattening a message cost): the
+    same bytes."""
+
+    def _write_lines(self, lines):
+        if lines:
+            self.write(NLCRE.sub(self._NL, lines))
+
+
+def message_bytes(message: Message) -> bytes:
+    """The same bytes as `message.as_bytes()`, in a fraction of the time."""
+    out = io.BytesIO()
+    _BytesGenerator(out, mangle_from_=False, policy=message.policy).flatten(
+        message, unixfrom=False
+    )
+    return out.getvalue()
+
+
 def _connect_error(error: IntegrationError, destination) -> IntegrationError:
     """What a failure to reach an SMTP server says, in our words.
 
@@ -530,7 +551,7 @@ class SmtpSession:
     def data(self, message: Message) -> str:
         self._tick()
         try:
-            code, text = self.client.data(message.as_bytes())
+            code, text = self.client.data(message_bytes(message))
         except Exception as exc:
             raise error_from_smtp_exception(exc, stage="data")
         if code != 250:
@@ -599,7 +620,7 @@ class SmtpSession:
         """The message after DATA's 354 (dot-stuffed, ending CRLF.CRLF, as smtplib's
         `data` sends it): the server's final reply."""
         self._tick()
-        content = message.as_bytes()
+        content = message_bytes(message)
         if content.startswith(b".") or b"\n." in content:
             content = _LEADING_DOT.sub(b"..", content)
         if not content.endswith(b"\r\n"):

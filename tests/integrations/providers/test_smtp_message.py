@@ -7,12 +7,13 @@ import re
 from email import message_from_bytes
 from email import policy as email_policy
 from email.header import decode_header, make_header
+from email.message import Message
 from email.policy import compat32
 
 import pytest
 
 from integrations.providers.base import OutgoingEmail
-from integrations.providers.smtp_client import _POLICY, build_message
+from integrations.providers.smtp_client import _POLICY, build_message, message_bytes
 from integrations.text import single_line
 from tests.integrations.providers.smtp_reference import reference_build_message
 
@@ -243,6 +244,24 @@ def test_the_bytes_are_smtp_ready(case):
     header_block = raw.split(b"\r\n\r\n", 1)[0].decode()
     date = r"Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d -0000"
     assert any(re.fullmatch(date, line) for line in header_block.split("\r\n"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_message_bytes_are_the_email_packages_bytes(case):
+    # What the session sends (`message_bytes`, one write per payload) is byte for
+    # byte what the email package's `as_bytes()` writes.
+    message = build_message(CASES[case], sender="n@example.com", sender_name="Ops")
+
+    assert message_bytes(message) == message.as_bytes()
+
+
+def test_message_bytes_keep_line_ends_and_a_payload_without_a_last_newline():
+    message = Message(policy=_POLICY)
+    message["Subject"] = "Line ends"
+    message.set_payload("one\ntwo\r\nthree\rfour")  # no newline at the end
+
+    assert message_bytes(message) == message.as_bytes()
+    assert message_bytes(message).endswith(b"\r\n\r\none\r\ntwo\r\nthree\r\nfour")
 
 
 def test_the_message_id_and_delivery_headers_are_written_as_given():
