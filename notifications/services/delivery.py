@@ -539,6 +539,9 @@ class _Run:
         self.accepted: set[int] = set()
         #: The claimed batch's messages, each rendered when it is sent.
         self.emails: BatchEmails | None = None
+        #: Claimed deliveries not attempted because their tool waits, by the time
+        #: they wait for: given back together (`release_postponed`).
+        self.postponed: dict[datetime, list[Delivery]] = {}
 
     def wait(self, integration_id: int, until: datetime) -> None:
         """Send nothing more through the tool in this run; its deliveries wait until
@@ -868,14 +871,21 @@ class _Run:
 
     def postpone(self, delivery: Delivery) -> None:
         """The tool is waiting (throttled, out of budget, needing attention): the
-        delivery, not attempted, waits with it."""
+        delivery, not attempted, waits with it. Given back with the batch's others
+        (`release_postponed`): one UPDATE, not one per row."""
         at = self.waiting[delivery.integration_id]
-        _release([delivery], self.worker, at=at)
+        self.postponed.setdefault(at, []).append(delivery)
         if delivery.integration_id in self.paced:
             self.summary.deferred += 1
         else:
             self.summary.retrying += 1
         self.summary.retry_at[delivery.pk] = at
+
+    def release_postponed(self) -> None:
+        """Give back the postponed deliveries, one UPDATE per time they wait for."""
+        postponed, self.postponed = self.postponed, {}
+        for at, deliveries in postponed.items():
+            _release(deliveries, self.worker, at=at)
 
     def defer(self, delivery: Delivery, until: datetime) -> None:
         """The mailbox's budget is spent: the delivery (not attempted) and the tool's
@@ -953,6 +963,14 @@ class _Run:
                 # The rows of the sends it could not finish stay claimed: sent
                 # again once the lease runs out.
                 logger.exception("Could not finish the sends of run %s", self.worker)
+            if self.postponed:
+                try:
+                    self.release_postponed()
+                except Exception:
+                    # They stay claimed: attempted once the lease runs out.
+                    logger.exception(
+                        "Could not give back the deliveries of run %s", self.worker
+                    )
             if self.outcomes:
                 try:
                     self.flush()
@@ -1173,7 +1191,9 @@ def deliveries_send(
                 run.tools.add(delivery.integration_id)
                 run.send(delivery)
                 run.sent_one()
+            run.release_postponed()
         run.drain()
+        run.release_postponed()
         run.flush()
         run.defer_waiting()
     finally:

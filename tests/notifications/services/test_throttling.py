@@ -12,7 +12,8 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -193,6 +194,40 @@ def test_a_long_retry_after_goes_back_to_the_queue_without_an_attempt(
     )
     assert first.next_attempt_at >= timezone.now() + timedelta(seconds=3.5)
     assert (second.status, second.attempts) == (DeliveryStatus.PENDING, 0)
+    assert sandbox.messages() == []
+
+
+def test_a_batch_waiting_with_its_throttled_tool_is_given_back_in_one_update(
+    sandbox, project, link, settings
+):
+    # The first of 30 claimed rows meets a long Retry-After: the 29 others, not
+    # attempted, go back to the queue together (one UPDATE), all due when it ends.
+    settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS = 3
+    settings.NOTIFICATIONS_CLAIM_BATCH = 30
+    sandbox.add_fault(target="graph", status=429, retry_after="4", count=1)
+    ids = write(project, 30)
+    with CaptureQueriesContext(connection) as queries:
+        summary = deliveries_send(delivery_ids=ids)
+
+    assert set(summary.retry_at) == set(ids)
+    # Given back: pending and unclaimed again, with no outcome (no error code).
+    releases = [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith('UPDATE "notifications_delivery"')
+        and "\"claimed_by\" = ''" in q["sql"]
+        and "\"status\" = 'pending'" in q["sql"]
+        and '"error_code"' not in q["sql"].split("WHERE")[0]
+    ]
+    assert len(releases) == 1, releases
+    rows = list(Delivery.objects.filter(pk__in=ids).order_by("pk"))
+    assert {(d.status, d.attempts, d.claimed_by) for d in rows} == {
+        (DeliveryStatus.PENDING, 0, "")
+    }
+    first, *others = rows
+    assert first.throttle_count == 1
+    assert {d.next_attempt_at for d in others} == {summary.retry_at[others[0].pk]}
+    assert all(d.next_attempt_at >= first.next_attempt_at for d in others)
     assert sandbox.messages() == []
 
 
