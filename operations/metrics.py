@@ -104,14 +104,34 @@ T = TypeVar("T")
 
 def timed_send(tool: str, submit: Callable[[], T]) -> Callable[[], T]:
     """`submit` (a prepared submission), timed into the send latency histogram each
-    time it runs (a throttled one runs again)."""
+    time it runs (a throttled one runs again); a reply left pending is timed
+    until it is read."""
+    # Here, not at the top: the providers import this module.
+    from integrations.providers.base import PendingReply
 
     def timed() -> T:
         started = time.perf_counter()
-        try:
-            return submit()
-        finally:
+
+        def observe() -> None:
             SEND_SECONDS.labels(tool=tool).observe(time.perf_counter() - started)
+
+        try:
+            answer = submit()
+        except BaseException:
+            observe()
+            raise
+        if not isinstance(answer, PendingReply):
+            observe()
+            return answer
+
+        def reply():
+            # Timed until the reply is read: the server's time is the send's.
+            try:
+                return answer.result()
+            finally:
+                observe()
+
+        return PendingReply(reply)
 
     return timed
 

@@ -113,12 +113,31 @@ class TestReport:
                 step.status = StepStatus.SKIPPED
 
 
+class PendingReply:
+    """A submission that has gone out and whose answer is read later (`result()`:
+    the reply, or the IntegrationError it raises). A one-at-a-time connection (an
+    SMTP session) returns one, so that the worker prepares the next message while
+    the server takes this one; `result()` must be called before the connection's
+    next submission."""
+
+    def __init__(self, read: Callable[[], str]):
+        self._read = read
+
+    def result(self) -> str:
+        return self._read()
+
+
+def reply_of(answer: "str | PendingReply") -> str:
+    """What a submission answered, once read."""
+    return answer.result() if isinstance(answer, PendingReply) else answer
+
+
 class Connection(AbstractContextManager):
     """An open sending session (a token and a keep-alive or SMTP connection)."""
 
     def send(self, email: OutgoingEmail) -> str:
         """Deliver one message; return the provider's request id or reply."""
-        return self.prepare(email)()
+        return reply_of(self.prepare(email)())
 
     def prepare(self, email: OutgoingEmail) -> Callable[[], str]:
         """Everything before the submission, on the calling thread (tokens, which
@@ -127,8 +146,9 @@ class Connection(AbstractContextManager):
 
         When the provider's `sending_limits` allow several submissions at once, the
         submission may run on another thread, beside others of the same connection:
-        it must then touch nothing but the network. The default submits with `send`,
-        so a connection overrides one of the two.
+        it must then touch nothing but the network. Otherwise it may return a
+        `PendingReply`, read before the connection's next submission. The default
+        submits with `send`, so a connection overrides one of the two.
         """
         return partial(self.send, email)
 

@@ -32,8 +32,10 @@ from integrations.providers import clouds, delegated, identity
 from integrations.providers.base import (
     Connection,
     NotificationToolProvider,
+    PendingReply,
     Step,
     TestReport,
+    reply_of,
 )
 from integrations.providers.graph import graph_client, message_payload
 from integrations.providers.limits import EXCHANGE_SMTP, GRAPH
@@ -60,26 +62,48 @@ from integrations.providers.smtp_client import SmtpSession, build_message
 
 
 class SmtpConnection(Connection):
-    """One SMTP session reused for a batch; reconnects once if the server hung up."""
+    """One SMTP session reused for a batch; reconnects once if the server hung up.
+
+    A submission returns once the message is written (`PendingReply`): the
+    server's final reply is read when the worker comes back for it, so the worker
+    prepares the next message while the server takes this one.
+    """
 
     def __init__(self, provider: "SmtpProvider"):
         self.provider = provider
         self.session: SmtpSession | None = None
 
-    def send(self, email) -> str:
+    def prepare(self, email):
+        # The MIME message is built here, while the last message's reply is on
+        # its way; the submission only talks to the server.
         message = self.provider.mime_message(email)
-        for attempt in (1, 2):
-            if self.session is None or not self.session.connected:
-                self.session = self.provider.open_session()
+        return partial(self._submit, message, list(email.to))
+
+    def _submit(self, message, recipients, *, attempt: int = 1) -> PendingReply:
+        if self.session is None or not self.session.connected:
+            self.session = self.provider.open_session()
+        try:
+            read = self.session.submit(
+                message, sender=self.provider.sender, recipients=recipients
+            )
+        except ConnectionFailed as error:
+            return self._again(error, message, recipients, attempt)
+
+        def reply() -> str:
             try:
-                return self.session.send(
-                    message, sender=self.provider.sender, recipients=list(email.to)
-                )
+                return read()
             except ConnectionFailed as error:
-                self.close()
-                if attempt == 2 or error.code != "connection_failed":
-                    raise
-        raise AssertionError("unreachable")
+                # The server hung up before answering: the message was not
+                # accepted, so it goes again on a new session, as before.
+                return reply_of(self._again(error, message, recipients, attempt))
+
+        return PendingReply(reply)
+
+    def _again(self, error, message, recipients, attempt: int) -> PendingReply:
+        self.close()
+        if attempt == 2 or error.code != "connection_failed":
+            raise error
+        return self._submit(message, recipients, attempt=2)
 
     def close(self) -> None:
         session, self.session = self.session, None

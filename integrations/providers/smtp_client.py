@@ -18,6 +18,7 @@ import secrets
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from email.charset import QP, Charset
 from email.generator import NLCRE, BytesGenerator
 from email.header import Header
@@ -559,20 +560,29 @@ class SmtpSession:
         return f"{code} {single_line(text.decode('utf-8', 'replace'), 120)}"
 
     def send(self, message: Message, *, sender: str, recipients) -> str:
-        """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply.
+        """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""
+        return self.submit(message, sender=sender, recipients=recipients)()
+
+    def submit(self, message: Message, *, sender: str, recipients) -> Callable[[], str]:
+        """MAIL FROM, RCPT TO each recipient, DATA; returns what reads the server's
+        final reply (call it before the session's next command).
 
         When the server offers PIPELINING (RFC 2920; Exchange Online does), MAIL
         FROM, every RCPT TO and DATA go in one write and their replies are read
-        after (`_pipelined_envelope`), then the content: two round trips a message
-        instead of one per command. The same replies and errors either way.
+        after (`_pipelined_envelope`), then the content, whose reply is left to
+        read: two round trips a message instead of one per command, and the
+        caller works while the server takes the message. The same replies and
+        errors either way.
         """
         recipients = list(recipients)
         if not self.client.has_extn("pipelining"):
             self.mail_from(sender)
             self.rcpt_to(recipients)
-            return self.data(message)
+            reply = self.data(message)
+            return lambda: reply
         self._pipelined_envelope(sender, recipients)
-        return self._content(message)
+        self._write_content(message)
+        return self._final_reply
 
     def _pipelined_envelope(self, sender: str, recipients: list) -> None:
         """MAIL FROM, RCPT TO each recipient and DATA in one write (DATA may end a
@@ -616,9 +626,9 @@ class SmtpSession:
                 self._reset()
             raise
 
-    def _content(self, message: Message) -> str:
-        """The message after DATA's 354 (dot-stuffed, ending CRLF.CRLF, as smtplib's
-        `data` sends it): the server's final reply."""
+    def _write_content(self, message: Message) -> None:
+        """The message after DATA's 354: dot-stuffed, ending CRLF.CRLF, as
+        smtplib's `data` sends it."""
         self._tick()
         content = message_bytes(message)
         if content.startswith(b".") or b"\n." in content:
@@ -627,6 +637,13 @@ class SmtpSession:
             content += b"\r\n"
         try:
             self.client.send(content + b".\r\n")
+        except Exception as exc:
+            raise error_from_smtp_exception(exc, stage="data")
+
+    def _final_reply(self) -> str:
+        """The server's reply to the content."""
+        self._tick()
+        try:
             code, text = self.client.getreply()
         except Exception as exc:
             raise error_from_smtp_exception(exc, stage="data")

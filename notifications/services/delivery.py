@@ -65,6 +65,7 @@ from integrations.exceptions import (
     Throttled,
 )
 from integrations.models import Integration, IntegrationState
+from integrations.providers.base import PendingReply
 from integrations.services import provider_for
 from notifications.emails import BatchEmails, email_for
 from notifications.exceptions import DeliveryInternalError
@@ -480,12 +481,18 @@ class _Answer:
     #: The error is a bug of ours, not the server's answer (the connection is
     #: dropped to be safe).
     crashed: bool = False
+    #: Gone out, the server's reply not read yet (`_Run.resolve` reads it).
+    pending: PendingReply | None = None
 
 
-def _submit(submit: Callable[[], str]) -> _Answer:
-    """Run one submission (on a sending thread, or the run's): network only."""
+def _submit(submit: Callable[[], str | PendingReply]) -> _Answer:
+    """Run one submission (on a sending thread, or the run's), or read the reply
+    it left pending (`submit` is then `PendingReply.result`): network only."""
     try:
-        return _Answer(reply=str(submit() or ""))
+        reply = submit()
+        if isinstance(reply, PendingReply):
+            return _Answer(pending=reply)
+        return _Answer(reply=str(reply or ""))
     except IntegrationError as error:
         return _Answer(error=error)
     except Exception:
@@ -542,6 +549,10 @@ class _Run:
         #: Claimed deliveries not attempted because their tool waits, by the time
         #: they wait for: given back together (`release_postponed`).
         self.postponed: dict[datetime, list[Delivery]] = {}
+        #: Per one-at-a-time tool, its submission gone out whose reply is read
+        #: before the tool's next one (`resolve`): the run's thread gets the next
+        #: message ready while the server takes this one.
+        self.awaiting: dict[int, tuple[_Submission, PendingReply]] = {}
 
     def wait(self, integration_id: int, until: datetime) -> None:
         """Send nothing more through the tool in this run; its deliveries wait until
@@ -606,6 +617,7 @@ class _Run:
             )
             if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
                 # The last attempt's answer was lost: the server may hold it already.
+                self.resolve(integration.pk)
                 held = self.connections.get(integration).already_sent(
                     email, sender=delivery.answer_lost_from or None
                 )
@@ -720,6 +732,8 @@ class _Run:
         longer one defers the delivery, and the tool's others, to the queue.
         """
         delivery = submission.delivery
+        # The tool's last message first: its reply may make this one wait.
+        self.resolve(delivery.integration_id)
         if submission.concurrency > 1:
             self.wait_for_place(delivery.integration_id, submission.concurrency)
         inline = float(settings.NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS)
@@ -743,7 +757,11 @@ class _Run:
             self.pause(slot.wait)
         submission.slot = slot
         if submission.concurrency <= 1:
-            self.settle(submission, _submit(submission.submit))
+            answer = _submit(submission.submit)
+            if answer.pending is not None:
+                self.awaiting[delivery.integration_id] = (submission, answer.pending)
+                return
+            self.settle(submission, answer)
             return
         tool = delivery.integration_id
         if tool not in self.executors:
@@ -762,6 +780,7 @@ class _Run:
         """
         # The writes below are part of the wait, not added to it.
         deadline = time.monotonic() + seconds
+        self.resolve()
         if seconds >= FLUSH_BEFORE_WAIT_SECONDS:
             self.flush()
         while (left := deadline - time.monotonic()) > 0:
@@ -786,6 +805,16 @@ class _Run:
             self.submissions.remove(submission)
             self.settle(submission, submission.future.result())
 
+    def resolve(self, integration_id: int | None = None) -> None:
+        """Read the reply left pending on the tool's connection (None: on every
+        tool's) and record its outcome."""
+        tools = list(self.awaiting) if integration_id is None else [integration_id]
+        for tool in tools:
+            awaiting = self.awaiting.pop(tool, None)
+            if awaiting is not None:
+                submission, pending = awaiting
+                self.settle(submission, _submit(pending.result))
+
     def resubmit(self) -> None:
         """Submit again the throttled deliveries whose Retry-After was short."""
         while self.retries:
@@ -794,7 +823,9 @@ class _Run:
     def drain(self) -> None:
         """Wait for every submission under way, and retry the throttled ones
         waiting here, until all have an outcome; then stop the sending threads."""
-        while self.submissions or self.retries:
+        self.resolve()
+        while self.submissions or self.retries or self.awaiting:
+            self.resolve()
             if self.retries:
                 self.resubmit()
             else:

@@ -99,3 +99,76 @@ def test_messages_go_out_in_order_one_at_a_time_on_one_session(
         f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries
     ]
     assert sandbox.counters()["smtp_sessions"] == 1
+
+
+def test_the_next_message_is_prepared_while_the_server_takes_the_last_one(
+    sandbox, project, smtp_link, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The server's reply to a message's content is read when the run comes back
+    for the session, after it got the next message ready; each reply is still
+    recorded on its own delivery, a refusal included."""
+    from integrations.providers.smtp import SmtpConnection
+    from integrations.providers.smtp_client import SmtpSession
+
+    calls = []
+    prepare, final_reply = SmtpConnection.prepare, SmtpSession._final_reply
+
+    def spy_prepare(self, email):
+        calls.append(("prepare", email.message_id))
+        return prepare(self, email)
+
+    def spy_reply(self):
+        calls.append(("reply", None))
+        return final_reply(self)
+
+    monkeypatch.setattr(SmtpConnection, "prepare", spy_prepare)
+    monkeypatch.setattr(SmtpSession, "_final_reply", spy_reply)
+    sandbox.add_fault(
+        target="smtp",
+        smtp_stage="data",
+        smtp_reply="550 5.7.1 Message rejected as spam by Content Filtering",
+        count=1,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+
+    first, *others = Delivery.objects.order_by("pk")
+    assert [c[0] for c in calls] == [
+        "prepare",
+        "prepare",
+        "reply",
+        "prepare",
+        "reply",
+        "reply",
+    ]
+    assert [c[1] for c in calls if c[0] == "prepare"] == [
+        f"<delivery-{d.uuid}@appsec.example.test>" for d in [first, *others]
+    ]
+    assert first.status == DeliveryStatus.FAILED
+    assert "5.7.1" in first.request_id
+    for delivery in others:
+        assert delivery.status == DeliveryStatus.SENT
+        # The reply to its own message: the server names the Message-ID.
+        assert f"<delivery-{delivery.uuid}@" in delivery.request_id
+    assert len(sandbox.messages()) == 2
+    assert sandbox.counters()["smtp_sessions"] == 1
+
+
+def test_a_session_dropped_before_its_reply_is_reopened_and_the_message_sent_at_once(
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
+):
+    # The server hangs up after the content, before accepting it (no reply): the
+    # message goes again on a new session, in the same attempt, once.
+    sandbox.add_fault(target="smtp", smtp_stage="data", drop=True, count=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * 3
+    assert [d.attempts for d in deliveries] == [1, 1, 1]
+    assert sorted(m["message_id"] for m in sandbox.messages()) == sorted(
+        f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries
+    )
+    assert sandbox.counters()["smtp_sessions"] == 2

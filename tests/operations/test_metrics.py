@@ -148,6 +148,45 @@ def test_every_metric_family_is_present():
 # -- counted where it happens ----------------------------------------------------------
 
 
+def test_an_smtp_send_is_timed_once_until_its_reply_is_read(
+    sandbox, project, django_capture_on_commit_callbacks
+):
+    # The SMTP session leaves each message's reply to be read after the next
+    # message is ready: the send is still observed once, when the reply is read.
+    from integrations.forms.smtp import SmtpForm
+    from integrations.services import integration_save
+    from tests.integrations.smtp_support import drawer_data
+
+    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
+    assert form.is_valid(), form.errors
+    tool = integration_save(
+        provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
+    )
+    ToolLink.objects.create(
+        project=project,
+        integration=tool,
+        minimum_severity="info",
+        notify_scan_completed=True,
+    )
+    count, total = f"{PREFIX}_send_seconds_count", f"{PREFIX}_send_seconds_sum"
+    before = value(count, tool="smtp"), value(total, tool="smtp")
+    # The server takes half a second to answer the first message's content.
+    sandbox.add_fault(
+        target="smtp",
+        smtp_stage="data",
+        delay=0.5,
+        smtp_reply="550 5.7.1 Message rejected as spam by Content Filtering",
+        count=1,
+    )
+
+    emit_scans_completed(project, 3, django_capture_on_commit_callbacks)
+
+    statuses = list(Delivery.objects.order_by("pk").values_list("status", flat=True))
+    assert statuses == ["failed", "sent", "sent"]
+    assert value(count, tool="smtp") == before[0] + 3
+    assert value(total, tool="smtp") >= before[1] + 0.5
+
+
 def test_a_delivery_counts_its_outcome_latency_and_one_token_request(
     sandbox, project, link, django_capture_on_commit_callbacks
 ):
