@@ -654,7 +654,7 @@ class _Run:
             # it is retried like a transient failure and fails after the last attempt.
             logger.exception("Delivery %s could not be sent", delivery.uuid)
             error = DeliveryInternalError("unexpected error while sending")
-            self.connections.drop(integration.pk)
+            self.drop(integration.pk)
             self.failed(delivery, error)
             return
         self.submit(
@@ -815,6 +815,13 @@ class _Run:
                 submission, pending = awaiting
                 self.settle(submission, _submit(pending.result))
 
+    def drop(self, integration_id: int) -> None:
+        """Close the tool's connection (a new one opens for its next message),
+        after reading the reply still pending on it: closing first would lose
+        that message's outcome, and it would go again."""
+        self.resolve(integration_id)
+        self.connections.drop(integration_id)
+
     def resubmit(self) -> None:
         """Submit again the throttled deliveries whose Retry-After was short."""
         while self.retries:
@@ -868,7 +875,7 @@ class _Run:
             )
             return
         if answer.crashed:
-            self.connections.drop(delivery.integration_id)
+            self.drop(delivery.integration_id)
         if isinstance(error, Throttled):
             self.throttled(delivery, error, pause=pause, submission=submission)
         else:
@@ -1044,7 +1051,7 @@ class _Run:
         )
         if isinstance(error, (ConnectionFailed, ServiceUnavailable)):
             # The session may be broken (a dropped connection, an SMTP 4xx).
-            self.connections.drop(integration.pk)
+            self.drop(integration.pk)
         if error.retryable and delivery.attempts < max_attempts:
             delay = retry_delay(
                 attempts=delivery.attempts, retry_after=error.retry_after
@@ -1114,7 +1121,7 @@ class _Run:
         )
         if error.status == 421:
             # Exchange closes the session with its 421.
-            self.connections.drop(integration.pk)
+            self.drop(integration.pk)
         common = {
             "error_code": error.code[:64],
             "request_id": (error.request_id or "")[:500],

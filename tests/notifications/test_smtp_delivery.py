@@ -172,3 +172,36 @@ def test_a_session_dropped_before_its_reply_is_reopened_and_the_message_sent_at_
         f"<delivery-{d.uuid}@appsec.example.test>" for d in deliveries
     )
     assert sandbox.counters()["smtp_sessions"] == 2
+
+
+def test_a_bug_preparing_the_next_message_keeps_the_last_ones_reply(
+    sandbox, project, smtp_link, monkeypatch, django_capture_on_commit_callbacks
+):
+    # Building the second message fails (a bug) while the first one's reply is
+    # still to be read: the session is dropped only after reading it, so the
+    # first is recorded sent (not sent again) and the bug costs the second an
+    # attempt.
+    from integrations.providers.smtp import SmtpProvider
+
+    mime_message = SmtpProvider.mime_message
+    built = []
+
+    def failing_second(self, email):
+        built.append(email.message_id)
+        if len(built) == 2:
+            raise RuntimeError("a bug")
+        return mime_message(self, email)
+
+    monkeypatch.setattr(SmtpProvider, "mime_message", failing_second)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+
+    first, second, third = Delivery.objects.order_by("pk")
+    assert (first.status, third.status) == (DeliveryStatus.SENT, DeliveryStatus.SENT)
+    assert second.status == DeliveryStatus.PENDING
+    assert second.attempts == 1
+    ids = [m["message_id"] for m in sandbox.messages()]
+    assert sorted(ids) == sorted(
+        f"<delivery-{d.uuid}@appsec.example.test>" for d in (first, third)
+    )
