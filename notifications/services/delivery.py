@@ -28,7 +28,10 @@ at once (Graph: 4 per mailbox) has them run on threads over its one keep-alive
 session, within that limit for all workers together, while the run's thread renders
 the next message (`BatchEmails`: a batch's queries made once, each message rendered
 when it is sent); everything else, the database and tokens included, stays on the
-run's thread. A throttle (429, SMTP 4.3.2 or 421) is not an
+run's thread. A one-at-a-time tool (an SMTP session) answers a submission with a
+`PendingReply`: the message has gone out and the server's reply is read when the run
+comes back for the connection (`resolve`), so the run gets the next message ready
+meanwhile, without a thread. A throttle (429, SMTP 4.3.2 or 421) is not an
 attempt: it gives the claim's attempt back, counts in `throttle_count`, slows the
 mailbox down for every worker, and is retried here after a short Retry-After or
 from the queue after a longer one; the delivery fails for it only once older than
