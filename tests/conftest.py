@@ -132,3 +132,25 @@ def other_project(db, outsider):
 def client_for(client, user):
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def smtp_link(sandbox, project):
+    """The SMTP tool (Exchange Online SMTP, OAuth 2.0 application) linked to the
+    project: every severity, scan completed, immediately."""
+    from integrations.forms.smtp import SmtpForm
+    from integrations.services import integration_save
+    from notifications.models import ToolLink
+    from tests.integrations.smtp_support import drawer_data
+
+    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
+    assert form.is_valid(), form.errors
+    tool = integration_save(
+        provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
+    )
+    return ToolLink.objects.create(
+        project=project,
+        integration=tool,
+        minimum_severity="info",
+        notify_scan_completed=True,
+    )

@@ -8,7 +8,6 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from integrations.services import integration_save
 from notifications.models import Delivery, DeliveryStatus, ToolLink
 from tests.tools import activate_azure_mail
 
@@ -38,26 +37,6 @@ def link(project, graph_tool):
         minimum_severity="info",
         notify_scan_completed=True,
         notify_status_changed=True,
-    )
-
-
-@pytest.fixture
-def smtp_link(sandbox, project):
-    """The SMTP tool (Exchange Online SMTP, OAuth 2.0 application) linked to the
-    project: every severity, scan completed, immediately."""
-    from integrations.forms.smtp import SmtpForm
-    from tests.integrations.smtp_support import drawer_data
-
-    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
-    assert form.is_valid(), form.errors
-    tool = integration_save(
-        provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
-    )
-    return ToolLink.objects.create(
-        project=project,
-        integration=tool,
-        minimum_severity="info",
-        notify_scan_completed=True,
     )
 
 

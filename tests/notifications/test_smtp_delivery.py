@@ -12,6 +12,13 @@ from tests.projects.sarif_documents import sarif_bytes, sarif_result
 pytestmark = pytest.mark.django_db
 
 
+def emit_scans(project, capture, count=3):
+    """`count` scan-completed events, one transaction; their task runs at once."""
+    with capture(execute=True):
+        for _ in range(count):
+            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+
+
 def test_smtp_email_has_text_and_html_parts_and_our_message_id(
     sandbox, project, smtp_link, django_capture_on_commit_callbacks
 ):
@@ -47,9 +54,7 @@ def test_smtp_451_4_3_2_is_retried(
         smtp_stage="data",
         count=1,
     )
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    emit_scans(project, django_capture_on_commit_callbacks)
     first = Delivery.objects.order_by("pk").first()
     assert first.status == DeliveryStatus.PENDING
     assert "4.3.2" in first.request_id or first.error_code
@@ -69,9 +74,7 @@ def test_a_session_that_drops_mid_run_is_reopened_and_the_message_sent_at_once(
     a new one and sends the message again at once, in the same attempt, instead of
     leaving it for a retry."""
     sandbox.add_fault(target="smtp", smtp_stage="mail", drop=True, count=1)
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    emit_scans(project, django_capture_on_commit_callbacks)
 
     deliveries = list(Delivery.objects.order_by("pk"))
     assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * 3
@@ -129,9 +132,7 @@ def test_the_next_message_is_prepared_while_the_server_takes_the_last_one(
         smtp_reply="550 5.7.1 Message rejected as spam by Content Filtering",
         count=1,
     )
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    emit_scans(project, django_capture_on_commit_callbacks)
 
     first, *others = Delivery.objects.order_by("pk")
     assert [c[0] for c in calls] == [
@@ -161,9 +162,7 @@ def test_a_session_dropped_before_its_reply_is_reopened_and_the_message_sent_at_
     # The server hangs up after the content, before accepting it (no reply): the
     # message goes again on a new session, in the same attempt, once.
     sandbox.add_fault(target="smtp", smtp_stage="data", drop=True, count=1)
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    emit_scans(project, django_capture_on_commit_callbacks)
 
     deliveries = list(Delivery.objects.order_by("pk"))
     assert [d.status for d in deliveries] == [DeliveryStatus.SENT] * 3
@@ -193,9 +192,7 @@ def test_a_bug_preparing_the_next_message_keeps_the_last_ones_reply(
         return mime_message(self, email)
 
     monkeypatch.setattr(SmtpProvider, "mime_message", failing_second)
-    with django_capture_on_commit_callbacks(execute=True):
-        for _ in range(3):
-            event_emit(project=project, kind=EventKind.SCAN_COMPLETED, payload={})
+    emit_scans(project, django_capture_on_commit_callbacks)
 
     first, second, third = Delivery.objects.order_by("pk")
     assert (first.status, third.status) == (DeliveryStatus.SENT, DeliveryStatus.SENT)

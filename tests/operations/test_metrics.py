@@ -149,25 +149,10 @@ def test_every_metric_family_is_present():
 
 
 def test_an_smtp_send_is_timed_once_until_its_reply_is_read(
-    sandbox, project, django_capture_on_commit_callbacks
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
 ):
     # The SMTP session leaves each message's reply to be read after the next
     # message is ready: the send is still observed once, when the reply is read.
-    from integrations.forms.smtp import SmtpForm
-    from integrations.services import integration_save
-    from tests.integrations.smtp_support import drawer_data
-
-    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
-    assert form.is_valid(), form.errors
-    tool = integration_save(
-        provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
-    )
-    ToolLink.objects.create(
-        project=project,
-        integration=tool,
-        minimum_severity="info",
-        notify_scan_completed=True,
-    )
     count, total = f"{PREFIX}_send_seconds_count", f"{PREFIX}_send_seconds_sum"
     before = value(count, tool="smtp"), value(total, tool="smtp")
     # The server takes half a second to answer the first message's content.
@@ -242,20 +227,8 @@ def test_a_429_counts_a_throttling_reply(
 
 
 def test_an_smtp_4_3_2_counts_a_throttling_reply(
-    sandbox, project, django_capture_on_commit_callbacks
+    sandbox, project, smtp_link, django_capture_on_commit_callbacks
 ):
-    from integrations.forms.smtp import SmtpForm
-    from integrations.services import integration_save
-    from tests.integrations.smtp_support import drawer_data
-
-    form = SmtpForm(drawer_data(sandbox, "oauth_app"))
-    assert form.is_valid(), form.errors
-    tool = integration_save(
-        provider_key="smtp", cleaned_data=form.cleaned_data, actor=None
-    )
-    ToolLink.objects.create(
-        project=project, integration=tool, notify_scan_completed=True
-    )
     throttled = f"{PREFIX}_throttled_replies_total"
     labels = {"tool": "smtp", "reply": "4.3.2"}
     retrying = {"tool": "smtp", "outcome": "retrying"}
