@@ -550,14 +550,21 @@ class SmtpSession:
             raise error_from_reply(*refused[0], stage="rcpt")
 
     def data(self, message: Message) -> str:
+        """DATA and the content: the server's final reply."""
+        self._data_command()
+        self._write_content(message)
+        return self._final_reply()
+
+    def _data_command(self) -> None:
+        """DATA, answered 354: the server waits for the content."""
         self._tick()
         try:
-            code, text = self.client.data(message_bytes(message))
+            code, text = self.client.docmd("DATA")
         except Exception as exc:
             raise error_from_smtp_exception(exc, stage="data")
-        if code != 250:
+        if code != 354:
+            self._reset()
             raise error_from_reply(code, text, stage="data")
-        return f"{code} {single_line(text.decode('utf-8', 'replace'), 120)}"
 
     def send(self, message: Message, *, sender: str, recipients) -> str:
         """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""
@@ -569,18 +576,18 @@ class SmtpSession:
 
         When the server offers PIPELINING (RFC 2920; Exchange Online does), MAIL
         FROM, every RCPT TO and DATA go in one write and their replies are read
-        after (`_pipelined_envelope`), then the content, whose reply is left to
-        read: two round trips a message instead of one per command, and the
+        after (`_pipelined_envelope`): two round trips a message instead of one
+        per command. Either way the content's reply is left to read, so the
         caller works while the server takes the message. The same replies and
         errors either way.
         """
         recipients = list(recipients)
-        if not self.client.has_extn("pipelining"):
+        if self.client.has_extn("pipelining"):
+            self._pipelined_envelope(sender, recipients)
+        else:
             self.mail_from(sender)
             self.rcpt_to(recipients)
-            reply = self.data(message)
-            return lambda: reply
-        self._pipelined_envelope(sender, recipients)
+            self._data_command()
         self._write_content(message)
         return self._final_reply
 

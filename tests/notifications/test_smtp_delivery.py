@@ -104,14 +104,24 @@ def test_messages_go_out_in_order_one_at_a_time_on_one_session(
     assert sandbox.counters()["smtp_sessions"] == 1
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
 def test_the_next_message_is_prepared_while_the_server_takes_the_last_one(
-    sandbox, project, smtp_link, monkeypatch, django_capture_on_commit_callbacks
+    sandbox,
+    project,
+    smtp_link,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+    pipelining,
 ):
     """The server's reply to a message's content is read when the run comes back
     for the session, after it got the next message ready; each reply is still
-    recorded on its own delivery, a refusal included."""
+    recorded on its own delivery, a refusal included. With PIPELINING or not."""
     from integrations.providers.smtp import SmtpConnection
     from integrations.providers.smtp_client import SmtpSession
+    from tests.sandbox.m365 import Control, trusted_session
+
+    with trusted_session(sandbox.ca_path) as http:
+        Control(sandbox, http)("PUT", "smtp", {"pipelining": pipelining})
 
     calls = []
     prepare, final_reply = SmtpConnection.prepare, SmtpSession._final_reply

@@ -21,7 +21,7 @@ def pipelining(request, sandbox, ctl):
 def one_by_one_calls(monkeypatch):
     """Calls of the command-by-command envelope (a spy: each still runs)."""
     calls = []
-    for name in ("mail_from", "rcpt_to", "data"):
+    for name in ("mail_from", "rcpt_to", "_data_command"):
         real = getattr(SmtpSession, name)
 
         def spy(self, *args, _real=real, _name=name, **kwargs):
@@ -46,7 +46,7 @@ def test_the_envelope_and_data_go_in_one_write_only_when_the_server_offers_it(
         # trips a message, not one per command.
         assert one_by_one_calls == []
     else:
-        assert one_by_one_calls == ["mail_from", "rcpt_to", "data"] * 3
+        assert one_by_one_calls == ["mail_from", "rcpt_to", "_data_command"] * 3
 
 
 @pytest.mark.parametrize(
