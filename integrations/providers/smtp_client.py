@@ -566,10 +566,6 @@ class SmtpSession:
             self._reset()
             raise error_from_reply(code, text, stage="data")
 
-    def send(self, message: Message, *, sender: str, recipients) -> str:
-        """MAIL FROM, RCPT TO each recipient, DATA: the server's final reply."""
-        return self.submit(message, sender=sender, recipients=recipients)()
-
     def submit(self, message: Message, *, sender: str, recipients) -> Callable[[], str]:
         """MAIL FROM, RCPT TO each recipient, DATA; returns what reads the server's
         final reply (call it before the session's next command).

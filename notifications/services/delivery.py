@@ -833,7 +833,6 @@ class _Run:
     def drain(self) -> None:
         """Wait for every submission under way, and retry the throttled ones
         waiting here, until all have an outcome; then stop the sending threads."""
-        self.resolve()
         while self.submissions or self.retries or self.awaiting:
             self.resolve()
             if self.retries:
@@ -998,28 +997,17 @@ class _Run:
         """Write what is still queued (after an error too), stop the heartbeat and
         close the connections."""
         try:
-            try:
-                self.drain()
-            except Exception:
-                # The rows of the sends it could not finish stay claimed: sent
-                # again once the lease runs out.
-                logger.exception("Could not finish the sends of run %s", self.worker)
-            if self.postponed:
+            for step, what in (
+                (self.drain, "finish the sends"),
+                (self.release_postponed, "give back the deliveries"),
+                (self.flush, "write the outcomes"),
+            ):
                 try:
-                    self.release_postponed()
+                    step()  # each does nothing when it has nothing to do
                 except Exception:
-                    # They stay claimed: attempted once the lease runs out.
-                    logger.exception(
-                        "Could not give back the deliveries of run %s", self.worker
-                    )
-            if self.outcomes:
-                try:
-                    self.flush()
-                except Exception:
-                    # Their rows stay claimed: sent again once the lease runs out.
-                    logger.exception(
-                        "Could not write the outcomes of run %s", self.worker
-                    )
+                    # Their rows stay claimed: taken over (and sent, or looked up
+                    # and sent) once the lease runs out.
+                    logger.exception("Could not %s of run %s", what, self.worker)
         finally:
             # The slots of the last answers, held back by `settle`.
             mailbox_slots_flush()

@@ -10,6 +10,15 @@ from integrations.providers.smtp_client import SmtpSession
 
 from .test_smtp import app_provider, email
 
+RECIPIENT_NOT_FOUND = "550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found"
+
+
+def refuse_one_recipient(sandbox):
+    """The sandbox's next RCPT TO is refused, as Exchange refuses an unknown one."""
+    sandbox.add_fault(
+        target="smtp", smtp_stage="rcpt", smtp_reply=RECIPIENT_NOT_FOUND, count=1
+    )
+
 
 @pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
 def pipelining(request, sandbox, ctl):
@@ -53,7 +62,7 @@ def test_the_envelope_and_data_go_in_one_write_only_when_the_server_offers_it(
     "stage, reply",
     [
         ("mail", "451 4.3.2 Message submission rate for this client has exceeded"),
-        ("rcpt", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found"),
+        ("rcpt", RECIPIENT_NOT_FOUND),
     ],
 )
 def test_a_refused_command_is_the_same_error_either_way(
@@ -77,12 +86,7 @@ def test_a_refused_command_is_the_same_error_either_way(
 
 def test_one_refused_recipient_of_two_leaves_the_other(sandbox, pipelining):
     seed = sandbox.seed
-    sandbox.add_fault(
-        target="smtp",
-        smtp_stage="rcpt",
-        smtp_reply="550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found",
-        count=1,
-    )
+    refuse_one_recipient(sandbox)
     with app_provider(sandbox).open() as connection:
         connection.send(email(["nobody@contoso.example", seed["recipient"]]))
 
@@ -123,12 +127,7 @@ def test_data_accepted_after_every_recipient_was_refused_sends_nothing(
 
     monkeypatch.setattr(ExchangeSMTP, "smtp_DATA", lax_data)
     recipient = sandbox.seed["recipient"]
-    sandbox.add_fault(
-        target="smtp",
-        smtp_stage="rcpt",
-        smtp_reply="550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found",
-        count=1,
-    )
+    refuse_one_recipient(sandbox)
     with app_provider(sandbox).open() as connection:
         with pytest.raises(IntegrationError) as refused:
             connection.send(email([recipient], subject="Refused"))
