@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from integrations.permissions import SECURITY_ADMINS_GROUP
-from integrations.providers import identity
+from integrations.providers import graph, identity
 from projects.models import Membership, Project, Role
 
 # As on the machines this product is built on: requests would let this variable
@@ -86,6 +86,16 @@ def fresh_msal_apps():
     identity.forget_apps()
     yield
     identity.forget_apps()
+
+
+@pytest.fixture(autouse=True)
+def fresh_graph_connections():
+    """Each test starts with no open Graph connection: whether a request goes on a
+    reused keep-alive connection changes what a dropped one does
+    (integrations/providers/curl.py)."""
+    graph.forget_clients()
+    yield
+    graph.forget_clients()
 
 
 # --- people in every role, and projects for them -----------------------------------

@@ -28,6 +28,7 @@ from integrations.exceptions import (
 )
 from integrations.providers.http import (
     M365Session,
+    ResentReply,
     error_from_exception,
     retry_after_seconds,
 )
@@ -208,7 +209,8 @@ class GraphClient:
         self.session = session or M365Session()
 
     def send_mail(self, *, access_token: str, sender: str | None, payload: dict) -> str:
-        """POST sendMail; returns Graph's request id. `sender=None` means /me."""
+        """POST sendMail; returns Graph's request id (a `ResentReply` when the
+        transport had to send it twice). `sender=None` means /me."""
         if sender is None:
             path = "/v1.0/me/sendMail"
         else:
@@ -226,7 +228,15 @@ class GraphClient:
         ) as exc:
             raise error_from_exception(exc)
         if response.status_code == 202:
-            return response.headers.get("request-id", "")
+            request_id = response.headers.get("request-id", "")
+            if getattr(response, "resent", False):
+                logger.warning(
+                    "Graph sendMail went twice: the connection dropped without an "
+                    "answer and the transport sent it again (request-id %s)",
+                    request_id,
+                )
+                return ResentReply(request_id)
+            return request_id
         error = error_from_response(response)
         logger.warning(
             "Graph sendMail failed: %s (request-id %s)", error.detail, error.request_id
@@ -506,6 +516,13 @@ class GraphClient:
 
 
 _clients: dict[str, GraphClient] = {}
+
+
+def forget_clients() -> None:
+    """Close every Graph client's connections (tests start each with none open)."""
+    while _clients:
+        _, client = _clients.popitem()
+        client.session.close()
 
 
 def graph_client(graph_host: str) -> GraphClient:

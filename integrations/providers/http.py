@@ -5,7 +5,6 @@ and the translation of network failures into the error hierarchy.
 
 import errno
 import hashlib
-import io
 import json
 import os
 import socket
@@ -41,6 +40,7 @@ from urllib3.exceptions import (
 
 from integrations.exceptions import ConnectionFailed, IntegrationError, TlsError
 from integrations.providers import outbound
+from integrations.providers.curl import CurlPool
 
 # A monotonic time after which no more network calls may start (Test Connection's
 # overall limit). Each request's timeout is clamped to what is left.
@@ -194,6 +194,8 @@ class M365Session(requests.Session):
         #: The environment's proxies per (scheme, host, no_proxy): see
         #: `merge_environment_settings`.
         self._environment_proxies: dict[tuple, dict] = {}
+        #: libcurl handles for `post_json`, as many as the adapter's pool.
+        self.curl = CurlPool(maxsize=pool_size)
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         """requests' merge of the environment into a request's settings, with the
@@ -237,51 +239,65 @@ class M365Session(requests.Session):
         kwargs["verify"] = ca_bundle()
         return super().request(method, url, **kwargs)
 
-    def post_json(self, url: str, payload, *, headers: dict) -> requests.Response:
+    def post_json(self, url: str, payload, *, headers: dict) -> "PostedResponse":
         """`post(url, json=payload, headers=headers)` for the call a worker makes
         once per message (Graph's sendMail), at a fraction of the CPU.
 
-        The same connection pool, TLS trust, outbound policy, time limit and
-        proxies; but the request goes to the adapter's urllib3 pool directly, not
-        through requests' per-request steps that such a POST does not need
-        (cookies, hooks, redirects, netrc, body inspection), which on a fast
-        network cost more than the request itself (bench/delivery.py). Through a
-        proxy it is requests' own `post`. Failures are urllib3's exceptions, which
-        `error_from_exception` reads as it reads requests' own.
+        The same TLS trust, outbound policy, time limit and proxies; but the
+        request goes through libcurl (`providers.curl`), not requests' and urllib3's
+        per-request steps, which on a fast network cost more than the request itself
+        (bench/delivery.py). Through a proxy it is requests' own `post`. Failures
+        are raised as the error hierarchy. The answer's `resent` says that libcurl
+        sent the request twice (its reused connection dropped without an answer).
         """
         environment = self.merge_environment_settings(url, {}, None, ca_bundle(), None)
         if select_proxy(url, environment["proxies"]):
             return self.post(url, json=payload, headers=headers)
         timeout = remaining_time(self.default_timeout or settings.M365_HTTP_TIMEOUT)
-        adapter = self.get_adapter(url)
-        target = requests.PreparedRequest()
-        target.prepare_url(url, None)
-        pool = adapter.get_connection_with_tls_context(
-            target, environment["verify"], cert=environment["cert"]
-        )
-        raw = pool.urlopen(
-            "POST",
-            target.path_url,
-            body=json.dumps(payload, allow_nan=False).encode(),
+        answer = self.curl.post(
+            url,
+            json.dumps(payload, allow_nan=False).encode(),
             headers={
-                **self.headers,
+                **{
+                    name: value
+                    for name, value in self.headers.items()
+                    # libcurl asks for (and decodes) the encodings it has.
+                    if name.lower() != "accept-encoding"
+                },
                 "Content-Type": "application/json",
                 **headers,
             },
-            redirect=False,
-            assert_same_host=False,
-            retries=adapter.max_retries,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            timeout=timeout,
+            verify=environment["verify"],
         )
-        response = requests.Response()
-        response.status_code = raw.status
-        response.reason = raw.reason
-        response.headers = CaseInsensitiveDict(raw.headers)
+        response = PostedResponse()
+        response.status_code = answer.status
+        response.reason = answer.reason
+        response.headers = CaseInsensitiveDict(answer.headers)
         response.encoding = get_encoding_from_headers(response.headers)
         response.url = url
-        # Read in full (the connection is back in the pool); `content` reads this.
-        response.raw = io.BytesIO(raw.data)
+        response.resent = answer.resent
+        response._content = answer.content
         return response
+
+    def close(self):
+        self.curl.close()
+        super().close()
+
+
+class PostedResponse(requests.Response):
+    """`M365Session.post_json`'s answer: requests' Response, and whether the
+    transport sent the request twice (`resent`)."""
+
+    resent = False
+
+
+class ResentReply(str):
+    """A reply (Graph's request id) when the message was accepted but may have arrived
+    twice: the transport sent it again by itself after its connection dropped
+    without an answer. The delivery is recorded as sent again unconfirmed."""
+
+    resent = True
 
 
 def _root_cause(exc: BaseException) -> BaseException:

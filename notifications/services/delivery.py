@@ -486,6 +486,8 @@ class _Answer:
     crashed: bool = False
     #: Gone out, the server's reply not read yet (`_Run.resolve` reads it).
     pending: PendingReply | None = None
+    #: Accepted, but the transport sent it twice (`http.ResentReply`).
+    resent: bool = False
 
 
 def _submit(submit: Callable[[], str | PendingReply]) -> _Answer:
@@ -495,7 +497,7 @@ def _submit(submit: Callable[[], str | PendingReply]) -> _Answer:
         reply = submit()
         if isinstance(reply, PendingReply):
             return _Answer(pending=reply)
-        return _Answer(reply=str(reply or ""))
+        return _Answer(reply=str(reply or ""), resent=getattr(reply, "resent", False))
     except IntegrationError as error:
         return _Answer(error=error)
     except Exception:
@@ -872,7 +874,7 @@ class _Run:
                 request_id=answer.reply[:500],
                 error_code="",
                 sent_at=timezone.now(),
-                resent_unconfirmed=delivery.resent_unconfirmed,
+                resent_unconfirmed=delivery.resent_unconfirmed or answer.resent,
                 answer_lost=False,
             )
             return

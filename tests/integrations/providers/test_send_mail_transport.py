@@ -128,3 +128,86 @@ def test_the_environment_is_read_once_per_host_not_per_message(sandbox, monkeypa
 
     assert len(reads) == 1
     assert len(sandbox.messages(subject="Read once 3")) == 1
+
+
+# --- libcurl (integrations/providers/curl.py) ------------------------------------------
+
+
+def test_a_reset_on_a_reused_connection_is_sent_again_once_and_said_so(sandbox):
+    """libcurl sends a request again by itself when its reused keep-alive
+    connection drops with no answer: the message goes, and the reply says it may
+    have gone twice (here the sandbox reset before taking it: it arrives once)."""
+    client, access_token = GraphClient(sandbox.graph_host), app_token(sandbox)
+    first = send(sandbox, client, access_token, subject="Warm up")
+    assert not getattr(first, "resent", False)
+    sandbox.add_fault(target="graph", reset=True, count=1)
+
+    reply = send(sandbox, client, access_token, subject="After reset")
+
+    assert isinstance(reply, http.ResentReply) and reply.resent
+    assert reply  # Graph's request id
+    assert len(sandbox.messages(subject="After reset")) == 1
+
+
+def test_a_reset_on_a_new_connection_or_twice_is_a_dropped_connection(sandbox):
+    access_token = app_token(sandbox)
+    sandbox.add_fault(target="graph", reset=True, count=1)
+
+    # A new connection: nothing is sent again.
+    with pytest.raises(ConnectionFailed) as fresh:
+        send(sandbox, GraphClient(sandbox.graph_host), access_token)
+
+    client = GraphClient(sandbox.graph_host)
+    send(sandbox, client, access_token, subject="Warm up")
+    sandbox.add_fault(target="graph", reset=True, count=2)
+    with pytest.raises(ConnectionFailed) as twice:
+        send(sandbox, client, access_token, subject="Reset twice")
+
+    assert type(fresh.value) is ConnectionFailed and fresh.value.retryable
+    assert type(twice.value) is ConnectionFailed and twice.value.retryable
+    assert not sandbox.messages(subject="Hot path")
+    assert not sandbox.messages(subject="Reset twice")
+    # The handle that failed is not reused: the next message goes.
+    assert send(sandbox, client, access_token, subject="Next one")
+
+
+def test_one_connection_per_handle_is_kept_alive_across_messages(sandbox):
+    client, access_token = GraphClient(sandbox.graph_host), app_token(sandbox)
+    before = sandbox.counters()["tcp_connections"]["https"]
+
+    for i in range(10):
+        send(sandbox, client, access_token, subject=f"Keep alive {i}")
+
+    assert sandbox.counters()["tcp_connections"]["https"] - before == 1
+    assert len(sandbox.messages(subject="Keep alive 9")) == 1
+
+
+@pytest.mark.parametrize(
+    ("number", "message", "errno_", "code", "tls"),
+    [
+        (28, "Operation timed out after 500 milliseconds", 0, "timeout", False),
+        (6, "Could not resolve host: graph.example", 0, "dns_failure", False),
+        (7, "Failed to connect to 127.0.0.1 port 1", 111, "connection_refused", False),
+        (7, "Failed to connect: No route to host", 113, "connection_failed", False),
+        (60, "SSL certificate problem: unable to get issuer", 0, "tls_error", True),
+        (
+            35,
+            "OpenSSL SSL_connect: Connection reset by peer",
+            0,
+            "connection_failed",
+            False,
+        ),
+        (56, "Recv failure: Connection reset by peer", 104, "connection_failed", False),
+        (52, "Empty reply from server", 0, "connection_failed", False),
+    ],
+)
+def test_libcurl_errors_map_to_the_error_hierarchy(number, message, errno_, code, tls):
+    import pycurl
+
+    from integrations.providers.curl import error_from_curl
+
+    error = error_from_curl(pycurl.error(number, message), errno_)
+
+    assert error.code == code
+    assert isinstance(error, TlsError) is tls
+    assert error.retryable is not tls

@@ -157,6 +157,23 @@ def test_a_resend_the_lookup_did_not_find_is_still_marked(
     assert delivery.resent_unconfirmed
 
 
+def test_a_message_the_transport_sent_twice_is_marked(
+    sandbox, project, link, django_capture_on_commit_callbacks
+):
+    # The keep-alive connection of the first message drops before Graph answers
+    # the second; libcurl sends it again by itself: it may have gone twice (here
+    # the sandbox reset before taking it), and the log says so.
+    (first,) = emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    sandbox.add_fault(target="graph", reset=True, count=1)
+    emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    first, second = settle()
+
+    assert (first.status, second.status) == (DeliveryStatus.SENT, DeliveryStatus.SENT)
+    assert not first.resent_unconfirmed
+    assert second.resent_unconfirmed and second.attempts == 1
+    assert_each_sent_once_by_message_id(sandbox, [first, second])
+
+
 def test_a_lost_answer_is_still_looked_up_after_a_throttled_lookup(
     sandbox, project, link, django_capture_on_commit_callbacks, settings
 ):
