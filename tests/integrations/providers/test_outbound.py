@@ -9,7 +9,7 @@ import time
 import pytest
 from django.urls import reverse
 
-from integrations.exceptions import AddressRefused, TlsError
+from integrations.exceptions import AddressRefused, AuthenticationFailed, TlsError
 from integrations.models import AuditAction, AuditEntry
 from integrations.providers import identity, outbound
 from integrations.providers.http import M365Session
@@ -621,3 +621,35 @@ def test_graph_send_mail_goes_through_the_policy(policy, sandbox, monkeypatch):
     policy.OUTBOUND_ALLOWED_HOSTS = ["graph.internal.example"]
     with pytest.raises(TlsError):
         private.send_mail(access_token="t", sender="a@b.example", payload=payload)
+
+
+def test_graph_send_mail_checks_a_name_again_after_its_pin_lapses(
+    policy, sandbox, monkeypatch
+):
+    """libcurl connects only where the name was checked, and the name is resolved
+    and checked again once `PIN_SECONDS` have passed: a name that moves to a
+    refused address is refused then, on the same kept-alive handle."""
+    from integrations.providers import curl
+    from integrations.providers.graph import GraphClient
+
+    port = int(sandbox.base_url.rsplit(":", 1)[1])
+    lookups = fake_dns(
+        monkeypatch, {"localhost": [["127.0.0.1"], ["127.0.0.1"], ["169.254.169.254"]]}
+    )
+    policy.OUTBOUND_ALLOWED_HOSTS = ["localhost"]
+    client = GraphClient(f"https://localhost:{port}")
+    payload = {"message": {"subject": "pinned"}, "saveToSentItems": False}
+
+    for _ in range(3):
+        # Graph refuses the made-up token: the request got there all the same.
+        with pytest.raises(AuthenticationFailed):
+            client.send_mail(access_token="t", sender="a@b.example", payload=payload)
+    assert lookups["localhost"] == 1
+
+    monkeypatch.setattr(curl, "PIN_SECONDS", 0.0)
+    with pytest.raises(AuthenticationFailed):
+        client.send_mail(access_token="t", sender="a@b.example", payload=payload)
+    with pytest.raises(AddressRefused) as refused:
+        client.send_mail(access_token="t", sender="a@b.example", payload=payload)
+    assert refused.value.code == "address_never_allowed"
+    assert lookups["localhost"] == 3
