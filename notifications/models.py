@@ -131,6 +131,14 @@ class DeliveryStatus(models.TextChoices):
     BOUNCED = "bounced", _("Bounced")
 
 
+def due_q(now) -> models.Q:
+    """Deliveries due at `now`: pending and due, or being sent under a lease that
+    ran out (their worker died)."""
+    return models.Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now) | models.Q(
+        status=DeliveryStatus.SENDING, lease_expires_at__lt=now
+    )
+
+
 class Delivery(models.Model):
     """One email for one event (or one scan's digest) through one linked tool.
 

@@ -20,6 +20,7 @@ from notifications.services.recovery import (
     recovery_book,
     recovery_watchdog_at,
     task_claim_token,
+    task_runs_close_done,
     task_runs_fail_dead,
 )
 
@@ -45,8 +46,9 @@ def deliver(context, delivery_ids: list[int]) -> dict:
     """Send these deliveries (those still due) and the other due deliveries of
     their tools, then schedule the retries.
 
-    Many small tasks due together are sent by the first to run; the others find
-    nothing due (one query). Once it has claimed rows, books a `recover` task for
+    Many small tasks due together are sent by the first to run, which then closes
+    the others still waiting (`task_runs_close_done`); one that runs all the same
+    finds nothing due (one query). Once it has claimed rows, books a `recover` task for
     when their leases would run out: if the worker dies mid-batch, that task (run by
     any worker, or by this one restarted) sends the rest. Stopped by
     NOTIFICATIONS_RUN_MAX_SECONDS, it enqueues itself again for its rows still due.
@@ -59,7 +61,13 @@ def deliver(context, delivery_ids: list[int]) -> dict:
     schedule_retries(summary.retry_at)
     if summary.unfinished:
         deliveries_enqueue(delivery_ids=delivery_ids)
-    return _result(summary)
+    result = _result(summary)
+    if summary.others:
+        # It sent other tasks' deliveries: those tasks need not run.
+        result["tasks_closed"] = task_runs_close_done(
+            task_path=deliver.module_path, current_task=str(context.task_result.id)
+        )
+    return result
 
 
 @task(takes_context=True)

@@ -58,7 +58,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from integrations.exceptions import (
@@ -72,7 +72,7 @@ from integrations.providers.base import PendingReply
 from integrations.services import provider_for
 from notifications.emails import BatchEmails, email_for
 from notifications.exceptions import DeliveryInternalError
-from notifications.models import Delivery, DeliveryStatus
+from notifications.models import Delivery, DeliveryStatus, due_q
 from notifications.services.events import link_recipients
 from notifications.services.health_checks import (
     TOOL_NEEDS_ATTENTION,
@@ -136,12 +136,6 @@ def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
     return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311
 
 
-def _due_q(now: datetime) -> Q:
-    return Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now) | Q(
-        status=DeliveryStatus.SENDING, lease_expires_at__lt=now
-    )
-
-
 def deliveries_claim(
     *,
     worker: str,
@@ -164,7 +158,7 @@ def deliveries_claim(
     # is the claim, and an IMMEDIATE transaction would take the database's write
     # lock even for a task that finds nothing.
     with transaction.atomic() if locking else nullcontext():
-        candidates = Delivery.objects.filter(_due_q(now))
+        candidates = Delivery.objects.filter(due_q(now))
         if delivery_ids is not None:
             candidates = candidates.filter(pk__in=delivery_ids)
         if integration_ids is not None:
@@ -182,7 +176,7 @@ def deliveries_claim(
             return []
         # The WHERE repeats the due condition: on SQLite (no row locks) this UPDATE is
         # the claim, and a row another worker took in between is simply not updated.
-        Delivery.objects.filter(_due_q(now), pk__in=picked).update(
+        Delivery.objects.filter(due_q(now), pk__in=picked).update(
             # A row still "sending" belonged to a worker that died: whether its
             # message went out is unknown, so the send path looks before resending.
             error_code=Case(
@@ -349,6 +343,8 @@ class SendSummary:
     retry_at: dict[int, datetime] = field(default_factory=dict)
     #: The run stopped at NOTIFICATIONS_RUN_MAX_SECONDS, maybe with rows still due.
     unfinished: bool = False
+    #: Deliveries claimed beyond the task's own ids (its tools' other due rows).
+    others: int = 0
 
     @property
     def processed(self) -> int:
@@ -1216,6 +1212,8 @@ def deliveries_send(
                 run.heartbeat.start()
                 if on_claim is not None:
                     on_claim()
+            if tools is not None:
+                run.summary.others += len(batch)
             run.record_senders(batch)
             run.emails = BatchEmails(batch)
             for delivery in batch:

@@ -9,6 +9,10 @@ the next look while deliveries are open or such rows remain. `RecoverySchedule`
 keeps it to one booking at a time. The periodic `notifications.recover` job
 (notifications/periodic.py, every lease) runs the same sweep as a safety net, for
 the rows no booking covers (an enqueue lost after commit).
+
+The other way round, a run that sent other tasks' deliveries along with its own
+closes those tasks while they wait (`task_runs_close_done`): each would cost a
+worker a task's bookkeeping to find nothing due.
 """
 
 import logging
@@ -20,7 +24,12 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from notifications.exceptions import TaskWorkerLost
-from notifications.models import Delivery, DeliveryStatus, RecoverySchedule
+from notifications.models import (
+    Delivery,
+    DeliveryStatus,
+    RecoverySchedule,
+    due_q,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +116,92 @@ def _running_task_rows(task_paths, current_task: str | None):
     if current_task:
         rows = rows.exclude(pk=current_task)
     return rows
+
+
+#: At most this many waiting task rows are looked at per call of
+#: `task_runs_close_done` (a run that sent more leaves the rest to run, finding
+#: nothing).
+CLOSE_DONE_LIMIT = 5000
+
+
+def _task_delivery_ids(args_kwargs) -> list[int] | None:
+    """The delivery ids a `deliver` task row was enqueued with, or None when the
+    row does not read as one (it is then left to run)."""
+    if not isinstance(args_kwargs, dict):
+        return None
+    args, kwargs = args_kwargs.get("args") or [], args_kwargs.get("kwargs") or {}
+    ids = args[0] if args else kwargs.get("delivery_ids")
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+        return None
+    return ids
+
+
+def task_runs_close_done(*, task_path: str, current_task: str) -> int:
+    """Close as SUCCESSFUL the `task_path` (`deliver`) rows still waiting to run
+    none of whose deliveries is due any more; return how many.
+
+    A run goes on with the due deliveries of its tools after its own, so when many
+    small tasks were enqueued (one per import), the first to run sends the others'
+    deliveries too, and each of the others would cost a worker a task's bookkeeping
+    (taking the row, running it, recording the result) to find nothing due. Such a
+    task does nothing when it runs: it claims only due rows, and a row retried
+    later has its own task. Its row is closed with a result that names the task
+    that sent its deliveries. The UPDATE repeats status READY, so a row a worker
+    took in between runs as usual. Nothing on RQ (its jobs are not rows here).
+    """
+    if not apps.is_installed("django_tasks_db") or _tasks_on_rq():
+        return 0
+    from django_tasks_db.compat import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    waiting = (
+        DBTaskResult.objects.ready()
+        .filter(task_path=task_path)
+        .exclude(pk=current_task)
+        .values_list("pk", "args_kwargs")[:CLOSE_DONE_LIMIT]
+    )
+    ids_by_task = {}
+    for pk, args_kwargs in waiting:
+        ids = _task_delivery_ids(args_kwargs)
+        if ids is not None:
+            ids_by_task[pk] = ids
+    if not ids_by_task:
+        return 0
+    now = timezone.now()
+    every_id = sorted({i for ids in ids_by_task.values() for i in ids})
+    due = set()
+    for start in range(0, len(every_id), 900):
+        due.update(
+            Delivery.objects.filter(
+                due_q(now), pk__in=every_id[start : start + 900]
+            ).values_list("pk", flat=True)
+        )
+    done = [pk for pk, ids in ids_by_task.items() if not due.intersection(ids)]
+    closed = 0
+    result = {
+        "sent": 0,
+        "failed": 0,
+        "skipped": 0,
+        "retrying": 0,
+        "deferred": 0,
+        "sent_by": str(current_task),
+    }
+    for start in range(0, len(done), 900):
+        closed += DBTaskResult.objects.filter(
+            pk__in=done[start : start + 900], status=TaskResultStatus.READY
+        ).update(
+            status=TaskResultStatus.SUCCESSFUL,
+            started_at=now,
+            finished_at=now,
+            return_value=result,
+        )
+    if closed:
+        logger.info(
+            "Closed %s waiting delivery task(s) whose deliveries task %s sent",
+            closed,
+            current_task,
+        )
+    return closed
 
 
 def task_runs_fail_dead(*, task_paths, current_task: str | None = None) -> int:

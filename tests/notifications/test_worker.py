@@ -246,6 +246,13 @@ def test_many_small_tasks_are_sent_in_a_few_task_runs(sandbox, tmp_path):
     sending = [r["return_value"]["sent"] for r in delivers if r["return_value"]["sent"]]
     assert sum(sending) == count
     assert len(sending) <= 3, sending  # a few runs did the work, not 200
+    # The others were closed while they waited, naming the run that sent their
+    # deliveries: the worker never ran them.
+    senders = {r["id"] for r in delivers if r["return_value"]["sent"]}
+    closed = [r for r in delivers if "sent_by" in r["return_value"]]
+    assert len(closed) >= count - 3, len(closed)
+    assert {r["return_value"]["sent_by"] for r in closed} <= senders
+    assert all(not r["worker_ids"] for r in closed)
     messages = sandbox.messages()
     assert len(messages) == count
     assert {m["message_id"] for m in messages} == expected_ids(state)

@@ -68,6 +68,8 @@ def main(argv):
 
         results = list(
             DBTaskResult.objects.order_by("enqueued_at").values_list(
+                "id",
+                "worker_ids",
                 "task_path",
                 "status",
                 "return_value",
@@ -87,14 +89,16 @@ def main(argv):
             json.dumps(
                 {
                     "deliveries": rows,
-                    "tasks": [status for _, status, *_ in results],
+                    "tasks": [status for _, _, _, status, *_ in results],
                     "task_runs": [
                         [path.rpartition(".")[2], status]
-                        for path, status, *_ in results
+                        for _, _, path, status, *_ in results
                     ],
                     "task_workers": task_workers,
                     "task_results": [
                         {
+                            "id": str(pk),
+                            "worker_ids": worker_ids,
                             "name": path.rpartition(".")[2],
                             "status": status,
                             "return_value": value,
@@ -106,6 +110,8 @@ def main(argv):
                             ],
                         }
                         for (
+                            pk,
+                            worker_ids,
                             path,
                             status,
                             value,

@@ -237,3 +237,82 @@ def test_a_dead_workers_rows_are_looked_at_about_a_lease_after_it_died(
     Delivery.objects.update(lease_expires_at=timezone.now() + timedelta(seconds=2))
     at = deliveries_recovery_at()
     assert at <= timezone.now() + timedelta(seconds=10)
+
+
+def waiting_task_row(path, args_kwargs):
+    """A task row as the database backend holds it until a worker takes it."""
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.create(
+        task_path=path, args_kwargs=args_kwargs, backend_name="default"
+    )
+
+
+def test_waiting_delivery_tasks_with_nothing_due_are_closed_and_the_rest_left(
+    project, link
+):
+    from notifications.services.recovery import task_runs_close_done
+
+    sent, later, due = emit_uncommitted(project, 3)
+    Delivery.objects.filter(pk=sent.pk).update(status=DeliveryStatus.SENT)
+    Delivery.objects.filter(pk=later.pk).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+    deliver = tasks.deliver.module_path
+    done = waiting_task_row(deliver, {"args": [[sent.pk, later.pk]], "kwargs": {}})
+    by_keyword = waiting_task_row(
+        deliver, {"args": [], "kwargs": {"delivery_ids": [sent.pk]}}
+    )
+    still_due = waiting_task_row(deliver, {"args": [[sent.pk, due.pk]], "kwargs": {}})
+    unreadable = waiting_task_row(deliver, {"args": [["x"]], "kwargs": {}})
+    recover = waiting_task_row(tasks.recover.module_path, {"args": [], "kwargs": {}})
+    running = running_task_row(deliver, started=timezone.now())
+    current = waiting_task_row(deliver, {"args": [[sent.pk]], "kwargs": {}})
+
+    closed = task_runs_close_done(task_path=deliver, current_task=str(current.pk))
+
+    assert closed == 2
+    for row in (done, by_keyword):
+        row.refresh_from_db()
+        assert row.status == "SUCCESSFUL" and row.finished_at is not None
+        assert row.return_value["sent_by"] == str(current.pk)
+        assert row.return_value["sent"] == 0
+    for row, status in (
+        (still_due, "READY"),
+        (unreadable, "READY"),
+        (recover, "READY"),
+        (running, "RUNNING"),
+        (current, "READY"),
+    ):
+        row.refresh_from_db()
+        assert row.status == status
+
+
+def test_a_delivery_task_that_sent_others_deliveries_closes_their_tasks(
+    sandbox, project, link, settings, django_capture_on_commit_callbacks
+):
+    """Tasks enqueued one per transaction: the first to run sends every due
+    delivery of its tool and closes the other tasks, which then never run."""
+    from django_tasks.base import TaskContext
+    from django_tasks_db.models import DBTaskResult
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    # Ids earlier tests gathered and rolled back (the outbox keeps them on the
+    # connection until a commit) would ride along with the first task.
+    transaction.get_connection().__dict__.pop("notifications_pending_ids", None)
+    for i in range(4):
+        with django_capture_on_commit_callbacks(execute=True):
+            event_emit(
+                project=project, kind=EventKind.SCAN_COMPLETED, payload={"new": i}
+            )
+    first, *others = DBTaskResult.objects.order_by("enqueued_at")
+    assert len(others) == 3 and all(row.status == "READY" for row in others)
+
+    # As db_worker runs it: with the row's own id in its context.
+    result = tasks.deliver.call(
+        TaskContext(task_result=first.task_result), *first.task_result.args
+    )
+
+    assert (result["sent"], result["tasks_closed"]) == (4, 3)
+    assert [d.status for d in Delivery.objects.all()] == [DeliveryStatus.SENT] * 4
+    assert set(DBTaskResult.objects.ready().values_list("pk", flat=True)) == {first.pk}
