@@ -35,6 +35,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from integrations.providers.replies import PendingReply
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "appsec_mail"
@@ -106,8 +108,6 @@ def timed_send(tool: str, submit: Callable[[], T]) -> Callable[[], T]:
     """`submit` (a prepared submission), timed into the send latency histogram each
     time it runs (a throttled one runs again); a reply left pending is timed
     until it is read."""
-    # Here, not at the top: the providers import this module.
-    from integrations.providers.base import PendingReply
 
     def timed() -> T:
         started = time.perf_counter()
@@ -131,7 +131,7 @@ def timed_send(tool: str, submit: Callable[[], T]) -> Callable[[], T]:
             finally:
                 observe()
 
-        return PendingReply(reply)
+        return answer.read_with(reply)
 
     return timed
 

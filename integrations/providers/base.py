@@ -40,6 +40,7 @@ from integrations.providers.delegated import GrantStore
 from integrations.providers.identity import TokenStore
 from integrations.providers.limits import SendingLimits
 from integrations.providers.mailbox import MailboxReader
+from integrations.providers.replies import reply_of
 
 
 @dataclass(frozen=True)
@@ -113,25 +114,6 @@ class TestReport:
                 step.status = StepStatus.SKIPPED
 
 
-class PendingReply:
-    """A submission that has gone out and whose answer is read later (`result()`:
-    the reply, or the IntegrationError it raises). A one-at-a-time connection (an
-    SMTP session) returns one, so that the worker prepares the next message while
-    the server takes this one; `result()` must be called before the connection's
-    next submission."""
-
-    def __init__(self, read: Callable[[], str]):
-        self._read = read
-
-    def result(self) -> str:
-        return self._read()
-
-
-def reply_of(answer: "str | PendingReply") -> str:
-    """What a submission answered, once read."""
-    return answer.result() if isinstance(answer, PendingReply) else answer
-
-
 class Connection(AbstractContextManager):
     """An open sending session (a token and a keep-alive or SMTP connection)."""
 
@@ -144,10 +126,10 @@ class Connection(AbstractContextManager):
         may be read from and saved to the database); returns the submission, which
         delivers the message and returns what `send` returns.
 
-        When the provider's `sending_limits` allow several submissions at once, the
-        submission may run on another thread, beside others of the same connection:
-        it must then touch nothing but the network. Otherwise it may return a
-        `PendingReply`, read before the connection's next submission. The default
+        The submission may return a `PendingReply`: the message has gone out and the
+        answer is read later, before the connection's next submission; or, when the
+        provider's `sending_limits` allow several at once and the reply is
+        `pollable`, whenever it is in, with up to that many in flight. The default
         submits with `send`, so a connection overrides one of the two.
         """
         return partial(self.send, email)

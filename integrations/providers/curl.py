@@ -15,9 +15,17 @@ stays on requests (`M365Session`), and this transport keeps requests' rules:
 - the outbound policy: the host name is resolved here and every address checked
   (`outbound.destination`), and libcurl connects only to those (`CURLOPT_RESOLVE`,
   renewed every `PIN_SECONDS`); it never resolves a name itself;
-- no proxy (the caller sends proxied requests through requests), no redirects,
-  HTTP/1.1 keep-alive, one connection per handle, handles pooled per session;
+- the proxy requests would use (the caller picks it, NO_PROXY honoured); through
+  it the target's name is checked where it resolves here, as `OutboundPolicyAdapter`
+  does, and the proxy connects;
+- no redirects, HTTP/1.1 keep-alive;
 - failures raised as the error hierarchy (`ConnectionFailed`, `TlsError`...).
+
+A request is started (`CurlPool.start`) and its answer read later
+(`CurlTransfer.result`): the transfers a thread starts share that thread's libcurl
+multi handle, its keep-alive connections and its DNS pins, and go side by side
+while the thread does other work, with no sending thread (the delivery run keeps
+up to the mailbox's 4 in flight).
 
 One thing libcurl does that requests does not: when a reused keep-alive
 connection turns out closed and not one byte of an answer came, it sends the
@@ -103,14 +111,117 @@ class _Handle:
     bundle: str = ""
 
 
+class CurlTransfer:
+    """A request under way on a thread's multi handle: `done()` says (without
+    waiting) whether its answer is in, `wait(timeout)` lets the thread's transfers
+    progress for up to `timeout` seconds, `result()` waits for this one's answer
+    (a `CurlResponse`) or raises its `IntegrationError`."""
+
+    def __init__(self, multi: "_Multi", handle: _Handle, size: int):
+        self._multi = multi
+        self.handle = handle
+        #: Bytes of this request (body and given headers): the resent check.
+        self.size = size
+        self.answer = io.BytesIO()
+        self.status_line = ""
+        self.headers: list[tuple[str, str]] = []
+        self.outcome: CurlResponse | IntegrationError | None = None
+
+    def header_line(self, line: bytes) -> None:
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text.startswith("HTTP/"):
+            self.status_line = text
+            self.headers = []
+        elif ":" in text:
+            name, _, value = text.partition(":")
+            self.headers.append((name.strip(), value.strip()))
+
+    def done(self) -> bool:
+        if self.outcome is None:
+            self._multi.progress()
+        return self.outcome is not None
+
+    def wait(self, timeout: float | None) -> None:
+        if self.outcome is None:
+            self._multi.wait(timeout)
+
+    def result(self) -> CurlResponse:
+        while self.outcome is None:
+            self._multi.wait(None)
+        if isinstance(self.outcome, IntegrationError):
+            raise self.outcome
+        return self.outcome
+
+
+class _Multi:
+    """One thread's libcurl multi handle and the transfers under way on it."""
+
+    def __init__(self, pool: "CurlPool"):
+        self.pool = pool
+        self.multi = pycurl.CurlMulti()
+        self.transfers: dict[pycurl.Curl, CurlTransfer] = {}
+
+    def add(self, transfer: CurlTransfer) -> None:
+        curl = transfer.handle.curl
+        self.multi.add_handle(curl)
+        self.transfers[curl] = transfer
+        # The request goes out now (on a kept-alive connection), not at the next
+        # look.
+        self.progress()
+
+    def progress(self) -> None:
+        """Let every transfer do what it can now, and finish those answered."""
+        while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            queued, ok, failed = self.multi.info_read()
+            for curl in ok:
+                self._finish(curl, None)
+            for curl, number, message in failed:
+                self._finish(curl, pycurl.error(number, message))
+            if not queued:
+                return
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait until a transfer's socket is ready (or libcurl's next timer, or
+        `timeout` seconds), then progress."""
+        due = self.multi.timeout()  # ms until libcurl's next timer, -1: none
+        seconds = 1.0 if due < 0 else due / 1000
+        if timeout is not None:
+            seconds = min(seconds, timeout)
+        if seconds > 0:
+            self.multi.select(seconds)
+        self.progress()
+
+    def _finish(self, curl: pycurl.Curl, error: pycurl.error | None) -> None:
+        self.multi.remove_handle(curl)
+        transfer = self.transfers.pop(curl)
+        if error is not None:
+            transfer.outcome = error_from_curl(error, curl.getinfo(pycurl.OS_ERRNO))
+            curl.close()
+            return
+        line = transfer.status_line
+        transfer.outcome = CurlResponse(
+            status=curl.getinfo(pycurl.RESPONSE_CODE),
+            reason=line.split(" ", 2)[2] if line.count(" ") >= 2 else "",
+            headers=transfer.headers,
+            content=transfer.answer.getvalue(),
+            # A request sent twice in one transfer counts its bytes twice.
+            resent=bool(curl.getinfo(pycurl.NUM_CONNECTS))
+            and curl.getinfo(pycurl.REQUEST_SIZE) >= 2 * transfer.size,
+        )
+        self.pool.give_back(transfer.handle)
+
+
 class CurlPool:
-    """Reusable libcurl handles (each one keep-alive connection), for any thread:
-    a thread takes an idle handle for one request and gives it back."""
+    """Reusable libcurl handles, and per thread a multi handle that holds the
+    keep-alive connections its transfers use."""
 
     def __init__(self, maxsize: int = 10):
         self.maxsize = maxsize
         self._idle: list[_Handle] = []
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _take(self) -> _Handle:
         with self._lock:
@@ -122,25 +233,34 @@ class CurlPool:
         curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         curl.setopt(pycurl.FOLLOWLOCATION, 0)
-        # Proxied requests never come here: the environment's proxy is not used.
-        curl.setopt(pycurl.PROXY, "")
         curl.setopt(pycurl.SSL_VERIFYPEER, 1)
         curl.setopt(pycurl.SSL_VERIFYHOST, 2)
         curl.setopt(pycurl.ACCEPT_ENCODING, "")
         return handle
 
-    def _give_back(self, handle: _Handle) -> None:
+    def give_back(self, handle: _Handle) -> None:
         with self._lock:
             if len(self._idle) < self.maxsize:
                 self._idle.append(handle)
                 return
         handle.curl.close()
 
+    def _multi(self) -> _Multi:
+        multi = getattr(self._local, "multi", None)
+        if multi is None:
+            multi = self._local.multi = _Multi(self)
+        return multi
+
     def close(self) -> None:
+        """Close the idle handles and this thread's connections."""
         with self._lock:
             idle, self._idle = self._idle, []
         for handle in idle:
             handle.curl.close()
+        multi = getattr(self._local, "multi", None)
+        if multi is not None and not multi.transfers:
+            multi.multi.close()
+            self._local.multi = None
 
     @staticmethod
     def _pin(handle: _Handle, host: str, port: int) -> None:
@@ -149,19 +269,15 @@ class CurlPool:
         checked = handle.pinned.get((host, port))
         if checked is not None and now - checked < PIN_SECONDS:
             return
-        try:
-            destination = outbound.destination(host, port)
-        except OSError as exc:  # socket.gaierror
-            raise ConnectionFailed(
-                f"{type(exc).__name__}: {exc}", code="dns_failure"
-            ) from exc
-        addresses = ",".join(f"[{ip}]" if ":" in ip else ip for ip in destination.ips)
+        addresses = ",".join(
+            f"[{ip}]" if ":" in ip else ip for ip in _checked(host, port).ips
+        )
         handle.curl.setopt(
             pycurl.RESOLVE, [f"-{host}:{port}", f"{host}:{port}:{addresses}"]
         )
         handle.pinned[(host, port)] = now
 
-    def post(
+    def start(
         self,
         url: str,
         body: bytes,
@@ -169,29 +285,28 @@ class CurlPool:
         headers: dict,
         timeout: float,
         verify: str | bool,
-    ) -> CurlResponse:
-        """POST `body` to `url` (http or https), verifying TLS against `verify` (a
-        bundle file or directory, or True for certifi's), within `timeout` seconds
-        in all. Raises `IntegrationError`s only."""
+        proxy: str = "",
+    ) -> CurlTransfer:
+        """Start POSTing `body` to `url` (http or https), verifying TLS against
+        `verify` (a bundle file or directory, or True for certifi's), through
+        `proxy` when given, within `timeout` seconds in all. Raises
+        `IntegrationError`s only."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         handle = self._take()
         curl = handle.curl
-        answer = io.BytesIO()
-        status_line, received = [""], []
-
-        def header_line(line: bytes) -> None:
-            text = line.decode("iso-8859-1").rstrip("\r\n")
-            if text.startswith("HTTP/"):
-                status_line[0] = text
-                received.clear()
-            elif ":" in text:
-                name, _, value = text.partition(":")
-                received.append((name.strip(), value.strip()))
-
+        transfer = CurlTransfer(
+            self._multi(),
+            handle,
+            len(body) + sum(len(k) + len(v) for k, v in headers.items()),
+        )
         try:
-            self._pin(handle, host, port)
+            if proxy:
+                _checked_if_resolvable(host, port)
+            else:
+                self._pin(handle, host, port)
+            curl.setopt(pycurl.PROXY, proxy)
             bundle = certifi.where() if verify in (True, None) else str(verify)
             if handle.bundle != bundle:
                 if os.path.isdir(bundle):
@@ -211,29 +326,35 @@ class CurlPool:
             curl.setopt(pycurl.POSTFIELDS, body)
             curl.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
             curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(timeout * 1000)))
-            curl.setopt(pycurl.WRITEDATA, answer)
-            curl.setopt(pycurl.HEADERFUNCTION, header_line)
-            curl.perform()
-            status = curl.getinfo(pycurl.RESPONSE_CODE)
-            # A request sent twice in one transfer counts its bytes twice.
-            resent = bool(curl.getinfo(pycurl.NUM_CONNECTS)) and curl.getinfo(
-                pycurl.REQUEST_SIZE
-            ) >= 2 * (len(body) + sum(len(k) + len(v) for k, v in headers.items()))
+            curl.setopt(pycurl.WRITEDATA, transfer.answer)
+            curl.setopt(pycurl.HEADERFUNCTION, transfer.header_line)
         except pycurl.error as exc:
-            os_errno = curl.getinfo(pycurl.OS_ERRNO)
             curl.close()
-            raise error_from_curl(exc, os_errno) from None
+            raise error_from_curl(exc) from None
         except BaseException:
             curl.close()
             raise
-        self._give_back(handle)
-        reason = (
-            status_line[0].split(" ", 2)[2] if status_line[0].count(" ") >= 2 else ""
-        )
-        return CurlResponse(
-            status=status,
-            reason=reason,
-            headers=received,
-            content=answer.getvalue(),
-            resent=resent,
-        )
+        transfer._multi.add(transfer)
+        return transfer
+
+    def post(self, url: str, body: bytes, **options) -> CurlResponse:
+        """`start(...)`, then wait for the answer."""
+        return self.start(url, body, **options).result()
+
+
+def _checked(host: str, port: int) -> outbound.Destination:
+    try:
+        return outbound.destination(host, port)
+    except OSError as exc:  # socket.gaierror
+        raise ConnectionFailed(
+            f"{type(exc).__name__}: {exc}", code="dns_failure"
+        ) from exc
+
+
+def _checked_if_resolvable(host: str, port: int) -> None:
+    """Through a proxy: the target's name checked when it resolves here (only the
+    proxy may be able to resolve it)."""
+    try:
+        outbound.destination(host, port)
+    except OSError:
+        pass

@@ -11,6 +11,7 @@ https://learn.microsoft.com/graph/errors
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from urllib.parse import quote, urlencode
 
 import requests
@@ -28,10 +29,10 @@ from integrations.exceptions import (
 )
 from integrations.providers.http import (
     M365Session,
-    ResentReply,
     error_from_exception,
     retry_after_seconds,
 )
+from integrations.providers.replies import PendingReply, ResentReply
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +212,22 @@ class GraphClient:
     def send_mail(self, *, access_token: str, sender: str | None, payload: dict) -> str:
         """POST sendMail; returns Graph's request id (a `ResentReply` when the
         transport had to send it twice). `sender=None` means /me."""
+        return self.send_mail_later(
+            access_token=access_token, sender=sender, payload=payload
+        ).result()
+
+    def send_mail_later(
+        self, *, access_token: str, sender: str | None, payload: dict
+    ) -> PendingReply:
+        """Start sendMail; its answer is read later (`result()`, which returns what
+        `send_mail` returns or raises its error), and the calling thread goes on:
+        several sends of one thread go side by side."""
         if sender is None:
             path = "/v1.0/me/sendMail"
         else:
             path = f"/v1.0/users/{quote(sender, safe='@')}/sendMail"
         try:
-            response = self.session.post_json(
+            pending = self.session.post_json_later(
                 self.graph_host + path,
                 payload,
                 headers={"Authorization": f"Bearer {access_token}"},
@@ -227,6 +238,14 @@ class GraphClient:
             OSError,
         ) as exc:
             raise error_from_exception(exc)
+        return PendingReply(
+            partial(self._sent, pending), done=pending.done, wait=pending.wait
+        )
+
+    @staticmethod
+    def _sent(pending) -> str:
+        """sendMail's answer: Graph's request id, or the error raised."""
+        response = pending.result()
         if response.status_code == 202:
             request_id = response.headers.get("request-id", "")
             if getattr(response, "resent", False):

@@ -40,7 +40,7 @@ from urllib3.exceptions import (
 
 from integrations.exceptions import ConnectionFailed, IntegrationError, TlsError
 from integrations.providers import outbound
-from integrations.providers.curl import CurlPool
+from integrations.providers.curl import CurlPool, CurlTransfer
 
 # A monotonic time after which no more network calls may start (Test Connection's
 # overall limit). Each request's timeout is clamped to what is left.
@@ -90,10 +90,21 @@ def ca_bundle() -> str | bool:
     extra = settings.M365_CA_BUNDLE
     if not extra:
         return True
+    # The file is looked at again at most once a second (a worker asks per message).
+    now = time.monotonic()
+    checked = _bundles_checked.get(extra)
+    if checked is not None and now - checked[0] < 1.0:
+        return checked[1]
     try:
-        return _combined_bundle(extra, Path(extra).stat().st_mtime)
+        bundle = _combined_bundle(extra, os.stat(extra).st_mtime)
     except OSError as exc:
         raise TlsError(f"M365_CA_BUNDLE {extra!r} cannot be read: {exc.strerror}")
+    _bundles_checked[extra] = (now, bundle)
+    return bundle
+
+
+#: M365_CA_BUNDLE -> (when its file was last looked at, `ca_bundle()`'s answer).
+_bundles_checked: dict[str, tuple[float, str]] = {}
 
 
 def ssl_context(minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2):
@@ -196,6 +207,8 @@ class M365Session(requests.Session):
         self._environment_proxies: dict[tuple, dict] = {}
         #: libcurl handles for `post_json`, as many as the adapter's pool.
         self.curl = CurlPool(maxsize=pool_size)
+        #: `_hot_settings`' answers.
+        self._hot: dict[tuple, tuple] = {}
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         """requests' merge of the environment into a request's settings, with the
@@ -241,48 +254,94 @@ class M365Session(requests.Session):
 
     def post_json(self, url: str, payload, *, headers: dict) -> "PostedResponse":
         """`post(url, json=payload, headers=headers)` for the call a worker makes
-        once per message (Graph's sendMail), at a fraction of the CPU.
+        once per message (Graph's sendMail), at a fraction of the CPU: the answer
+        of `post_json_later`."""
+        return self.post_json_later(url, payload, headers=headers).result()
 
-        The same TLS trust, outbound policy, time limit and proxies; but the
-        request goes through libcurl (`providers.curl`), not requests' and urllib3's
-        per-request steps, which on a fast network cost more than the request itself
-        (bench/delivery.py). Through a proxy it is requests' own `post`. Failures
-        are raised as the error hierarchy. The answer's `resent` says that libcurl
-        sent the request twice (its reused connection dropped without an answer).
+    def post_json_later(self, url: str, payload, *, headers: dict) -> "PendingResponse":
+        """Start `post(url, json=payload, headers=headers)`; its answer is read
+        later (`PendingResponse.result()`), and meanwhile the calling thread goes on.
+
+        The same TLS trust, outbound policy, time limit and proxies as requests'
+        `post`; but the request goes through libcurl (`providers.curl`), not
+        requests' and urllib3's per-request steps, which on a fast network cost more
+        than the request itself (bench/delivery.py). Failures are raised as the
+        error hierarchy, by this call or by `result()`. The answer's `resent` says
+        that libcurl sent the request twice (its reused connection dropped without
+        an answer).
         """
-        environment = self.merge_environment_settings(url, {}, None, ca_bundle(), None)
-        if select_proxy(url, environment["proxies"]):
-            return self.post(url, json=payload, headers=headers)
+        verify, proxy = self._hot_settings(url)
         timeout = remaining_time(self.default_timeout or settings.M365_HTTP_TIMEOUT)
-        answer = self.curl.post(
+        transfer = self.curl.start(
             url,
-            json.dumps(payload, allow_nan=False).encode(),
-            headers={
-                **{
-                    name: value
-                    for name, value in self.headers.items()
-                    # libcurl asks for (and decodes) the encodings it has.
-                    if name.lower() != "accept-encoding"
-                },
-                "Content-Type": "application/json",
-                **headers,
-            },
+            json.dumps(payload, allow_nan=False, separators=(",", ":")).encode(),
+            headers={**self._hot_headers, **headers},
             timeout=timeout,
-            verify=environment["verify"],
+            verify=verify,
+            proxy=proxy,
         )
+        return PendingResponse(transfer, url)
+
+    def _hot_settings(self, url: str) -> tuple[str | bool, str]:
+        """The TLS trust (`verify`) and proxy a request to `url` gets, as requests
+        would merge them from the environment; looked up once per host (and trust
+        setting) for the session's life, as the proxies are."""
+        bundle = ca_bundle()
+        key = (*url.split("/", 3)[:3], bundle)
+        found = self._hot.get(key)
+        if found is None:
+            environment = self.merge_environment_settings(url, {}, None, bundle, None)
+            found = (
+                environment["verify"],
+                select_proxy(url, environment["proxies"]) or "",
+            )
+            self._hot[key] = found
+        return found
+
+    @property
+    def _hot_headers(self) -> dict:
+        """The session's headers, JSON's content type, and no Accept-Encoding:
+        libcurl asks for (and decodes) the encodings it has."""
+        return {
+            **{
+                name: value
+                for name, value in self.headers.items()
+                if name.lower() != "accept-encoding"
+            },
+            "Content-Type": "application/json",
+        }
+
+    def close(self):
+        self.curl.close()
+        super().close()
+
+
+class PendingResponse:
+    """`M365Session.post_json_later`'s request under way: `done()` without
+    waiting, `wait(timeout)` for progress of the thread's transfers, `result()` the
+    `PostedResponse` (or the error raised)."""
+
+    def __init__(self, transfer: CurlTransfer, url: str):
+        self.transfer = transfer
+        self.url = url
+
+    def done(self) -> bool:
+        return self.transfer.done()
+
+    def wait(self, timeout: float | None) -> None:
+        self.transfer.wait(timeout)
+
+    def result(self) -> "PostedResponse":
+        answer = self.transfer.result()
         response = PostedResponse()
         response.status_code = answer.status
         response.reason = answer.reason
         response.headers = CaseInsensitiveDict(answer.headers)
         response.encoding = get_encoding_from_headers(response.headers)
-        response.url = url
+        response.url = self.url
         response.resent = answer.resent
         response._content = answer.content
         return response
-
-    def close(self):
-        self.curl.close()
-        super().close()
 
 
 class PostedResponse(requests.Response):
@@ -290,14 +349,6 @@ class PostedResponse(requests.Response):
     transport sent the request twice (`resent`)."""
 
     resent = False
-
-
-class ResentReply(str):
-    """A reply (Graph's request id) when the message was accepted but may have arrived
-    twice: the transport sent it again by itself after its connection dropped
-    without an answer. The delivery is recorded as sent again unconfirmed."""
-
-    resent = True
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -49,9 +49,10 @@ class GraphConnection(Connection):
         return self._token
 
     def prepare(self, email):
-        # The POST alone may run on another thread; the token is got here.
+        # The token is got here; the POST starts when the submission runs, and its
+        # answer is read later (several go side by side).
         return partial(
-            self.client.send_mail,
+            self.client.send_mail_later,
             access_token=self.access_token(),
             sender=self.provider.sender,
             payload=message_payload(email),

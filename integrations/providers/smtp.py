@@ -32,10 +32,8 @@ from integrations.providers import clouds, delegated, identity
 from integrations.providers.base import (
     Connection,
     NotificationToolProvider,
-    PendingReply,
     Step,
     TestReport,
-    reply_of,
 )
 from integrations.providers.graph import graph_client, message_payload
 from integrations.providers.limits import EXCHANGE_SMTP, GRAPH
@@ -46,6 +44,7 @@ from integrations.providers.mailbox import (
     ImapOAuth,
     ImapReader,
 )
+from integrations.providers.replies import PendingReply, reply_of
 from integrations.providers.smtp_choices import (
     DEFAULT_SMTP_SCOPE,
     IMAP_DELEGATED_SCOPE,
@@ -121,7 +120,7 @@ class GraphMeConnection(Connection):
     def prepare(self, email):
         # The grant may be refreshed under a row lock: on the calling thread.
         return partial(
-            self.client.send_mail,
+            self.client.send_mail_later,
             access_token=self.provider.delegated_token(),
             sender=None,
             payload=message_payload(

@@ -23,15 +23,15 @@ from its uuid, so a mail client shows the two copies as one message.
 
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the
 tool's deliveries wait for a free slot instead of running into Microsoft's limit (a
-short wait here, a longer one in the queue). A tool that allows several submissions
-at once (Graph: 4 per mailbox) has them run on threads over its one keep-alive
-session, within that limit for all workers together, while the run's thread renders
-the next message (`BatchEmails`: a batch's queries made once, each message rendered
-when it is sent); everything else, the database and tokens included, stays on the
-run's thread. A one-at-a-time tool (an SMTP session) answers a submission with a
-`PendingReply`: the message has gone out and the server's reply is read when the run
-comes back for the connection (`resolve`), so the run gets the next message ready
-meanwhile, without a thread. A throttle (429, SMTP 4.3.2 or 421) is not an
+short wait here, a longer one in the queue). Every submission is made on the run's
+thread and answered with a `PendingReply`: the message has gone out and its answer
+is read later, so the run renders the next message meanwhile (`BatchEmails`: a
+batch's queries made once, each message rendered when it is sent), with no sending
+thread. A tool that allows several submissions at once (Graph: 4 per mailbox, over
+libcurl) has up to that many in flight, within that limit for all workers together,
+their answers read as they come in (`collect`); a one-at-a-time tool's (an SMTP
+session's) is read when the run comes back for the connection (`resolve`). A
+throttle (429, SMTP 4.3.2 or 421) is not an
 attempt: it gives the claim's attempt back, counts in `throttle_count`, slows the
 mailbox down for every worker, and is retried here after a short Retry-After or
 from the queue after a longer one; the delivery fails for it only once older than
@@ -45,13 +45,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    Future,
-    ThreadPoolExecutor,
-)
-from concurrent.futures import wait as wait_for_futures
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -68,7 +61,7 @@ from integrations.exceptions import (
     Throttled,
 )
 from integrations.models import Integration, IntegrationState
-from integrations.providers.base import PendingReply
+from integrations.providers.replies import PendingReply
 from integrations.services import provider_for
 from notifications.emails import BatchEmails, email_for
 from notifications.exceptions import DeliveryInternalError
@@ -464,7 +457,8 @@ class _Submission:
     budget: Budget | None
     concurrency: int
     slot: MailboxSlot | None = None
-    future: Future | None = None
+    #: Gone out, its answer read later (`_Run.collect`).
+    pending: PendingReply | None = None
     #: Throttled and retried inside this run so far.
     retries: int = 0
     #: Not to be submitted again before this (time.monotonic()): a Retry-After.
@@ -487,8 +481,8 @@ class _Answer:
 
 
 def _submit(submit: Callable[[], str | PendingReply]) -> _Answer:
-    """Run one submission (on a sending thread, or the run's), or read the reply
-    it left pending (`submit` is then `PendingReply.result`): network only."""
+    """Run one submission, or read the reply it left pending (`submit` is then
+    `PendingReply.result`): network only."""
     try:
         reply = submit()
         if isinstance(reply, PendingReply):
@@ -535,13 +529,11 @@ class _Run:
         #: Per integration: (sender mailbox, budget or None when not paced, how many
         #: submissions may be in flight at once).
         self.budgets: dict[int, tuple[str, Budget | None, int]] = {}
-        #: Submissions running on `executor`'s threads, and throttled ones waiting
+        #: Submissions in flight side by side (their answers read by `collect`), and
+        #: throttled ones waiting
         #: for their Retry-After to be submitted again (`submit`, `drain`).
         self.submissions: list[_Submission] = []
         self.retries: list[_Submission] = []
-        #: Per tool, the sending threads of its submissions (as many as it allows
-        #: at once).
-        self.executors: dict[int, ThreadPoolExecutor] = {}
         #: Tools whose server accepted a message in this run: only then do their
         #: submissions run side by side (a wrong secret fails one, not four).
         self.accepted: set[int] = set()
@@ -585,8 +577,7 @@ class _Run:
         """Send one claimed delivery, or record why not.
 
         A tool that allows several submissions at once may still be sending it when
-        this returns (on a thread; `drain` waits for the rest). Outcomes are always
-        recorded on the run's thread.
+        this returns (`collect` and `drain` read the answers).
         """
         self.collect()
         self.resubmit()
@@ -722,10 +713,10 @@ class _Run:
         )
 
     def submit(self, submission: _Submission) -> None:
-        """Take a slot of the mailbox's budget, then submit: on a sending thread
-        when the tool allows several at once, else here. Returns once submitted:
-        the run's thread gets the next message ready meanwhile (`wait_for_place`
-        holds it back).
+        """Take a slot of the mailbox's budget, then submit. Returns once the
+        message has gone out: the run gets the next message ready while the server
+        answers (`wait_for_place` holds it back when the tool has as many in flight
+        as it allows).
 
         A wait for the slot, or for a Retry-After, shorter than
         NOTIFICATIONS_INLINE_RETRY_AFTER_SECONDS (all of this delivery's waits
@@ -757,21 +748,16 @@ class _Run:
             waited += slot.wait
             self.pause(slot.wait)
         submission.slot = slot
-        if submission.concurrency <= 1:
-            answer = _submit(submission.submit)
-            if answer.pending is not None:
-                self.awaiting[delivery.integration_id] = (submission, answer.pending)
-                return
+        answer = _submit(submission.submit)
+        if answer.pending is None:
             self.settle(submission, answer)
-            return
-        tool = delivery.integration_id
-        if tool not in self.executors:
-            self.executors[tool] = ThreadPoolExecutor(
-                max_workers=max(1, submission.concurrency),
-                thread_name_prefix="delivery-send",
-            )
-        submission.future = self.executors[tool].submit(_submit, submission.submit)
-        self.submissions.append(submission)
+        elif submission.concurrency > 1 and answer.pending.pollable:
+            # Side by side with the tool's others (`wait_for_place` keeps count).
+            submission.pending = answer.pending
+            self.submissions.append(submission)
+        else:
+            # Read before the tool's next submission (`resolve`).
+            self.awaiting[delivery.integration_id] = (submission, answer.pending)
 
     def pause(self, seconds: float) -> None:
         """Wait here, recording the outcomes of submissions that finish meanwhile.
@@ -792,19 +778,22 @@ class _Run:
         self.heartbeat.beat()
 
     def collect(self, *, timeout: float | None = 0, first: bool = False) -> None:
-        """Record the outcomes of the submissions that have finished: those done
-        now (`timeout` 0), or waiting up to `timeout` seconds (None: without limit)
-        for the first (`first`) or all of them."""
-        if not self.submissions:
-            return
-        done, _ = wait_for_futures(
-            [s.future for s in self.submissions],
-            timeout=timeout,
-            return_when=FIRST_COMPLETED if first else ALL_COMPLETED,
-        )
-        for submission in [s for s in self.submissions if s.future in done]:
-            self.submissions.remove(submission)
-            self.settle(submission, submission.future.result())
+        """Record the outcomes of the submissions in flight that have their answer:
+        those answered now (`timeout` 0), or waiting up to `timeout` seconds (None:
+        without limit) for the first (`first`) or all of them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.submissions:
+            answered = [s for s in self.submissions if s.pending.done()]
+            for submission in answered:
+                if submission in self.submissions:
+                    self.submissions.remove(submission)
+                    self.settle(submission, _submit(submission.pending.result))
+            if not self.submissions or (first and answered):
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            self.submissions[0].pending.wait(left)
 
     def resolve(self, integration_id: int | None = None) -> None:
         """Read the reply left pending on the tool's connection (None: on every
@@ -830,16 +819,13 @@ class _Run:
 
     def drain(self) -> None:
         """Wait for every submission under way, and retry the throttled ones
-        waiting here, until all have an outcome; then stop the sending threads."""
+        waiting here, until all have an outcome."""
         while self.submissions or self.retries or self.awaiting:
             self.resolve()
             if self.retries:
                 self.resubmit()
             else:
                 self.collect(timeout=None)
-        for executor in self.executors.values():
-            executor.shutdown(wait=True)
-        self.executors.clear()
 
     def settle(self, submission: _Submission, answer: _Answer) -> None:
         """The server answered (on the run's thread): give the slot back, telling

@@ -164,12 +164,12 @@ def test_api_communication_type_sends_with_the_sender_name(
     authorize(client_admin, http, sandbox, data)
     # A spy: the request still goes to the sandbox, which keeps only the address.
     session = graph_client(sandbox.graph_host).session
-    bodies, post_json = [], session.post_json
+    bodies, post_json_later = [], session.post_json_later
     monkeypatch.setattr(
         session,
-        "post_json",
+        "post_json_later",
         lambda url, payload, **kw: (
-            bodies.append(payload) or post_json(url, payload, **kw)
+            bodies.append(payload) or post_json_later(url, payload, **kw)
         ),
     )
 

@@ -11,6 +11,7 @@ from integrations.exceptions import ConnectionFailed, TlsError
 from integrations.providers import http
 from integrations.providers.graph import GraphClient, message_payload
 from integrations.providers.identity import AppCredentials, acquire_app_token
+from integrations.providers.replies import ResentReply
 
 from .test_graph import GRAPH_DEFAULT
 
@@ -144,7 +145,7 @@ def test_a_reset_on_a_reused_connection_is_sent_again_once_and_said_so(sandbox):
 
     reply = send(sandbox, client, access_token, subject="After reset")
 
-    assert isinstance(reply, http.ResentReply) and reply.resent
+    assert isinstance(reply, ResentReply) and reply.resent
     assert reply  # Graph's request id
     assert len(sandbox.messages(subject="After reset")) == 1
 
@@ -211,3 +212,69 @@ def test_libcurl_errors_map_to_the_error_hierarchy(number, message, errno_, code
     assert error.code == code
     assert isinstance(error, TlsError) is tls
     assert error.retryable is not tls
+
+
+@pytest.fixture
+def connect_proxy():
+    """An HTTP proxy on loopback that tunnels CONNECT requests, as corporate
+    proxies do for HTTPS; records the targets it was asked for."""
+    import select
+    import socketserver
+    import threading
+
+    targets = []
+
+    class Tunnel(socketserver.BaseRequestHandler):
+        def handle(self):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = self.request.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            method, target = head.split(b" ", 2)[:2]
+            if method != b"CONNECT":
+                self.request.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                return
+            host, _, port = target.decode().rpartition(":")
+            targets.append(target.decode())
+            upstream = socket.create_connection((host, int(port)), timeout=10)
+            self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            sockets = [self.request, upstream]
+            try:
+                while True:
+                    readable, _, _ = select.select(sockets, [], [], 10)
+                    if not readable:
+                        return
+                    for sock in readable:
+                        data = sock.recv(65536)
+                        if not data:
+                            return
+                        (upstream if sock is self.request else self.request).sendall(
+                            data
+                        )
+            finally:
+                upstream.close()
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tunnel)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", targets
+    server.shutdown()
+    server.server_close()
+
+
+def test_send_mail_goes_through_an_https_proxy_tunnel(
+    sandbox, monkeypatch, connect_proxy
+):
+    access_token = app_token(sandbox)
+    proxy, targets = connect_proxy
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    host_port = sandbox.graph_host.split("://", 1)[1]
+
+    assert send(sandbox, GraphClient(sandbox.graph_host), access_token, "Proxied")
+
+    assert targets == [host_port]
+    assert len(sandbox.messages(subject="Proxied")) == 1

@@ -383,3 +383,31 @@ def test_two_workers_never_have_more_than_4_requests_in_flight_for_a_mailbox(
     assert len(messages) == count
     assert {m["message_id"] for m in messages} == expected_ids(state)
     assert all(d["attempts"] == 1 for d in state["deliveries"])
+
+
+def test_a_run_keeps_4_graph_sends_in_flight_with_no_sending_thread(
+    sandbox, project, link, graph_in_flight
+):
+    """The run starts each sendMail and reads its answer later, so with Graph
+    slow to answer it has the mailbox's 4 in flight: side by side on its own
+    thread, not on sending threads."""
+    ids = write(project, 12)
+    sandbox.add_fault(target="graph", delay=0.2, probability=1.0)
+    threads = {}
+
+    def observe():
+        for thread in threading.enumerate():
+            threads[thread.ident] = thread.name
+
+    enter = sandbox.ctx.state.graph_enter
+    sandbox.ctx.state.graph_enter = lambda *a, **k: observe() or enter(*a, **k)
+    before = {thread.ident for thread in threading.enumerate()}
+
+    summary = deliveries_send(delivery_ids=ids)
+
+    assert summary.sent == 12
+    assert graph_in_flight["peak"] == GRAPH.concurrency
+    started = [name for ident, name in threads.items() if ident not in before]
+    # Only the run's lease heartbeat.
+    assert len(started) <= 1, started
+    assert len(sandbox.messages()) == 12
