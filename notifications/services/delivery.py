@@ -204,12 +204,13 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
     """Write outcomes (a delivery and its fields each) for the rows `worker` still
     holds; return the primary keys written.
 
-    One transaction, a few statements however many outcomes: a SELECT of the rows
-    still claimed by `worker` (locked on PostgreSQL; SQLite's IMMEDIATE transaction
-    holds the write lock), then the UPDATEs (`_write_outcomes`), each repeating
-    `claimed_by = worker` in its WHERE, so a row another worker took over (this
-    run's lease ran out) keeps that worker's outcome. A value may be an expression
-    (`F("throttle_count") + 1`).
+    One transaction, a few statements however many outcomes: the UPDATEs
+    (`_write_outcomes`, rows in primary key order), each repeating `claimed_by =
+    worker` in its WHERE, so a row another worker took over (this run's lease ran
+    out) keeps that worker's outcome. When they wrote every row, as they do unless
+    a lease ran out, that is all; else a SELECT in the same transaction tells the
+    rows written (this write's `updated_at`) from the others. A value may be an
+    expression (`F("throttle_count") + 1`).
     """
     if not outcomes:
         return set()
@@ -219,15 +220,16 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
         fields = {"claimed_by": "", "lease_expires_at": None, **fields}
         fields["updated_at"] = now
         by_pk[delivery.pk] = (delivery, fields)
-    held = Delivery.objects.filter(
-        pk__in=list(by_pk), claimed_by=worker, status=DeliveryStatus.SENDING
-    )
     with transaction.atomic():
-        if connection.features.has_select_for_update:
-            held = held.select_for_update()
-        written = list(held.order_by("pk").values_list("pk", flat=True))
-        if written:
-            _write_outcomes({pk: by_pk[pk][1] for pk in written}, worker)
+        count = _write_outcomes({pk: by_pk[pk][1] for pk in sorted(by_pk)}, worker)
+        if count == len(by_pk):
+            written = list(by_pk)
+        else:
+            written = list(
+                Delivery.objects.filter(
+                    pk__in=list(by_pk), claimed_by="", updated_at=now
+                ).values_list("pk", flat=True)
+            )
     for pk in written:
         delivery, fields = by_pk[pk]
         for name, value in fields.items():
@@ -236,9 +238,9 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
     return set(written)
 
 
-def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> None:
+def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> int:
     """UPDATE each row held by `worker` with its own fields, in as many statements
-    as there are kinds of outcome, not rows.
+    as there are kinds of outcome, not rows; return how many rows were written.
 
     Rows whose values are all plain (a send's outcome, the usual case) go by
     `executemany` of one parameterised UPDATE per set of field names: the SQL is
@@ -255,6 +257,7 @@ def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> None:
             plain.setdefault(tuple(sorted(fields)), []).append(pk)
     quote = connection.ops.quote_name
     meta = Delivery._meta
+    written = 0
     for names, pks in plain.items():
         model_fields = [meta.get_field(name) for name in names]
         sql = (
@@ -274,10 +277,13 @@ def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> None:
         ]
         with connection.cursor() as cursor:
             cursor.executemany(sql, rows)
+            # The rows updated, summed over the parameter sets (sqlite3, psycopg).
+            written += max(0, cursor.rowcount)
     if expressions:
-        Delivery.objects.filter(
+        written += Delivery.objects.filter(
             pk__in=list(expressions), claimed_by=worker, status=DeliveryStatus.SENDING
         ).update(**_case_by_pk(expressions))
+    return written
 
 
 def _case_by_pk(fields_by_pk: dict[int, dict]) -> dict:

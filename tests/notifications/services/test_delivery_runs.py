@@ -282,6 +282,47 @@ def test_a_taken_over_row_keeps_the_other_workers_outcome(project, link):
     assert taken.subject == "" and taken.throttle_count == 0
 
 
+def test_a_flush_of_rows_still_held_is_its_updates_alone(project, link):
+    emit(project, 6)
+    run = _Run()
+    mine = deliveries_claim(worker=run.worker)
+    for delivery in mine:
+        run.finish(delivery, DeliveryStatus.SENT, request_id=f"r{delivery.pk}")
+
+    with CaptureQueriesContext(connection) as queries:
+        run.flush()
+
+    assert run.summary.sent == 6
+    statements = [q["sql"] for q in queries]
+    assert len(delivery_writes(queries)) == 1
+    assert not [sql for sql in statements if sql.startswith("SELECT")], statements
+    assert set(Delivery.objects.values_list("status", "claimed_by").distinct()) == {
+        (DeliveryStatus.SENT, "")
+    }
+
+
+def test_a_row_another_worker_finished_meanwhile_is_not_counted_as_ours(project, link):
+    emit(project, 3)
+    run = _Run()
+    mine = deliveries_claim(worker=run.worker)
+    # Taken over after this run's lease ran out, and already sent by the other.
+    Delivery.objects.filter(pk=mine[1].pk).update(
+        claimed_by="", status=DeliveryStatus.SENT, request_id="theirs"
+    )
+    for delivery in mine:
+        run.finish(delivery, DeliveryStatus.SENT, request_id=f"r{delivery.pk}")
+
+    run.flush()
+
+    assert run.summary.sent == 2
+    rows = {d.pk: d for d in Delivery.objects.all()}
+    assert rows[mine[1].pk].request_id == "theirs"
+    assert [rows[d.pk].request_id for d in (mine[0], mine[2])] == [
+        f"r{mine[0].pk}",
+        f"r{mine[2].pk}",
+    ]
+
+
 def test_outcomes_of_every_kind_are_written_in_statements_per_kind_not_per_row(
     project, link
 ):
