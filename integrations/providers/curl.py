@@ -4,10 +4,9 @@ makes per message.
 
 requests and urllib3 spend about 0.35 ms of Python per keep-alive POST (building
 the request, parsing the answer's headers); libcurl does the same in C in about a
-fifth of that, and lets go of the GIL while it waits, so the worker's sending
-threads leave the run's thread the CPU (bench/delivery.py). Everything else (the
-token endpoint through msal, Test Connection's reads, a request through a proxy)
-stays on requests (`M365Session`), and this transport keeps requests' rules:
+fifth of that (bench/delivery.py). Everything else (the token endpoint through
+msal, Test Connection's reads, the Sent Items lookup) stays on requests
+(`M365Session`), and this transport keeps requests' rules:
 
 - TLS: certificates and host names are always checked, against the same bundle
   requests would use (`M365_CA_BUNDLE` added, `REQUESTS_CA_BUNDLE` honoured), and
@@ -336,10 +335,6 @@ class CurlPool:
             raise
         transfer._multi.add(transfer)
         return transfer
-
-    def post(self, url: str, body: bytes, **options) -> CurlResponse:
-        """`start(...)`, then wait for the answer."""
-        return self.start(url, body, **options).result()
 
 
 def _checked(host: str, port: int) -> outbound.Destination:
