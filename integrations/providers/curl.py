@@ -164,9 +164,6 @@ class _Multi:
         curl = transfer.handle.curl
         self.multi.add_handle(curl)
         self.transfers[curl] = transfer
-        # The request goes out now (on a kept-alive connection), not at the next
-        # look.
-        self.progress()
 
     def progress(self) -> None:
         """Let every transfer do what it can now, and finish those answered."""
@@ -327,13 +324,16 @@ class CurlPool:
             curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(timeout * 1000)))
             curl.setopt(pycurl.WRITEDATA, transfer.answer)
             curl.setopt(pycurl.HEADERFUNCTION, transfer.header_line)
+            transfer._multi.add(transfer)
         except pycurl.error as exc:
             curl.close()
             raise error_from_curl(exc) from None
         except BaseException:
             curl.close()
             raise
-        transfer._multi.add(transfer)
+        # The request goes out now (on a kept-alive connection), not at the next
+        # look; from here on its outcome, whatever it is, comes from `result()`.
+        transfer._multi.progress()
         return transfer
 
 
