@@ -42,11 +42,11 @@ class PendingReply:
         return self._done() if self._done is not None else False
 
     def wait(self, timeout: float | None) -> None:
-        """Wait up to `timeout` seconds (None: without limit) for progress."""
+        """Wait up to `timeout` seconds (None: without limit) for progress; a reply
+        that is not `pollable` has none to wait for here (it is read by `result()`
+        alone, once)."""
         if self._wait is not None:
             self._wait(timeout)
-        else:
-            self.result()
 
     def read_with(self, read: Callable[[], str]) -> "PendingReply":
         """The same reply, read through `read` (which calls this one's
