@@ -15,8 +15,8 @@ msal, Test Connection's reads, the Sent Items lookup) stays on requests
   (`outbound.destination`), and libcurl connects only to those (`CURLOPT_RESOLVE`,
   renewed every `PIN_SECONDS`); it never resolves a name itself;
 - the proxy requests would use (the caller picks it, NO_PROXY honoured); through
-  it the target's name is checked where it resolves here, as `OutboundPolicyAdapter`
-  does, and the proxy connects;
+  it the target's name is checked where it resolves here
+  (`outbound.check_if_resolvable`, as for requests), and the proxy connects;
 - no redirects, HTTP/1.1 keep-alive;
 - failures raised as the error hierarchy (`ConnectionFailed`, `TlsError`...).
 
@@ -299,7 +299,7 @@ class CurlPool:
         )
         try:
             if proxy:
-                _checked_if_resolvable(host, port)
+                outbound.check_if_resolvable(host, port)
             else:
                 self._pin(handle, host, port)
             curl.setopt(pycurl.PROXY, proxy)
@@ -344,12 +344,3 @@ def _checked(host: str, port: int) -> outbound.Destination:
         raise ConnectionFailed(
             f"{type(exc).__name__}: {exc}", code="dns_failure"
         ) from exc
-
-
-def _checked_if_resolvable(host: str, port: int) -> None:
-    """Through a proxy: the target's name checked when it resolves here (only the
-    proxy may be able to resolve it)."""
-    try:
-        outbound.destination(host, port)
-    except OSError:
-        pass

@@ -15,7 +15,6 @@ from functools import partial
 from urllib.parse import quote, urlencode
 
 import requests
-import urllib3
 
 from integrations.exceptions import (
     AuthenticationFailed,
@@ -226,18 +225,12 @@ class GraphClient:
             path = "/v1.0/me/sendMail"
         else:
             path = f"/v1.0/users/{quote(sender, safe='@')}/sendMail"
-        try:
-            pending = self.session.post_json_later(
-                self.graph_host + path,
-                payload,
-                headers={"Authorization": f"Bearer {access_token}"},
-            )
-        except (
-            requests.RequestException,
-            urllib3.exceptions.HTTPError,
-            OSError,
-        ) as exc:
-            raise error_from_exception(exc)
+        # Raises only the error hierarchy (libcurl's failures are translated).
+        pending = self.session.post_json_later(
+            self.graph_host + path,
+            payload,
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
         return PendingReply(
             partial(self._sent, pending), done=pending.done, wait=pending.wait
         )

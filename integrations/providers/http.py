@@ -181,13 +181,9 @@ class OutboundPolicyAdapter(HTTPAdapter):
     def send(self, request, *args, **kwargs):
         if select_proxy(request.url, kwargs.get("proxies")):
             url = urlsplit(request.url)
-            try:
-                outbound.destination(
-                    url.hostname or "",
-                    url.port or (443 if url.scheme == "https" else 80),
-                )
-            except socket.gaierror:
-                pass  # only the proxy can resolve it
+            outbound.check_if_resolvable(
+                url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+            )
         return super().send(request, *args, **kwargs)
 
 

@@ -267,6 +267,16 @@ def destination(host: str, port: int) -> Destination:
     return check(resolve(host, port))
 
 
+def check_if_resolvable(host: str, port: int) -> None:
+    """Through a proxy, which makes the connection: `host` checked when it
+    resolves here (raises `AddressRefused`), and let through when only the proxy
+    can resolve it."""
+    try:
+        destination(host, port)
+    except socket.gaierror:
+        pass
+
+
 def smtp_destination(host: str, port: int) -> Destination:
     """An SMTP server's address: the port checked, then the host resolved and
     checked. Raises `AddressRefused` or `socket.gaierror`."""

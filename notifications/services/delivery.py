@@ -482,7 +482,7 @@ class _Answer:
     crashed: bool = False
     #: Gone out, the server's reply not read yet (`_Run.resolve` reads it).
     pending: PendingReply | None = None
-    #: Accepted, but the transport sent it twice (`http.ResentReply`).
+    #: Accepted, but the transport sent it twice (`replies.ResentReply`).
     resent: bool = False
 
 
@@ -523,10 +523,8 @@ class _Run:
         self.handled = 0
         #: The tools of the rows this run claimed: it goes on with their due rows.
         self.tools: set[int] = set()
-        #: Outcomes not written yet (`finish` queues, `flush` writes), and the lock
-        #: that lets sending threads queue them.
+        #: Outcomes not written yet (`finish` queues, `flush` writes).
         self.outcomes: list[tuple[Delivery, dict]] = []
-        self._outcomes_lock = threading.Lock()
         #: Integrations this run stops sending through, and until when (throttled,
         #: needing attention, or their mailbox's budget spent).
         self.waiting: dict[int, datetime] = {}
@@ -536,8 +534,8 @@ class _Run:
         #: submissions may be in flight at once).
         self.budgets: dict[int, tuple[str, Budget | None, int]] = {}
         #: Submissions in flight side by side (their answers read by `collect`), and
-        #: throttled ones waiting
-        #: for their Retry-After to be submitted again (`submit`, `drain`).
+        #: throttled ones waiting for their Retry-After to be submitted again
+        #: (`submit`, `drain`).
         self.submissions: list[_Submission] = []
         self.retries: list[_Submission] = []
         #: Tools whose server accepted a message in this run: only then do their
@@ -929,11 +927,9 @@ class _Run:
     def finish(self, delivery: Delivery, status: str, **fields) -> None:
         """Record the delivery's outcome (`status` and the fields to write).
 
-        Queued, not written: `flush` writes it with the others. Safe to call from
-        sending threads.
+        Queued, not written: `flush` writes it with the others.
         """
-        with self._outcomes_lock:
-            self.outcomes.append((delivery, {"status": status, **fields}))
+        self.outcomes.append((delivery, {"status": status, **fields}))
 
     def flush(self) -> None:
         """Write the queued outcomes in one transaction (see `_finish`).
@@ -943,8 +939,7 @@ class _Run:
         while waiting sends nothing twice. An outcome whose row another worker
         took over (this run's lease ran out) is dropped: that worker's wins.
         """
-        with self._outcomes_lock:
-            outcomes, self.outcomes = self.outcomes, []
+        outcomes, self.outcomes = self.outcomes, []
         if not outcomes:
             return
         try:
@@ -954,8 +949,7 @@ class _Run:
                 written = _finish(outcomes, self.worker)
         except Exception:
             # Nothing was written (one transaction): keep them for the next flush.
-            with self._outcomes_lock:
-                self.outcomes[:0] = outcomes
+            self.outcomes[:0] = outcomes
             raise
         for delivery, fields in outcomes:
             if delivery.pk not in written:
