@@ -497,7 +497,7 @@ TOOL_HEALTH_TEXT_TEMPLATE = "notifications/email/tool_health.txt"
 TOOL_HEALTH_HTML_TEMPLATE = "notifications/email/tool_health.html"
 
 
-def _tool_health_email(delivery: Delivery) -> OutgoingEmail:
+def _tool_health_email(delivery: Delivery, *, text_part: bool = True) -> OutgoingEmail:
     """An email about a tool itself (`services.tool_health`): its words were
     written when the event was recorded."""
     payload = delivery.event.payload or {}
@@ -517,7 +517,9 @@ def _tool_health_email(delivery: Delivery) -> OutgoingEmail:
     return OutgoingEmail(
         to=tuple(delivery.recipients),
         subject=subject,
-        text=get_template(TOOL_HEALTH_TEXT_TEMPLATE).render(context),
+        text=(
+            get_template(TOOL_HEALTH_TEXT_TEMPLATE).render(context) if text_part else ""
+        ),
         html=get_template(TOOL_HEALTH_HTML_TEMPLATE).render(context),
         message_id=message_id_for(delivery),
         headers={
@@ -528,9 +530,11 @@ def _tool_health_email(delivery: Delivery) -> OutgoingEmail:
     )
 
 
-def _email(delivery: Delivery, batch: _Batch, templates) -> OutgoingEmail:
+def _email(
+    delivery: Delivery, batch: _Batch, templates, *, text_part: bool = True
+) -> OutgoingEmail:
     if delivery.event.kind == EventKind.TOOL_HEALTH:
-        return _tool_health_email(delivery)
+        return _tool_health_email(delivery, text_part=text_part)
     project = delivery.project
     sections = _sections(delivery, batch)
     subject = header_text(_subject(delivery, sections))
@@ -543,12 +547,12 @@ def _email(delivery: Delivery, batch: _Batch, templates) -> OutgoingEmail:
         "sections": sections,
         "is_digest": delivery.is_digest,
     }
-    text, html = templates
+    text_template, html_template = templates
     return OutgoingEmail(
         to=tuple(delivery.recipients),
         subject=subject,
-        text=text.render(context),
-        html=html.render(context),
+        text=text_template.render(context) if text_part else "",
+        html=html_template.render(context),
         message_id=message_id_for(delivery),
         headers={
             "X-AppSec-Project": header_text(project.slug, 100),
@@ -568,9 +572,11 @@ class BatchEmails:
         self._batch = _Batch(list(deliveries))
         self._templates = (get_template(TEXT_TEMPLATE), get_template(HTML_TEMPLATE))
 
-    def render(self, delivery: Delivery) -> OutgoingEmail:
-        """The message for `delivery`, one of the batch's."""
-        return _email(delivery, self._batch, self._templates)
+    def render(self, delivery: Delivery, *, text_part: bool = True) -> OutgoingEmail:
+        """The message for `delivery`, one of the batch's; with `text_part=False`
+        its HTML alone (`text` empty), for a connection that sends no other
+        (`Connection.text_part`)."""
+        return _email(delivery, self._batch, self._templates, text_part=text_part)
 
 
 def emails_for(

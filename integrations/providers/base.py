@@ -117,6 +117,11 @@ class TestReport:
 class Connection(AbstractContextManager):
     """An open sending session (a token and a keep-alive or SMTP connection)."""
 
+    #: Whether the messages it sends carry the plain-text part. Graph's sendMail
+    #: takes one body, the HTML one, so a Graph connection's messages are rendered
+    #: without the text part (`OutgoingEmail.text` empty), a third less rendering.
+    text_part = True
+
     def send(self, email: OutgoingEmail) -> str:
         """Deliver one message; return the provider's request id or reply."""
         return reply_of(self.prepare(email)())

@@ -33,6 +33,8 @@ TOKEN_REUSE_SECONDS = 60.0
 class GraphConnection(Connection):
     """App-only Graph `sendMail` as the configured sender, over the shared client."""
 
+    text_part = False  # sendMail takes the HTML body (`message_payload`)
+
     def __init__(self, provider: "MicrosoftAzureMailProvider"):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)

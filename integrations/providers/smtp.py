@@ -113,6 +113,8 @@ class SmtpConnection(Connection):
 class GraphMeConnection(Connection):
     """Delegated Graph `/me/sendMail`, with the signed-in user's token."""
 
+    text_part = False  # sendMail takes the HTML body (`message_payload`)
+
     def __init__(self, provider: "SmtpProvider"):
         self.provider = provider
         self.client = graph_client(provider.endpoints.graph_host)

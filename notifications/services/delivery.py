@@ -607,7 +607,10 @@ class _Run:
             return
         try:
             email = (
-                self.emails.render(delivery)
+                self.emails.render(
+                    delivery,
+                    text_part=self.connections.get(integration).text_part,
+                )
                 if self.emails is not None
                 else email_for(delivery)
             )

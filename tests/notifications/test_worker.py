@@ -339,3 +339,51 @@ def test_two_workers_on_postgresql_never_send_one_delivery_twice(
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.services
+def test_a_worker_on_postgresql_keeps_its_connection_while_it_polls(
+    sandbox, tmp_path, postgres_url
+):
+    """db_worker looks for tasks every --interval and closes the database connection
+    after each look unless it is persistent (CONN_MAX_AGE): a new PostgreSQL
+    connection (a process forked on the server, authentication) ten times a second
+    per idle worker, and a sixth of a busy worker's time."""
+    import psycopg
+
+    from tests.processes import stop
+
+    name = f"appsec_conn_{uuid.uuid4().hex[:8]}"
+    admin = postgres_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = worker_env(sandbox, tmp_path, f"{postgres_url.rpartition('/')[0]}/{name}")
+        run(env, "manage.py", "migrate", "--noinput")
+        worker = start_worker(env)
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+
+                def backends():
+                    rows = conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                        "AND pid <> pg_backend_pid()",
+                        [name],
+                    ).fetchall()
+                    return {pid for (pid,) in rows}
+
+                assert wait_for(backends, timeout=60, interval=0.1), "no worker"
+                seen = []
+                deadline = time.monotonic() + 3  # some thirty looks at the queue
+                while time.monotonic() < deadline:
+                    seen.append(backends())
+                    time.sleep(0.05)
+            assert worker.poll() is None, worker.stderr.read()
+            # One connection, the same all along: never closed, never replaced.
+            assert len({frozenset(s) for s in seen}) == 1, seen
+            assert len(seen[0]) == 1, seen
+        finally:
+            stop(worker)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -513,3 +513,38 @@ def test_a_hostile_retry_after_parks_a_delivery_no_longer_than_the_cap(
     assert delivery.error_code == "throttled"
     assert started + timedelta(seconds=5) <= delivery.next_attempt_at
     assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=5.5)
+
+
+def test_graph_messages_are_rendered_html_only_and_smtp_ones_with_both_parts(
+    sandbox, project, link, smtp_link, monkeypatch, django_capture_on_commit_callbacks
+):
+    # sendMail takes one body (the HTML one): rendering the text part for it was a
+    # third of the rendering thrown away. SMTP sends both parts.
+    from django.template.backends.jinja2 import Template
+
+    rendered = []
+    render = Template.render
+
+    def spy(self, *args, **kwargs):
+        rendered.append(self.template.name)
+        return render(self, *args, **kwargs)
+
+    monkeypatch.setattr(Template, "render", spy)
+    deliveries = emit_scans_completed(project, 1, django_capture_on_commit_callbacks)
+    assert len(deliveries) == 2  # one through each tool
+    assert {d.status for d in settle()} == {DeliveryStatus.SENT}
+
+    assert sorted(rendered) == [
+        "notifications/email/message.html",
+        "notifications/email/message.html",
+        "notifications/email/message.txt",
+    ]
+    by_tool = {
+        d.integration.provider: m
+        for d in deliveries
+        for m in sandbox.messages()
+        if m["message_id"] == f"<delivery-{d.uuid}@appsec.example.test>"
+    }
+    assert by_tool["microsoft_azure_mail"]["html"]
+    assert by_tool["microsoft_azure_mail"]["text"] is None
+    assert by_tool["smtp"]["html"] and "scan" in by_tool["smtp"]["text"].lower()
