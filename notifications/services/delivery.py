@@ -16,10 +16,14 @@ never overtaken and a killed one's rows are taken over about a lease after it di
 Outcomes are written a batch at a time (`_Run.flush`): one transaction, one
 set-based UPDATE keyed by primary key and by this run's claim, at least every
 NOTIFICATIONS_OUTCOME_FLUSH deliveries, before any wait and at the end of the run.
+On a database server (PostgreSQL) the flushes made between sends are written on a
+thread of the run's own (`_OutcomeWriter`), one at a time, while the run goes on
+sending; the next flush, any wait and the run's end wait for the write in flight.
 The trade-off: a worker killed between a send and the flush leaves those rows
 claimed, and they are sent again once the lease runs out, so up to that many
-messages (plus the one in flight) go out twice. A delivery's Message-ID is derived
-from its uuid, so a mail client shows the two copies as one message.
+messages (twice that with a write in flight, plus the ones in flight) go out twice,
+unless the Sent Items lookup finds them. A delivery's Message-ID is derived from
+its uuid, so a mail client shows the two copies as one message.
 
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the
 tool's deliveries wait for a free slot instead of running into Microsoft's limit (a
@@ -45,6 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -443,6 +448,54 @@ class _Heartbeat:
             connections.close_all()  # this thread's connection only
 
 
+def _outcomes_on_a_thread() -> bool:
+    """Whether a run writes its outcome flushes on a thread of its own
+    (`_OutcomeWriter`): on a database server, where each flush waits for its round
+    trips, and only when the run is not inside a transaction (a second connection
+    would not see its rows). Not on SQLite: there a flush is quick and in process,
+    and a second connection would queue for the file's one write lock."""
+    return connection.vendor != "sqlite" and not connection.in_atomic_block
+
+
+class _OutcomeWriter:
+    """Writes a run's outcome flushes on a thread of its own, so that the run goes
+    on rendering and sending while the database takes the last ones.
+
+    One write at a time, in order: the next flush, and every wait and the end of
+    the run, first waits for the one in flight (`result`), so a killed worker
+    leaves at most one flush more unwritten. The thread has its own database
+    connection, closed when the writer stops.
+    """
+
+    def __init__(self, write: Callable[[list], set[int]], worker: str):
+        self._write = write
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"outcomes-{worker[:12]}"
+        )
+        self._in_flight: tuple[list, Future] | None = None
+
+    def start(self, outcomes: list) -> None:
+        """Write `outcomes` on the thread (the write in flight collected first)."""
+        assert self._in_flight is None, "collect the write in flight first"
+        self._in_flight = (outcomes, self._pool.submit(self._write, outcomes))
+
+    def result(self) -> tuple[list, set[int] | None, Exception | None] | None:
+        """Wait for the write in flight: its outcomes, the primary keys written,
+        and its error (None when nothing is in flight)."""
+        if self._in_flight is None:
+            return None
+        (outcomes, future), self._in_flight = self._in_flight, None
+        try:
+            return outcomes, future.result(), None
+        except Exception as error:
+            return outcomes, None, error
+
+    def stop(self) -> None:
+        # The thread's connection is closed on the thread itself.
+        self._pool.submit(connections.close_all).result()
+        self._pool.shutdown()
+
+
 #: How many times in a row one delivery is retried inside the run after a short
 #: Retry-After, before it goes back to the queue.
 INLINE_RETRIES = 3
@@ -525,6 +578,10 @@ class _Run:
         self.tools: set[int] = set()
         #: Outcomes not written yet (`finish` queues, `flush` writes).
         self.outcomes: list[tuple[Delivery, dict]] = []
+        #: Writes the flushes of `sent_one` on a thread of its own where that helps
+        #: (`_outcomes_on_a_thread`); started with the first one.
+        self.writer: _OutcomeWriter | None = None
+        self.write_aside = _outcomes_on_a_thread()
         #: Integrations this run stops sending through, and until when (throttled,
         #: needing attention, or their mailbox's budget spent).
         self.waiting: dict[int, datetime] = {}
@@ -934,26 +991,54 @@ class _Run:
         """
         self.outcomes.append((delivery, {"status": status, **fields}))
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         """Write the queued outcomes in one transaction (see `_finish`).
 
         Called at least every NOTIFICATIONS_OUTCOME_FLUSH deliveries, when a group
         of sends completes; call it before any wait too, so that a worker killed
         while waiting sends nothing twice. An outcome whose row another worker
         took over (this run's lease ran out) is dropped: that worker's wins.
+
+        The write in flight on the run's `_OutcomeWriter` is collected first; with
+        `wait=False` this write may go there too, and this returns at once. A
+        write that failed has its outcomes queued again and its error raised.
         """
+        self.collect_written()
         outcomes, self.outcomes = self.outcomes, []
         if not outcomes:
             return
+        if not wait and self.write_aside:
+            if self.writer is None:
+                self.writer = _OutcomeWriter(self.write, self.worker)
+            self.writer.start(outcomes)
+            return
         try:
-            # Never while the heartbeat renews the same rows: on PostgreSQL the two
-            # statements could lock them in opposite orders and deadlock.
-            with self.heartbeat.lock:
-                written = _finish(outcomes, self.worker)
+            written = self.write(outcomes)
         except Exception:
             # Nothing was written (one transaction): keep them for the next flush.
             self.outcomes[:0] = outcomes
             raise
+        self.account(outcomes, written)
+
+    def write(self, outcomes: list[tuple[Delivery, dict]]) -> set[int]:
+        # Never while the heartbeat renews the same rows: on PostgreSQL the two
+        # statements could lock them in opposite orders and deadlock.
+        with self.heartbeat.lock:
+            return _finish(outcomes, self.worker)
+
+    def collect_written(self) -> None:
+        """Wait for the outcome write in flight, if any, and count what it wrote."""
+        done = self.writer.result() if self.writer is not None else None
+        if done is None:
+            return
+        outcomes, written, error = done
+        if error is not None:
+            self.outcomes[:0] = outcomes
+            raise error
+        self.account(outcomes, written)
+
+    def account(self, outcomes: list[tuple[Delivery, dict]], written: set[int]):
+        """Count the outcomes written in the run's summary and metrics."""
         for delivery, fields in outcomes:
             if delivery.pk not in written:
                 logger.warning(
@@ -977,7 +1062,7 @@ class _Run:
         and renew the leases when due."""
         self.handled += 1
         if len(self.outcomes) >= max(1, int(settings.NOTIFICATIONS_OUTCOME_FLUSH)):
-            self.flush()
+            self.flush(wait=False)
         self.heartbeat.beat()
 
     def close(self) -> None:
@@ -996,6 +1081,16 @@ class _Run:
                     # and sent) once the lease runs out.
                     logger.exception("Could not %s of run %s", what, self.worker)
         finally:
+            if self.writer is not None:
+                try:
+                    # Still in flight when a step above failed: waited for; if it
+                    # failed too, its rows stay claimed, as above.
+                    self.collect_written()
+                except Exception:
+                    logger.exception(
+                        "Could not write the outcomes of run %s", self.worker
+                    )
+                self.writer.stop()
             # The slots of the last answers, held back by `settle`.
             mailbox_slots_flush()
             self.heartbeat.stop()

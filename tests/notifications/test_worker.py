@@ -387,3 +387,75 @@ def test_a_worker_on_postgresql_keeps_its_connection_while_it_polls(
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.services
+def test_a_worker_on_postgresql_goes_on_sending_while_its_outcomes_are_written(
+    sandbox, tmp_path, postgres_url
+):
+    """On PostgreSQL a run writes its outcomes on a thread of its own: while one
+    write waits on the database, the next messages go out (one write at a time,
+    so the one after waits for it). Here the database holds every write of a
+    "sent" outcome until the test lets it go."""
+    import psycopg
+
+    from tests.processes import stop
+
+    count, flush = 40, 10
+    name = f"appsec_writer_{uuid.uuid4().hex[:8]}"
+    admin = postgres_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = worker_env(
+            sandbox,
+            tmp_path,
+            f"{postgres_url.rpartition('/')[0]}/{name}",
+            NOTIFICATIONS_CLAIM_BATCH="50",
+            NOTIFICATIONS_OUTCOME_FLUSH=str(flush),
+            NOTIFICATIONS_LEASE_SECONDS="60",
+        )
+        run(env, "-m", "tests.notifications.worker_script", "setup", str(count))
+        database = admin.rpartition("/")[0] + f"/{name}"
+        with psycopg.connect(database, autocommit=True) as held:
+            held.execute(
+                "CREATE FUNCTION test_hold_outcomes() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$"
+            )
+            held.execute(
+                "CREATE TRIGGER test_hold_outcomes BEFORE UPDATE ON "
+                "notifications_delivery FOR EACH ROW WHEN "
+                "(OLD.status = 'sending' AND NEW.status = 'sent') "
+                "EXECUTE FUNCTION test_hold_outcomes()"
+            )
+            held.execute("SELECT pg_advisory_lock(4242)")
+            worker = start_worker(env)
+            try:
+                # Written one flush at a time, sends stopped at the first flush:
+                # at most 10 answered plus 4 in flight. Written aside, the run
+                # goes on to the second flush, which waits for the first.
+                assert wait_for(
+                    lambda: len(sandbox.messages()) >= 2 * flush, timeout=60
+                ), len(sandbox.messages())
+                assert [d["status"] for d in status(env)["deliveries"]].count(
+                    "sent"
+                ) == 0
+                held.execute("SELECT pg_advisory_unlock(4242)")
+                assert wait_for(
+                    lambda: (
+                        {d["status"] for d in status(env)["deliveries"]} == {"sent"}
+                    ),
+                    timeout=60,
+                    interval=0.3,
+                ), status(env)
+            finally:
+                stop(worker)
+        state = status(env)
+        messages = sandbox.messages()
+        assert len(messages) == count
+        assert {m["message_id"] for m in messages} == expected_ids(state)
+        assert all(d["attempts"] == 1 for d in state["deliveries"])
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

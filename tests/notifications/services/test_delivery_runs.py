@@ -445,3 +445,46 @@ def test_without_a_heartbeat_a_dead_runs_rows_are_taken_over_after_a_lease(
     (taken,) = deliveries_claim(worker="other")
     assert taken.claimed_by == "other" and taken.attempts == 2
     assert taken.lease_expires_at > timezone.now() + timedelta(seconds=0.3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_write_that_fails_aside_is_written_again_before_the_run_ends(
+    sandbox, project, link, settings, monkeypatch, queued
+):
+    # A run on a database server writes its flushes on a thread of its own (see
+    # tests/notifications/test_worker.py for PostgreSQL); here on SQLite, made to.
+    from django.db import DatabaseError
+
+    from notifications.services import delivery
+
+    settings.NOTIFICATIONS_OUTCOME_FLUSH = 3
+    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
+    monkeypatch.setattr(delivery, "_outcomes_on_a_thread", lambda: True)
+    real_finish, calls = delivery._finish, []
+
+    def finish(outcomes, worker):
+        calls.append((threading.current_thread().name, len(outcomes)))
+        if len(calls) == 1:
+            raise DatabaseError("the connection to the database was lost")
+        return real_finish(outcomes, worker)
+
+    monkeypatch.setattr(delivery, "_finish", finish)
+    deliveries = emit(project, 7)
+
+    with pytest.raises(DatabaseError, match="connection to the database was lost"):
+        deliveries_send()
+
+    # The first flush failed on the writer's thread; the run learnt it at its next
+    # flush, stopped, and wrote those outcomes again on its own thread at its end.
+    assert calls[0] == (calls[0][0], 3) and calls[0][0].startswith("outcomes-")
+    assert not calls[-1][0].startswith("outcomes-")
+    sent = {m["message_id"] for m in sandbox.messages()}
+    assert len(sent) >= 3
+    rows = {message_ids([d]).pop(): d for d in Delivery.objects.all()}
+    assert len(rows) == len(deliveries)
+    for message_id, row in rows.items():
+        if message_id in sent:
+            assert row.status == DeliveryStatus.SENT, message_id
+        else:  # claimed, not reached: taken over once its lease runs out
+            assert row.status == DeliveryStatus.SENDING and row.claimed_by
+    assert not [t for t in threading.enumerate() if t.name.startswith("outcomes-")]
