@@ -623,7 +623,8 @@ NOTIFICATIONS_LEASE_SECONDS = env.float("NOTIFICATIONS_LEASE_SECONDS", default=3
 # it stops and leaves the rest to a follow-up task.
 NOTIFICATIONS_RUN_MAX_SECONDS = env.float("NOTIFICATIONS_RUN_MAX_SECONDS", default=60.0)
 # Outcomes a worker keeps in memory before writing them in one transaction. A worker
-# killed before writing them sends at most these again (with the same Message-ID).
+# killed before writing them sends at most these again (with the same Message-ID;
+# twice these on PostgreSQL, where the last write may still be in flight).
 NOTIFICATIONS_OUTCOME_FLUSH = env.int("NOTIFICATIONS_OUTCOME_FLUSH", default=10)
 # A `deliver` or `recover` task still RUNNING after this long, with no live lease on
 # any delivery, was left by a killed worker: the `recover` task marks it FAILED.
