@@ -3,6 +3,7 @@ it finishes the rest with nothing lost and its task row closed as failed; many s
 tasks are sent by a few runs; a slow live worker keeps its rows; two workers on
 PostgreSQL never send the same delivery twice."""
 
+import contextlib
 import json
 import os
 import signal
@@ -93,6 +94,34 @@ def expected_ids(state):
 
 def sent_uuids(state):
     return {d["uuid"] for d in state["deliveries"] if d["status"] == "sent"}
+
+
+@contextlib.contextmanager
+def postgres_database(postgres_url, prefix):
+    """A database of its own on the PostgreSQL server, dropped at the end: its
+    DATABASE_URL and its psycopg connection string."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = postgres_url.replace("postgres://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            f"{postgres_url.rpartition('/')[0]}/{name}",
+            f"{admin.rpartition('/')[0]}/{name}",
+        )
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def assert_each_sent_once(sandbox, env, count):
+    state = status(env)
+    messages = sandbox.messages()
+    assert len(messages) == count
+    assert {m["message_id"] for m in messages} == expected_ids(state)
+    assert all(d["attempts"] == 1 for d in state["deliveries"])
 
 
 def test_worker_killed_mid_batch_is_taken_over_within_about_a_lease(sandbox, tmp_path):
@@ -308,22 +337,15 @@ def test_worker_retries_throttled_deliveries_with_delayed_tasks(sandbox, tmp_pat
 def test_two_workers_on_postgresql_never_send_one_delivery_twice(
     sandbox, tmp_path, postgres_url
 ):
-    import psycopg
-
     count = 60
-    name = f"appsec_workers_{uuid.uuid4().hex[:8]}"
-    admin = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = postgres_url.rpartition("/")[0]
+    with postgres_database(postgres_url, "appsec_workers") as (url, _):
         # No worker dies here, so the lease is long: a live worker stalled by a
         # loaded machine must not be overtaken (that would be a real double send,
         # which is what the short lease of the recovery tests allows on purpose).
         env = worker_env(
             sandbox,
             tmp_path,
-            f"{base}/{name}",
+            url,
             NOTIFICATIONS_CLAIM_BATCH="3",
             NOTIFICATIONS_LEASE_SECONDS="60",
         )
@@ -331,14 +353,7 @@ def test_two_workers_on_postgresql_never_send_one_delivery_twice(
         run(env, "-m", "tests.notifications.worker_script", "setup", str(count), "6")
         sandbox.add_fault(target="graph", delay=0.02, probability=1.0)
         run_two_workers_and_a_sweeper_until_sent(env, timeout=90, sweep_interval=0.1)
-        state = status(env)
-        messages = sandbox.messages()
-        assert len(messages) == count
-        assert {m["message_id"] for m in messages} == expected_ids(state)
-        assert all(d["attempts"] == 1 for d in state["deliveries"])
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        assert_each_sent_once(sandbox, env, count)
 
 
 @pytest.mark.services
@@ -353,22 +368,17 @@ def test_a_worker_on_postgresql_keeps_its_connection_while_it_polls(
 
     from tests.processes import stop
 
-    name = f"appsec_conn_{uuid.uuid4().hex[:8]}"
-    admin = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        env = worker_env(sandbox, tmp_path, f"{postgres_url.rpartition('/')[0]}/{name}")
+    with postgres_database(postgres_url, "appsec_conn") as (url, database):
+        env = worker_env(sandbox, tmp_path, url)
         run(env, "manage.py", "migrate", "--noinput")
         worker = start_worker(env)
         try:
-            with psycopg.connect(admin, autocommit=True) as conn:
+            with psycopg.connect(database, autocommit=True) as conn:
 
                 def backends():
                     rows = conn.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = %s "
-                        "AND pid <> pg_backend_pid()",
-                        [name],
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     ).fetchall()
                     return {pid for (pid,) in rows}
 
@@ -384,9 +394,6 @@ def test_a_worker_on_postgresql_keeps_its_connection_while_it_polls(
             assert len(seen[0]) == 1, seen
         finally:
             stop(worker)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.services
@@ -402,21 +409,16 @@ def test_a_worker_on_postgresql_goes_on_sending_while_its_outcomes_are_written(
     from tests.processes import stop
 
     count, flush = 40, 10
-    name = f"appsec_writer_{uuid.uuid4().hex[:8]}"
-    admin = postgres_url.replace("postgres://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with postgres_database(postgres_url, "appsec_writer") as (url, database):
         env = worker_env(
             sandbox,
             tmp_path,
-            f"{postgres_url.rpartition('/')[0]}/{name}",
+            url,
             NOTIFICATIONS_CLAIM_BATCH="50",
             NOTIFICATIONS_OUTCOME_FLUSH=str(flush),
             NOTIFICATIONS_LEASE_SECONDS="60",
         )
         run(env, "-m", "tests.notifications.worker_script", "setup", str(count))
-        database = admin.rpartition("/")[0] + f"/{name}"
         with psycopg.connect(database, autocommit=True) as held:
             held.execute(
                 "CREATE FUNCTION test_hold_outcomes() RETURNS trigger "
@@ -438,9 +440,8 @@ def test_a_worker_on_postgresql_goes_on_sending_while_its_outcomes_are_written(
                 assert wait_for(
                     lambda: len(sandbox.messages()) >= 2 * flush, timeout=60
                 ), len(sandbox.messages())
-                assert [d["status"] for d in status(env)["deliveries"]].count(
-                    "sent"
-                ) == 0
+                statuses = [d["status"] for d in status(env)["deliveries"]]
+                assert statuses.count("sent") == 0
                 held.execute("SELECT pg_advisory_unlock(4242)")
                 assert wait_for(
                     lambda: (
@@ -451,11 +452,4 @@ def test_a_worker_on_postgresql_goes_on_sending_while_its_outcomes_are_written(
                 ), status(env)
             finally:
                 stop(worker)
-        state = status(env)
-        messages = sandbox.messages()
-        assert len(messages) == count
-        assert {m["message_id"] for m in messages} == expected_ids(state)
-        assert all(d["attempts"] == 1 for d in state["deliveries"])
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        assert_each_sent_once(sandbox, env, count)
