@@ -1070,6 +1070,9 @@ class _Run:
         close the connections."""
         try:
             for step, what in (
+                # A write that failed aside queues its outcomes again: the flush
+                # below writes them with the rest.
+                (self.collect_written, "write the outcomes"),
                 (self.drain, "finish the sends"),
                 (self.release_postponed, "give back the deliveries"),
                 (self.flush, "write the outcomes"),
@@ -1083,8 +1086,8 @@ class _Run:
         finally:
             if self.writer is not None:
                 try:
-                    # Still in flight when a step above failed: waited for; if it
-                    # failed too, its rows stay claimed, as above.
+                    # Still in flight only if a step above was interrupted: waited
+                    # for; if it failed, its rows stay claimed, as above.
                     self.collect_written()
                 except Exception:
                     logger.exception(

@@ -488,3 +488,39 @@ def test_an_outcome_write_that_fails_aside_is_written_again_before_the_run_ends(
         else:  # claimed, not reached: taken over once its lease runs out
             assert row.status == DeliveryStatus.SENDING and row.claimed_by
     assert not [t for t in threading.enumerate() if t.name.startswith("outcomes-")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_stops_with_a_failed_write_aside_writes_it_when_it_closes(
+    project, link, monkeypatch, queued
+):
+    # The run stopped for another reason (a claim that failed, say) while a write
+    # was in flight on the writer's thread, and that write failed too.
+    from django.db import DatabaseError
+
+    from notifications.services import delivery
+
+    monkeypatch.setattr(delivery, "_outcomes_on_a_thread", lambda: True)
+    real_finish, calls = delivery._finish, []
+
+    def finish(outcomes, worker):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise DatabaseError("the connection to the database was lost")
+        return real_finish(outcomes, worker)
+
+    monkeypatch.setattr(delivery, "_finish", finish)
+    emit(project, 4)
+    run = _Run()
+    mine = deliveries_claim(worker=run.worker)
+    for delivery_ in mine:
+        run.finish(delivery_, DeliveryStatus.SENT, request_id=f"r{delivery_.pk}")
+    run.flush(wait=False)
+
+    run.close()
+
+    assert calls[0].startswith("outcomes-") and len(calls) == 2
+    assert run.summary.sent == 4
+    assert set(Delivery.objects.values_list("status", "claimed_by").distinct()) == {
+        (DeliveryStatus.SENT, "")
+    }
