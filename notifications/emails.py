@@ -28,6 +28,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from integrations.providers.base import OutgoingEmail
+from notifications.lookups import pk_in
 from notifications.models import Delivery, Event, EventKind
 from notifications.routing import (
     SEVERITIES,
@@ -225,7 +226,7 @@ class _Findings:
         for group in groups:
             ids = {pk for _event, event_ids in group for pk in event_ids}
             rows = _finding_rows(
-                Finding.objects.filter(pk__in=ids).order_by(*_FINDING_ORDER)
+                Finding.objects.filter(pk_in(ids)).order_by(*_FINDING_ORDER)
             )
             position = {}
             for i, finding in enumerate(rows):

@@ -51,6 +51,10 @@ from integrations.providers import outbound
 #: How long a handle keeps connecting to the addresses a name was checked at
 #: before resolving and checking it again.
 PIN_SECONDS = 60.0
+#: `CurlTransfer.done()` polls the network again only after this long: checking
+#: the transfers in flight one after the other is one poll, and an answer that
+#: came in meanwhile is seen at the next look (`wait` and `result` always poll).
+POLL_GAP_SECONDS = 0.0001
 
 # libcurl's error numbers (https://curl.se/libcurl/c/libcurl-errors.html).
 _TIMEOUTS = {pycurl.E_OPERATION_TIMEDOUT}
@@ -136,7 +140,7 @@ class CurlTransfer:
             self.headers.append((name.strip(), value.strip()))
 
     def done(self) -> bool:
-        if self.outcome is None:
+        if self.outcome is None and not self._multi.just_polled():
             self._multi.progress()
         return self.outcome is not None
 
@@ -159,6 +163,14 @@ class _Multi:
         self.pool = pool
         self.multi = pycurl.CurlMulti()
         self.transfers: dict[pycurl.Curl, CurlTransfer] = {}
+        #: When `progress` last ran (time.monotonic()).
+        self.polled_at = 0.0
+
+    def just_polled(self) -> bool:
+        """Whether `progress` ran less than POLL_GAP_SECONDS ago: a look at each
+        transfer in turn (`done()`, as a run checks the ones it has in flight)
+        polls the network once, not once per transfer."""
+        return time.monotonic() - self.polled_at < POLL_GAP_SECONDS
 
     def add(self, transfer: CurlTransfer) -> None:
         curl = transfer.handle.curl
@@ -169,6 +181,7 @@ class _Multi:
         """Let every transfer do what it can now, and finish those answered."""
         while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
+        self.polled_at = time.monotonic()
         while True:
             queued, ok, failed = self.multi.info_read()
             for curl in ok:

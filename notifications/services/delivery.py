@@ -8,8 +8,12 @@ concurrent workers take different rows instead of waiting on each other.
 
 A worker pays per batch, not per task. One run (`deliveries_send`) claims its task's
 own rows first, then the other due deliveries of the same tools, a claim batch at a
-time, for up to NOTIFICATIONS_RUN_MAX_SECONDS, over one connection per tool; the
-tasks of the rows it sent then find nothing due, in one query. While it runs, its
+time (`_ClaimPlan`), for up to NOTIFICATIONS_RUN_MAX_SECONDS, over one connection
+per tool; the tasks of the rows it sent then find nothing due, in one query. On a
+database server the next batch is claimed, and its queries made, on a thread of the
+run's own while the batch before it is sent (`_Run.claim_ahead`); a batch claimed
+ahead and not sent (the run stopped, or its tool began to wait) is given back,
+unattempted. While a run lives, its
 leases are renewed every third of a lease (the heartbeat), so a slow live worker is
 never overtaken and a killed one's rows are taken over about a lease after it died.
 
@@ -17,7 +21,7 @@ Outcomes are written a batch at a time (`_Run.flush`): one transaction, one
 set-based UPDATE keyed by primary key and by this run's claim, at least every
 NOTIFICATIONS_OUTCOME_FLUSH deliveries, before any wait and at the end of the run.
 On a database server (PostgreSQL) the flushes made between sends are written on a
-thread of the run's own (`_OutcomeWriter`), one at a time, while the run goes on
+thread of the run's own (`_Aside`), one at a time, while the run goes on
 sending; the next flush, any wait and the run's end wait for the write in flight.
 The trade-off: a worker killed between a send and the flush leaves those rows
 claimed, and they are sent again once the lease runs out, so up to that many
@@ -57,7 +61,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Case, F, Value, When
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from integrations.exceptions import (
     ConnectionFailed,
@@ -70,6 +74,7 @@ from integrations.providers.replies import PendingReply
 from integrations.services import provider_for
 from notifications.emails import BatchEmails, email_for
 from notifications.exceptions import DeliveryInternalError
+from notifications.lookups import pk_in
 from notifications.models import Delivery, DeliveryStatus, due_q
 from notifications.services.events import link_recipients
 from notifications.services.health_checks import (
@@ -158,7 +163,7 @@ def deliveries_claim(
     with transaction.atomic() if locking else nullcontext():
         candidates = Delivery.objects.filter(due_q(now))
         if delivery_ids is not None:
-            candidates = candidates.filter(pk__in=delivery_ids)
+            candidates = candidates.filter(pk_in(delivery_ids))
         if integration_ids is not None:
             candidates = candidates.filter(integration_id__in=integration_ids)
         if exclude_integrations:
@@ -174,7 +179,7 @@ def deliveries_claim(
             return []
         # The WHERE repeats the due condition: on SQLite (no row locks) this UPDATE is
         # the claim, and a row another worker took in between is simply not updated.
-        Delivery.objects.filter(due_q(now), pk__in=picked).update(
+        Delivery.objects.filter(due_q(now), pk_in(picked)).update(
             # A row still "sending" belonged to a worker that died: whether its
             # message went out is unknown, so the send path looks before resending.
             error_code=Case(
@@ -197,7 +202,7 @@ def deliveries_claim(
     # JOIN would build one per row and decode the tool's settings each time.
     return list(
         Delivery.objects.filter(
-            pk__in=picked, claimed_by=worker, status=DeliveryStatus.SENDING
+            pk_in(picked), claimed_by=worker, status=DeliveryStatus.SENDING
         )
         .select_related("event", "event__scan")
         .prefetch_related("project", "link", "integration")
@@ -322,7 +327,7 @@ def _case_by_pk(fields_by_pk: dict[int, dict]) -> dict:
 def _release(deliveries: list[Delivery], worker: str, *, at: datetime) -> None:
     """Give claimed but unattempted deliveries back, due at `at`."""
     Delivery.objects.filter(
-        pk__in=[d.pk for d in deliveries],
+        pk_in(d.pk for d in deliveries),
         claimed_by=worker,
         status=DeliveryStatus.SENDING,
     ).update(
@@ -448,52 +453,88 @@ class _Heartbeat:
             connections.close_all()  # this thread's connection only
 
 
-def _outcomes_on_a_thread() -> bool:
-    """Whether a run writes its outcome flushes on a thread of its own
-    (`_OutcomeWriter`): on a database server, where each flush waits for its round
-    trips, and only when the run is not inside a transaction (a second connection
-    would not see its rows). Not on SQLite: there a flush is quick and in process,
-    and a second connection would queue for the file's one write lock."""
+def _work_aside() -> bool:
+    """Whether a run does its database work between sends on a thread of its own
+    (`_Aside`: outcome flushes, and the next batch's claim): on a database server,
+    where each statement waits for its round trip, and only when the run is not
+    inside a transaction (a second connection would not see its rows). Not on
+    SQLite: there a statement is quick and in process, and a second connection
+    would queue for the file's one write lock."""
     return connection.vendor != "sqlite" and not connection.in_atomic_block
 
 
-class _OutcomeWriter:
-    """Writes a run's outcome flushes on a thread of its own, so that the run goes
-    on rendering and sending while the database takes the last ones.
+class _Aside:
+    """A run's database work done on a thread of its own, so that the run goes on
+    rendering and sending while the database answers: its outcome flushes, and the
+    claim (with its queries) of the batch after the one being sent.
 
-    One write at a time, in order: the next flush, and every wait and the end of
-    the run, first waits for the one in flight (`result`), so a killed worker
-    leaves at most one flush more unwritten. The thread has its own database
-    connection, closed when the writer stops.
+    One job at a time, in the order given. The thread has its own database
+    connection, closed when it stops, and the run's language (the labels a batch
+    renders with).
     """
 
-    def __init__(self, write: Callable[[list], set[int]], worker: str):
-        self._write = write
-        self._pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"outcomes-{worker[:12]}"
-        )
-        self._in_flight: tuple[list, Future] | None = None
+    def __init__(self, name: str):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
-    def start(self, outcomes: list) -> None:
-        """Write `outcomes` on the thread (the write in flight collected first)."""
-        assert self._in_flight is None, "collect the write in flight first"
-        self._in_flight = (outcomes, self._pool.submit(self._write, outcomes))
+    def submit(self, job: Callable, *args) -> Future:
+        return self._pool.submit(self._run, translation.get_language(), job, args)
 
-    def result(self) -> tuple[list, set[int] | None, Exception | None] | None:
-        """Wait for the write in flight: its outcomes, the primary keys written,
-        and its error (None when nothing is in flight)."""
-        if self._in_flight is None:
-            return None
-        (outcomes, future), self._in_flight = self._in_flight, None
-        try:
-            return outcomes, future.result(), None
-        except Exception as error:
-            return outcomes, None, error
+    @staticmethod
+    def _run(language, job, args):
+        with translation.override(language):
+            return job(*args)
 
     def stop(self) -> None:
         # The thread's connection is closed on the thread itself.
         self._pool.submit(connections.close_all).result()
         self._pool.shutdown()
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What one claim asks for: of the task's `own` ids, or of the `tools`' due
+    rows (both None: any due row), up to `limit`."""
+
+    own: tuple[int, ...] | None
+    tools: tuple[int, ...] | None
+    limit: int
+
+
+class _ClaimPlan:
+    """The order in which a run claims: its task's own ids, a batch at a time; then
+    the other due rows of the tools those were for, while the run has their
+    connections open. Without ids, any due row."""
+
+    def __init__(self, delivery_ids: list[int] | None, max_deliveries: int | None):
+        # A batch of ids at a time: a task of a thousand rows would otherwise have
+        # every claim's query name all thousand.
+        self.own_left = list(delivery_ids) if delivery_ids is not None else None
+        self.tools: tuple[int, ...] | None = None
+        self.max_deliveries = max_deliveries
+
+    def next(self, *, handled: int, tools: set[int], waiting) -> _Claim | None:
+        """The next claim, `handled` deliveries into the run, whose rows were of
+        `tools`, with `waiting` tools sending nothing more; None: the run is done."""
+        limit = int(settings.NOTIFICATIONS_CLAIM_BATCH)
+        if self.max_deliveries is not None:
+            limit = min(limit, self.max_deliveries - handled)
+        if limit <= 0:
+            return None
+        if self.own_left:
+            return _Claim(tuple(self.own_left[:limit]), None, limit)
+        if self.own_left is not None:
+            # The task's own rows are done: now the same tools' other due rows.
+            if not tools - set(waiting):
+                return None
+            return _Claim(None, tuple(sorted(tools)), limit)
+        return _Claim(None, self.tools, limit)
+
+    def made(self, claim: _Claim) -> None:
+        """`claim` was made: the plan moves past it."""
+        if claim.own is not None:
+            self.own_left = self.own_left[len(claim.own) :]
+        elif self.own_left is not None:
+            self.own_left, self.tools = None, claim.tools
 
 
 #: How many times in a row one delivery is retried inside the run after a short
@@ -578,10 +619,13 @@ class _Run:
         self.tools: set[int] = set()
         #: Outcomes not written yet (`finish` queues, `flush` writes).
         self.outcomes: list[tuple[Delivery, dict]] = []
-        #: Writes the flushes of `sent_one` on a thread of its own where that helps
-        #: (`_outcomes_on_a_thread`); started with the first one.
-        self.writer: _OutcomeWriter | None = None
-        self.write_aside = _outcomes_on_a_thread()
+        #: Where it helps (`_work_aside`), the flushes of `sent_one` and the claim
+        #: of the next batch go to a thread of the run's own, started when first
+        #: needed: the write in flight (its outcomes), and the claim made ahead.
+        self.aside_ok = _work_aside()
+        self.asides: dict[str, _Aside] = {}
+        self.writing: tuple[list, Future] | None = None
+        self.ahead: tuple[_Claim, Future] | None = None
         #: Integrations this run stops sending through, and until when (throttled,
         #: needing attention, or their mailbox's budget spent).
         self.waiting: dict[int, datetime] = {}
@@ -763,7 +807,7 @@ class _Run:
                 by_sender.setdefault(sender, []).append(delivery.pk)
                 delivery.answer_lost_from = sender
         for sender, ids in by_sender.items():
-            Delivery.objects.filter(pk__in=ids, claimed_by=self.worker).update(
+            Delivery.objects.filter(pk_in(ids), claimed_by=self.worker).update(
                 answer_lost_from=sender
             )
 
@@ -999,18 +1043,20 @@ class _Run:
         while waiting sends nothing twice. An outcome whose row another worker
         took over (this run's lease ran out) is dropped: that worker's wins.
 
-        The write in flight on the run's `_OutcomeWriter` is collected first; with
-        `wait=False` this write may go there too, and this returns at once. A
-        write that failed has its outcomes queued again and its error raised.
+        The write in flight on the run's `_Aside` thread is collected first; with
+        `wait=False` this write may go there too, and this returns at once (a
+        killed worker leaves at most one such write more unwritten). A write
+        that failed has its outcomes queued again and its error raised.
         """
         self.collect_written()
         outcomes, self.outcomes = self.outcomes, []
         if not outcomes:
             return
-        if not wait and self.write_aside:
-            if self.writer is None:
-                self.writer = _OutcomeWriter(self.write, self.worker)
-            self.writer.start(outcomes)
+        if not wait and self.aside_ok:
+            self.writing = (
+                outcomes,
+                self.aside_thread("outcomes").submit(self.write, outcomes),
+            )
             return
         try:
             written = self.write(outcomes)
@@ -1028,14 +1074,75 @@ class _Run:
 
     def collect_written(self) -> None:
         """Wait for the outcome write in flight, if any, and count what it wrote."""
-        done = self.writer.result() if self.writer is not None else None
-        if done is None:
+        if self.writing is None:
             return
-        outcomes, written, error = done
-        if error is not None:
+        (outcomes, future), self.writing = self.writing, None
+        try:
+            written = future.result()
+        except Exception:
             self.outcomes[:0] = outcomes
-            raise error
+            raise
         self.account(outcomes, written)
+
+    def aside_thread(self, role: str) -> _Aside:
+        if role not in self.asides:
+            self.asides[role] = _Aside(f"{role}-{self.worker[:12]}")
+        return self.asides[role]
+
+    def claim(self, claim: _Claim) -> tuple[list[Delivery], BatchEmails | None]:
+        """The batch `claim` asks for, with its messages (`BatchEmails`): the one
+        claimed ahead when it was claimed for the same, else claimed now (one
+        claimed ahead for something else is given back)."""
+        if self.ahead is not None and self.ahead[0] == claim:
+            _claim, future = self.ahead
+            self.ahead = None
+            return future.result()
+        self.give_back_ahead()
+        return self.claim_batch(claim, list(self.waiting))
+
+    def claim_ahead(self, claim: _Claim | None) -> None:
+        """Claim the next batch on the run's `_Aside` thread while this one is
+        sent, where that helps; `claim` None: there is no next one."""
+        if claim is not None and self.aside_ok:
+            future = self.aside_thread("claims").submit(
+                self.claim_batch, claim, list(self.waiting)
+            )
+            self.ahead = (claim, future)
+
+    def claim_batch(
+        self, claim: _Claim, exclude: list[int]
+    ) -> tuple[list[Delivery], BatchEmails | None]:
+        """Claim (`deliveries_claim`), record where each message goes from
+        (`record_senders`) and make the batch's queries (`BatchEmails`)."""
+        batch = deliveries_claim(
+            worker=self.worker,
+            delivery_ids=None if claim.own is None else list(claim.own),
+            integration_ids=None if claim.tools is None else list(claim.tools),
+            exclude_integrations=exclude,
+            limit=claim.limit,
+        )
+        if not batch:
+            return batch, None
+        with self.heartbeat.lock:  # the run's rows: never while they are renewed
+            self.record_senders(batch)
+        return batch, BatchEmails(batch)
+
+    def give_back_ahead(self) -> None:
+        """Give back the batch claimed ahead and not sent (the run stopped, or
+        went on with other rows): due at once, or when their tool's wait ends;
+        the caller schedules a look then (`summary.retry_at`)."""
+        if self.ahead is None:
+            return
+        (_claim, future), self.ahead = self.ahead, None
+        batch, _emails = future.result()
+        now = timezone.now()
+        by_time: dict[datetime, list[Delivery]] = {}
+        for delivery in batch:
+            at = self.waiting.get(delivery.integration_id, now)
+            by_time.setdefault(at, []).append(delivery)
+            self.summary.retry_at[delivery.pk] = at
+        for at, deliveries in by_time.items():
+            _release(deliveries, self.worker, at=at)
 
     def account(self, outcomes: list[tuple[Delivery, dict]], written: set[int]):
         """Count the outcomes written in the run's summary and metrics."""
@@ -1075,6 +1182,7 @@ class _Run:
                 (self.collect_written, "write the outcomes"),
                 (self.drain, "finish the sends"),
                 (self.release_postponed, "give back the deliveries"),
+                (self.give_back_ahead, "give back the deliveries claimed ahead"),
                 (self.flush, "write the outcomes"),
             ):
                 try:
@@ -1084,16 +1192,19 @@ class _Run:
                     # and sent) once the lease runs out.
                     logger.exception("Could not %s of run %s", what, self.worker)
         finally:
-            if self.writer is not None:
-                try:
-                    # Still in flight only if a step above was interrupted: waited
-                    # for; if it failed, its rows stay claimed, as above.
-                    self.collect_written()
-                except Exception:
-                    logger.exception(
-                        "Could not write the outcomes of run %s", self.worker
-                    )
-                self.writer.stop()
+            if self.asides:
+                # Still in flight only if a step above was interrupted: waited
+                # for; if one failed, its rows stay claimed, as above.
+                for step, what in (
+                    (self.collect_written, "write the outcomes"),
+                    (self.give_back_ahead, "give back the deliveries claimed ahead"),
+                ):
+                    try:
+                        step()
+                    except Exception:
+                        logger.exception("Could not %s of run %s", what, self.worker)
+                for aside in self.asides.values():
+                    aside.stop()
             # The slots of the last answers, held back by `settle`.
             mailbox_slots_flush()
             self.heartbeat.stop()
@@ -1262,49 +1373,39 @@ def deliveries_send(
     """
     run = _Run(worker=worker)
     deadline = time.monotonic() + float(settings.NOTIFICATIONS_RUN_MAX_SECONDS)
-    batch_size = int(settings.NOTIFICATIONS_CLAIM_BATCH)
-    # The task's own rows are claimed a batch of ids at a time: a task of a thousand
-    # rows would otherwise have every claim's query name all thousand.
-    own_left = list(delivery_ids) if delivery_ids is not None else None
-    tools = None
+    plan = _ClaimPlan(delivery_ids, max_deliveries)
     try:
-        while max_deliveries is None or run.handled < max_deliveries:
+        while True:
             if time.monotonic() >= deadline:
                 run.summary.unfinished = True
                 break
-            limit = batch_size
-            if max_deliveries is not None:
-                limit = min(limit, max_deliveries - run.handled)
-            own = None
-            if own_left is not None:
-                own, own_left = own_left[:limit], own_left[limit:]
-            batch = deliveries_claim(
-                worker=run.worker,
-                delivery_ids=own,
-                integration_ids=tools,
-                exclude_integrations=list(run.waiting),
-                limit=limit,
-            )
+            claim = plan.next(handled=run.handled, tools=run.tools, waiting=run.waiting)
+            if claim is None:
+                break
+            batch, run.emails = run.claim(claim)
+            plan.made(claim)
             if not batch:
-                if own_left:
+                if claim.own is not None:
                     # None of these ids was due: on to the task's next ones.
-                    continue
-                if own is not None and (run.tools - set(run.waiting)):
-                    # The task's own rows are done: now the same tools' other due
-                    # rows, while this run has their connections open.
-                    own_left, tools = None, sorted(run.tools)
                     continue
                 break
             if not run.tools:
                 run.heartbeat.start()
                 if on_claim is not None:
                     on_claim()
-            if tools is not None:
+            if claim.tools is not None:
                 run.summary.others += len(batch)
-            run.record_senders(batch)
-            run.emails = BatchEmails(batch)
+            run.tools.update(delivery.integration_id for delivery in batch)
+            # The next batch is claimed while this one is sent (where that helps):
+            # the same claim the loop makes next, unless a tool starts waiting.
+            run.claim_ahead(
+                plan.next(
+                    handled=run.handled + len(batch),
+                    tools=run.tools,
+                    waiting=run.waiting,
+                )
+            )
             for delivery in batch:
-                run.tools.add(delivery.integration_id)
                 run.send(delivery)
                 run.sent_one()
             run.release_postponed()

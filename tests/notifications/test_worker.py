@@ -400,21 +400,22 @@ def test_a_worker_on_postgresql_keeps_its_connection_while_it_polls(
 def test_a_worker_on_postgresql_goes_on_sending_while_its_outcomes_are_written(
     sandbox, tmp_path, postgres_url
 ):
-    """On PostgreSQL a run writes its outcomes on a thread of its own: while one
-    write waits on the database, the next messages go out (one write at a time,
-    so the one after waits for it). Here the database holds every write of a
-    "sent" outcome until the test lets it go."""
+    """On PostgreSQL a run does its database work on threads of its own: while one
+    outcome write waits on the database, the next messages go out (one write at a
+    time, so the one after waits for it), and the next batch is claimed while
+    one is sent. Here the database holds every write of a "sent" outcome until
+    the test lets it go."""
     import psycopg
 
     from tests.processes import stop
 
-    count, flush = 40, 10
+    count, batch, flush = 60, 30, 10
     with postgres_database(postgres_url, "appsec_writer") as (url, database):
         env = worker_env(
             sandbox,
             tmp_path,
             url,
-            NOTIFICATIONS_CLAIM_BATCH="50",
+            NOTIFICATIONS_CLAIM_BATCH=str(batch),
             NOTIFICATIONS_OUTCOME_FLUSH=str(flush),
             NOTIFICATIONS_LEASE_SECONDS="60",
         )
@@ -440,8 +441,18 @@ def test_a_worker_on_postgresql_goes_on_sending_while_its_outcomes_are_written(
                 assert wait_for(
                     lambda: len(sandbox.messages()) >= 2 * flush, timeout=60
                 ), len(sandbox.messages())
-                statuses = [d["status"] for d in status(env)["deliveries"]]
-                assert statuses.count("sent") == 0
+                # And the second batch was claimed meanwhile, on the claims
+                # thread: claimed by the run's own thread once the first batch
+                # was sent, it would still be pending here (the run waits for
+                # the first write before the first batch's end).
+                assert wait_for(
+                    lambda: (
+                        [d["status"] for d in status(env)["deliveries"]]
+                        == ["sending"] * count
+                    ),
+                    timeout=60,
+                    interval=0.3,
+                ), status(env)
                 held.execute("SELECT pg_advisory_unlock(4242)")
                 assert wait_for(
                     lambda: (

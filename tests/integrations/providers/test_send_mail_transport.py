@@ -278,3 +278,46 @@ def test_send_mail_goes_through_an_https_proxy_tunnel(
 
     assert targets == [host_port]
     assert len(sandbox.messages(subject="Proxied")) == 1
+
+
+def test_looking_at_each_send_in_flight_polls_the_network_once(sandbox, monkeypatch):
+    # A run checks its sends in flight one after the other (`done()`): one poll
+    # of the thread's transfers answers for all of them, where one each made the
+    # worker's busiest loop poll four times as often. The answers still come in.
+    from integrations.providers import curl
+    from integrations.providers.base import OutgoingEmail
+
+    client, access_token = GraphClient(sandbox.graph_host), app_token(sandbox)
+    seed = sandbox.seed
+    pending = [
+        client.send_mail_later(
+            access_token=access_token,
+            sender=seed["sender"],
+            payload=message_payload(
+                OutgoingEmail(
+                    to=(seed["recipient"],),
+                    subject=f"In flight {i}",
+                    text="",
+                    html="<p>In flight</p>",
+                    message_id=f"<in-flight-{i}@example.com>",
+                )
+            ),
+        )
+        for i in range(4)
+    ]
+    polls = []
+    real_progress = curl._Multi.progress
+
+    def progress(multi):
+        polls.append(multi)
+        return real_progress(multi)
+
+    monkeypatch.setattr(curl._Multi, "progress", progress)
+    monkeypatch.setattr(curl, "POLL_GAP_SECONDS", 60.0)  # one look, however slow
+    client.session.curl._multi().polled_at = 0.0  # this thread's: none just now
+
+    looks = [reply.done() for reply in pending]
+
+    assert len(polls) == 1, looks
+    assert all(reply.result() for reply in pending)
+    assert len(sandbox.messages(subject="In flight 3")) == 1
