@@ -65,3 +65,43 @@ def wait_for(predicate, timeout, interval=0.05):
             return value
         time.sleep(interval)
     return None
+
+
+def pytest_on_postgresql(postgres_url, tmp_path, *paths, **env):
+    """Run the test modules `paths` (their tests not marked `services`) again in a
+    child pytest whose DATABASE_URL names a throwaway PostgreSQL database, with
+    `env` added; assert they all pass, none skipped. Both databases (pytest-django
+    makes "test_<name>") are dropped at the end."""
+    import os
+    import uuid
+
+    import psycopg
+
+    name = f"appsec_child_{uuid.uuid4().hex[:8]}"
+    server = postgres_url.replace("postgres://", "postgresql://")
+    base = postgres_url.rpartition("/")[0]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", *paths]
+            + ["-q", "-p", "no:cacheprovider", "-m", "not services"],
+            cwd=ROOT,
+            env=dict(
+                os.environ,
+                DATABASE_URL=f"{base}/{name}",
+                VAR_DIR=str(tmp_path),
+                DJANGO_SETTINGS_MODULE="config.settings_test",
+                **env,
+            ),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        output = result.stdout[-6000:] + result.stderr[-3000:]
+        assert result.returncode == 0, output
+        assert " passed" in result.stdout and " skipped" not in result.stdout, output
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "test_{name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
