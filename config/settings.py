@@ -135,6 +135,10 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, with timestamps parsed by psycopg's optimised loader
+    # (config/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 # Persistent connections, checked before reuse. The task worker polls its queue
 # every --interval and Django closes a connection whose CONN_MAX_AGE is 0 after each
 # poll and each task: on PostgreSQL the worker opened a connection (TCP and

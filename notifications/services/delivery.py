@@ -146,9 +146,15 @@ def deliveries_claim(
     integration_ids: list[int] | None = None,
     exclude_integrations=(),
     limit: int | None = None,
+    senders: dict[int, str] | None = None,
 ) -> list[Delivery]:
     """Claim up to `limit` due deliveries for `worker`: of `delivery_ids`, of the
     tools `integration_ids`, or any.
+
+    `senders` (a tool's id: the mailbox it sends from) are written on the claimed
+    rows of those tools in the same UPDATE (`_Run.record_senders` says why; it
+    writes the others), except on a row whose last answer was lost, which keeps
+    the mailbox of that attempt.
 
     Finding nothing costs one query, which is all most delivery tasks do once
     another run has sent their rows along with its own.
@@ -196,6 +202,7 @@ def deliveries_claim(
             lease_expires_at=now + timedelta(seconds=lease),
             attempts=F("attempts") + 1,
             updated_at=now,
+            **_senders_update(senders),
         )
     # A batch names a few projects, links and tools: each is loaded once (one query
     # per relation) and the same instance given to every row that names it, where a
@@ -208,6 +215,26 @@ def deliveries_claim(
         .prefetch_related("project", "link", "integration")
         .order_by("integration_id", "pk")
     )
+
+
+def _senders_update(senders: dict[int, str] | None) -> dict:
+    """The claim's `answer_lost_from`: each tool's sender, except where the last
+    answer was lost (a row taken over, or retried after an uncertain outcome)."""
+    if not senders:
+        return {}
+    keep = F("answer_lost_from")
+    return {
+        "answer_lost_from": Case(
+            When(status=DeliveryStatus.SENDING, then=keep),
+            When(answer_lost=True, then=keep),
+            When(error_code__in=sorted(UNCERTAIN_OUTCOMES), then=keep),
+            *(
+                When(integration_id=integration_id, then=Value(sender[:320]))
+                for integration_id, sender in senders.items()
+            ),
+            default=keep,
+        )
+    }
 
 
 def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
@@ -792,6 +819,10 @@ class _Run:
             )
         return self.budgets[integration.pk]
 
+    def senders(self) -> dict[int, str]:
+        """The sender mailbox of each tool looked up so far (`pacing`)."""
+        return {pk: pacing[0] for pk, pacing in self.budgets.items()}
+
     def record_senders(self, batch) -> None:
         """Write on each claimed delivery the mailbox this run sends it from, so
         that if the worker dies before recording the answer, the next attempt
@@ -1098,28 +1129,31 @@ class _Run:
             self.ahead = None
             return future.result()
         self.give_back_ahead()
-        return self.claim_batch(claim, list(self.waiting))
+        return self.claim_batch(claim, list(self.waiting), self.senders())
 
     def claim_ahead(self, claim: _Claim | None) -> None:
         """Claim the next batch on the run's `_Aside` thread while this one is
         sent, where that helps; `claim` None: there is no next one."""
         if claim is not None and self.aside_ok:
             future = self.aside_thread("claims").submit(
-                self.claim_batch, claim, list(self.waiting)
+                self.claim_batch, claim, list(self.waiting), self.senders()
             )
             self.ahead = (claim, future)
 
     def claim_batch(
-        self, claim: _Claim, exclude: list[int]
+        self, claim: _Claim, exclude: list[int], senders: dict[int, str]
     ) -> tuple[list[Delivery], BatchEmails | None]:
         """Claim (`deliveries_claim`), record where each message goes from
-        (`record_senders`) and make the batch's queries (`BatchEmails`)."""
+        (`senders`, the tools' this run has looked up so far, in the claim itself;
+        `record_senders` for the others) and make the batch's queries
+        (`BatchEmails`)."""
         batch = deliveries_claim(
             worker=self.worker,
             delivery_ids=None if claim.own is None else list(claim.own),
             integration_ids=None if claim.tools is None else list(claim.tools),
             exclude_integrations=exclude,
             limit=claim.limit,
+            senders=senders,
         )
         if not batch:
             return batch, None

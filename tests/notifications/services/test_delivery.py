@@ -323,6 +323,47 @@ def test_a_dead_workers_message_is_looked_up_in_the_mailbox_it_went_from(
     assert not delivery.resent_unconfirmed
 
 
+def test_the_claim_writes_the_senders_it_knows_and_keeps_a_lost_answers_mailbox(
+    project, link, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from notifications.services.delivery import _Claim, _Run
+
+    with django_capture_on_commit_callbacks(execute=False):
+        for i in range(3):
+            event_emit(
+                project=project,
+                kind=EventKind.SCAN_COMPLETED,
+                payload={"scan_id": None, "new": i, "seen_again": 0, "resolved": 0},
+            )
+    plain, lost, timed_out = Delivery.objects.order_by("pk")
+    Delivery.objects.filter(pk=lost.pk).update(
+        answer_lost=True, answer_lost_from="before@contoso.example"
+    )
+    Delivery.objects.filter(pk=timed_out.pk).update(
+        error_code="timeout", answer_lost_from="earlier@contoso.example"
+    )
+    run = _Run()
+    sender = run.pacing(link.integration)[0]  # the tool's, looked up once per run
+
+    with CaptureQueriesContext(connection) as queries:
+        batch, _emails = run.claim_batch(
+            _Claim(own=None, tools=None, limit=10), [], run.senders()
+        )
+
+    assert len(batch) == 3
+    # In the claim's own UPDATE: no second one to record the senders.
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 1, updates
+    assert dict(Delivery.objects.values_list("pk", "answer_lost_from")) == {
+        plain.pk: sender,
+        lost.pk: "before@contoso.example",
+        timed_out.pk: "earlier@contoso.example",
+    }
+
+
 def test_mixed_faults_lose_nothing_and_double_nothing(
     sandbox, project, link, django_capture_on_commit_callbacks, settings
 ):
