@@ -48,6 +48,11 @@ SUBJECT_MAX = 250
 BATCH_FINDING_IDS = 1000
 TEXT_TEMPLATE = "notifications/email/message.txt"
 HTML_TEMPLATE = "notifications/email/message.html"
+#: Included by the two above, each section of a message.
+SECTION_TEMPLATES = (
+    "notifications/email/_section.txt",
+    "notifications/email/_section.html",
+)
 
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 _NON_WHITESPACE_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")

@@ -4,9 +4,11 @@
 from django.core.management import get_commands, load_command_class
 from django.template import engines
 from django.urls import clear_url_caches, get_resolver
+from django.utils.translation import get_language
 from django_tasks_db.management.commands.db_worker import Command as WorkerCommand
 
-from notifications.emails import HTML_TEMPLATE, TEXT_TEMPLATE
+from integrations import registry
+from notifications.emails import HTML_TEMPLATE, SECTION_TEMPLATES, TEXT_TEMPLATE
 from notifications.management.commands.db_worker import warm_up
 
 
@@ -19,14 +21,20 @@ def test_db_worker_is_the_products_command_built_on_django_tasks_db():
     assert {"queue_name", "interval", "worker_id", "max_tasks"} <= options
 
 
-def test_warm_up_loads_the_url_configuration_and_the_email_templates():
+def test_warm_up_loads_what_the_first_email_would_load():
     clear_url_caches()
     assert "url_patterns" not in get_resolver().__dict__
     email_engine = engines["email"].env
     email_engine.cache.clear()
+    registry._build.cache_clear()
 
     warm_up()
 
-    assert "url_patterns" in get_resolver().__dict__
+    resolver = get_resolver()
+    assert "url_patterns" in resolver.__dict__
+    # The index `reverse` uses (built per language), not only the patterns.
+    assert get_language() in resolver._reverse_dict
     cached = {name for (_loader, name) in email_engine.cache}
-    assert {TEXT_TEMPLATE, HTML_TEMPLATE} <= cached
+    # The sections the messages include are compiled too.
+    assert {TEXT_TEMPLATE, HTML_TEMPLATE, *SECTION_TEMPLATES} <= cached
+    assert registry._build.cache_info().currsize == 1

@@ -10,24 +10,29 @@ from django.template.loader import get_template
 from django.urls import get_resolver
 from django_tasks_db.management.commands.db_worker import Command as WorkerCommand
 
+from integrations import registry
 from notifications import emails
 
 
 def warm_up() -> None:
     """Do once, when the worker starts, what its first email would do: load the URL
-    configuration (`reverse`, and every view module with it), compile the email
-    templates and import the sending path. A worker runs for days; without this
-    its first batch waits about half a second more than the others."""
+    configuration and the index `reverse` uses (every view module with them),
+    compile the email templates and the sections they include, build the provider
+    registry and import the sending path. A worker runs for days; without this its
+    first batch waits about half a second more than the others."""
     import notifications.tasks  # noqa: F401  # the delivery task and what it sends with
 
-    get_resolver().url_patterns  # noqa: B018  # loading them is the point
+    # The index is built per language: the default one here, as most emails are.
+    get_resolver().reverse_dict  # noqa: B018  # building it is the point
     for name in (
         emails.TEXT_TEMPLATE,
         emails.HTML_TEMPLATE,
+        *emails.SECTION_TEMPLATES,
         emails.TOOL_HEALTH_TEXT_TEMPLATE,
         emails.TOOL_HEALTH_HTML_TEMPLATE,
     ):
         get_template(name)
+    registry.providers()
 
 
 class Command(WorkerCommand):
