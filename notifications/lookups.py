@@ -23,7 +23,10 @@ class IdIn(In):
         if not ids:
             raise EmptyResultSet
         lhs, lhs_params = self.process_lhs(compiler, connection)
-        return f"{lhs} = ANY(%s)", (*lhs_params, ids)
+        # Of the column's own type: psycopg types a list of small ints smallint[],
+        # and `bigint = ANY(smallint[])` is answered by a sequential scan.
+        array_type = self.lhs.output_field.cast_db_type(connection)
+        return f"{lhs} = ANY(%s::{array_type}[])", (*lhs_params, ids)
 
 
 def pk_in(ids) -> IdIn:
