@@ -247,7 +247,9 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
     out) keeps that worker's outcome. When they wrote every row, as they do unless
     a lease ran out, that is all; else a SELECT in the same transaction tells the
     rows written (this write's `updated_at`) from the others. A value may be an
-    expression (`F("throttle_count") + 1`).
+    expression (`F("throttle_count") + 1`). On PostgreSQL, outcomes that all set
+    the same fields to plain values (the usual flush) are one statement, which
+    names the rows it wrote (`_update_from_arrays`).
     """
     if not outcomes:
         return set()
@@ -257,16 +259,23 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
         fields = {"claimed_by": "", "lease_expires_at": None, **fields}
         fields["updated_at"] = now
         by_pk[delivery.pk] = (delivery, fields)
-    with transaction.atomic():
-        count = _write_outcomes({pk: by_pk[pk][1] for pk in sorted(by_pk)}, worker)
-        if count == len(by_pk):
-            written = list(by_pk)
-        else:
-            written = list(
-                Delivery.objects.filter(
-                    pk__in=list(by_pk), claimed_by="", updated_at=now
-                ).values_list("pk", flat=True)
-            )
+    fields_by_pk = {pk: by_pk[pk][1] for pk in sorted(by_pk)}
+    names = _one_kind_of_plain_outcome(fields_by_pk)
+    if names is not None and connection.vendor == "postgresql":
+        # The usual flush: one statement, atomic by itself (no transaction to open
+        # and commit: one round trip), whose RETURNING names the rows it wrote.
+        written = _update_from_arrays(names, fields_by_pk, worker)
+    else:
+        with transaction.atomic():
+            count = _write_outcomes(fields_by_pk, worker)
+            if count == len(by_pk):
+                written = list(by_pk)
+            else:
+                written = list(
+                    Delivery.objects.filter(
+                        pk__in=list(by_pk), claimed_by="", updated_at=now
+                    ).values_list("pk", flat=True)
+                )
     for pk in written:
         delivery, fields = by_pk[pk]
         for name, value in fields.items():
@@ -296,27 +305,19 @@ def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> int:
     quote = connection.ops.quote_name
     meta = Delivery._meta
     table = quote(meta.db_table)
-    # The row is still the worker's: it holds the claim and the row is "sending".
-    held = " AND ".join(
-        f"{table}.{quote(meta.get_field(name).column)} = %s"
-        for name in ("claimed_by", "status")
-    )
     written = 0
     for names, pks in plain.items():
         model_fields = [meta.get_field(name) for name in names]
         if connection.vendor == "postgresql":
-            written += _update_from_arrays(
-                model_fields,
-                [[pk, *(fields_by_pk[pk][f.name] for f in model_fields)] for pk in pks],
-                held,
-                [worker, DeliveryStatus.SENDING.value],
+            written += len(
+                _update_from_arrays(names, {pk: fields_by_pk[pk] for pk in pks}, worker)
             )
             continue
         sql = (
             f"UPDATE {table} SET "  # nosec B608  # quoted model names, values as parameters
             + ", ".join(f"{quote(f.column)} = %s" for f in model_fields)
             + f" WHERE {table}.{quote(meta.pk.column)} = %s AND "
-            + held
+            + _held_sql()
         )
         rows = [
             [
@@ -337,19 +338,46 @@ def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> int:
     return written
 
 
-def _update_from_arrays(model_fields, rows: list[list], held: str, held_params):
-    """UPDATE the rows (each: a primary key, then its values of `model_fields`) in
-    one statement, on PostgreSQL: `UPDATE ... FROM unnest(ids, column, ...)`, one
-    array a column, each cast to its column's type, and `held` (SQL, with
-    `held_params`) in the WHERE. One statement and one round trip for a flush,
-    where an `executemany` sent a statement per row, each parsed and planned apart.
-    Returns how many rows were updated."""
+def _one_kind_of_plain_outcome(fields_by_pk: dict[int, dict]) -> tuple | None:
+    """The field names of the outcomes when they all set the same fields to plain
+    values (a run's sends, the usual flush), else None."""
+    kinds = {tuple(sorted(fields)) for fields in fields_by_pk.values()}
+    if len(kinds) != 1 or any(
+        hasattr(value, "resolve_expression")
+        for fields in fields_by_pk.values()
+        for value in fields.values()
+    ):
+        return None
+    return kinds.pop()
+
+
+def _held_sql() -> str:
+    """The WHERE of an outcome's UPDATE: the row is still the worker's (it holds
+    the claim, `claimed_by = %s`, and the row is "sending", `status = %s`)."""
+    quote = connection.ops.quote_name
+    table = quote(Delivery._meta.db_table)
+    return " AND ".join(
+        f"{table}.{quote(Delivery._meta.get_field(name).column)} = %s"
+        for name in ("claimed_by", "status")
+    )
+
+
+def _update_from_arrays(
+    names: tuple[str, ...], fields_by_pk: dict[int, dict], worker: str
+) -> list[int]:
+    """On PostgreSQL, UPDATE the rows `worker` holds, each with its own values of
+    the fields `names`, in one statement: `UPDATE ... FROM unnest(ids, column,
+    ...)`, one array a column, each cast to its column's type. One statement and
+    one round trip for a flush, where an `executemany` sent a statement per row,
+    each parsed and planned apart. Returns the primary keys of the rows written."""
     quote = connection.ops.quote_name
     meta = Delivery._meta
+    model_fields = [meta.get_field(name) for name in names]
     columns = [meta.pk, *model_fields]
-    arrays = [
-        [field.get_db_prep_save(row[i], connection) for row in rows]
-        for i, field in enumerate(columns)
+    pks = list(fields_by_pk)
+    arrays = [pks] + [
+        [f.get_db_prep_save(fields_by_pk[pk][f.name], connection) for pk in pks]
+        for f in model_fields
     ]
     table = quote(meta.db_table)
     pk = quote(meta.pk.column)
@@ -360,11 +388,12 @@ def _update_from_arrays(model_fields, rows: list[list], held: str, held_params):
         + ", ".join(f"%s::{f.cast_db_type(connection)}[]" for f in columns)
         + ") AS v("
         + ", ".join(quote(f.column) for f in columns)
-        + f") WHERE {table}.{pk} = v.{pk} AND {held}"
+        + f") WHERE {table}.{pk} = v.{pk} AND {_held_sql()}"
+        + f" RETURNING {table}.{pk}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*arrays, *held_params])
-        return max(0, cursor.rowcount)
+        cursor.execute(sql, [*arrays, worker, DeliveryStatus.SENDING.value])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _case_by_pk(fields_by_pk: dict[int, dict]) -> dict:
