@@ -260,14 +260,15 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
         fields["updated_at"] = now
         by_pk[delivery.pk] = (delivery, fields)
     fields_by_pk = {pk: by_pk[pk][1] for pk in sorted(by_pk)}
-    names = _one_kind_of_plain_outcome(fields_by_pk)
-    if names is not None and connection.vendor == "postgresql":
+    plain, expressions = _by_kind(fields_by_pk)
+    if connection.vendor == "postgresql" and len(plain) == 1 and not expressions:
         # The usual flush: one statement, atomic by itself (no transaction to open
         # and commit: one round trip), whose RETURNING names the rows it wrote.
+        (names,) = plain
         written = _update_from_arrays(names, fields_by_pk, worker)
     else:
         with transaction.atomic():
-            count = _write_outcomes(fields_by_pk, worker)
+            count = _write_outcomes(fields_by_pk, plain, expressions, worker)
             if count == len(by_pk):
                 written = list(by_pk)
             else:
@@ -284,9 +285,25 @@ def _finish(outcomes: list[tuple[Delivery, dict]], worker: str) -> set[int]:
     return set(written)
 
 
-def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> int:
-    """UPDATE each row held by `worker` with its own fields, in as many statements
-    as there are kinds of outcome, not rows; return how many rows were written.
+def _by_kind(fields_by_pk: dict[int, dict]) -> tuple[dict, dict]:
+    """The outcomes by kind: the primary keys of those whose values are all plain,
+    by their field names, and those with an expression among their values."""
+    plain: dict[tuple[str, ...], list[int]] = {}
+    expressions: dict[int, dict] = {}
+    for pk, fields in fields_by_pk.items():
+        if any(hasattr(v, "resolve_expression") for v in fields.values()):
+            expressions[pk] = fields
+        else:
+            plain.setdefault(tuple(sorted(fields)), []).append(pk)
+    return plain, expressions
+
+
+def _write_outcomes(
+    fields_by_pk: dict[int, dict], plain: dict, expressions: dict, worker: str
+) -> int:
+    """UPDATE each row held by `worker` with its own fields (`_by_kind` sorted
+    them), in as many statements as there are kinds of outcome, not rows; return
+    how many rows were written.
 
     Rows whose values are all plain (a send's outcome, the usual case) go by one
     parameterised UPDATE per set of field names: on PostgreSQL one statement
@@ -295,13 +312,6 @@ def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> int:
     Rows with an expression among their values (a throttle's `F("attempts") - 1`)
     share one ORM UPDATE with a CASE per field.
     """
-    plain: dict[tuple[str, ...], list[int]] = {}
-    expressions: dict[int, dict] = {}
-    for pk, fields in fields_by_pk.items():
-        if any(hasattr(v, "resolve_expression") for v in fields.values()):
-            expressions[pk] = fields
-        else:
-            plain.setdefault(tuple(sorted(fields)), []).append(pk)
     quote = connection.ops.quote_name
     meta = Delivery._meta
     table = quote(meta.db_table)
@@ -336,19 +346,6 @@ def _write_outcomes(fields_by_pk: dict[int, dict], worker: str) -> int:
             pk__in=list(expressions), claimed_by=worker, status=DeliveryStatus.SENDING
         ).update(**_case_by_pk(expressions))
     return written
-
-
-def _one_kind_of_plain_outcome(fields_by_pk: dict[int, dict]) -> tuple | None:
-    """The field names of the outcomes when they all set the same fields to plain
-    values (a run's sends, the usual flush), else None."""
-    kinds = {tuple(sorted(fields)) for fields in fields_by_pk.values()}
-    if len(kinds) != 1 or any(
-        hasattr(value, "resolve_expression")
-        for fields in fields_by_pk.values()
-        for value in fields.values()
-    ):
-        return None
-    return kinds.pop()
 
 
 def _held_sql() -> str:
