@@ -21,7 +21,7 @@ import certifi
 import requests
 import urllib3
 from django.conf import settings
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_CA_BUNDLE_PATH, HTTPAdapter
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
 from requests.utils import (
@@ -37,6 +37,7 @@ from urllib3.exceptions import (
     NewConnectionError,
     ReadTimeoutError,
 )
+from urllib3.util.ssl_ import create_urllib3_context
 
 from integrations.exceptions import ConnectionFailed, IntegrationError, TlsError
 from integrations.providers import outbound
@@ -105,6 +106,28 @@ def ca_bundle() -> str | bool:
 
 #: M365_CA_BUNDLE -> (when its file was last looked at, `ca_bundle()`'s answer).
 _bundles_checked: dict[str, tuple[float, str]] = {}
+
+
+def trust_context(bundle: str) -> ssl.SSLContext:
+    """The TLS context of requests' connections that verify against `bundle` (a CA
+    file or directory): loaded once per process and version of the file, and shared
+    by every connection, where urllib3 would parse the bundle again for each new
+    connection (some 30 ms for a system's bundle: a worker's first token request
+    paid it, and so does each new connection of a Test Connection). Raises OSError
+    (ssl.SSLError included) when the bundle cannot be read or parsed."""
+    found = os.stat(bundle)
+    return _trust_context(bundle, found.st_mtime_ns, found.st_size)
+
+
+@lru_cache(maxsize=8)
+def _trust_context(bundle: str, _mtime_ns: int, _size: int) -> ssl.SSLContext:
+    # What urllib3 builds for each connection when given `ca_certs`/`ca_cert_dir`.
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    if os.path.isdir(bundle):
+        context.load_verify_locations(capath=bundle)
+    else:
+        context.load_verify_locations(cafile=bundle)
+    return context
 
 
 def ssl_context(minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2):
@@ -178,6 +201,38 @@ class OutboundPolicyAdapter(HTTPAdapter):
             "https": _PinnedHTTPSConnectionPool,
         }
 
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        """requests' pool settings, with the TLS trust given as `trust_context`'s
+        loaded context instead of a bundle path for urllib3 to parse per connection.
+        A bundle that is missing or cannot be parsed is left to requests and urllib3,
+        which report it as they always have."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        context = self.trust(host_params["scheme"], verify)
+        if context is not None:
+            pool_kwargs.pop("ca_certs", None)
+            pool_kwargs.pop("ca_cert_dir", None)
+            pool_kwargs["ssl_context"] = context
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn, url, verify, cert):
+        super().cert_verify(conn, url, verify, cert)
+        if self.trust(urlsplit(url).scheme.lower(), verify) is not None:
+            # The pool's `ssl_context` holds this trust already.
+            conn.ca_certs = conn.ca_cert_dir = None
+
+    @staticmethod
+    def trust(scheme: str, verify) -> ssl.SSLContext | None:
+        """The loaded context for requests' `verify` value on `scheme`; None where
+        there is none to give (plain http, no verification, an unreadable bundle)."""
+        if scheme != "https" or not verify:
+            return None
+        try:
+            return trust_context(DEFAULT_CA_BUNDLE_PATH if verify is True else verify)
+        except OSError:
+            return None
+
     def send(self, request, *args, **kwargs):
         if select_proxy(request.url, kwargs.get("proxies")):
             url = urlsplit(request.url)
@@ -241,6 +296,17 @@ class M365Session(requests.Session):
             "verify": merge_setting(verify, self.verify),
             "cert": merge_setting(cert, self.cert),
         }
+
+    def load_trust(self, url: str) -> None:
+        """Load the TLS trust this session's requests to `url` verify against now,
+        not at their first connection (a worker's warm-up). A bundle that cannot be
+        read is left for that first request to report."""
+        try:
+            bundle = ca_bundle()
+        except TlsError:
+            return
+        verify = self.merge_environment_settings(url, {}, None, bundle, None)["verify"]
+        OutboundPolicyAdapter.trust(urlsplit(url).scheme.lower(), verify)
 
     def request(self, method, url, **kwargs):
         default = self.default_timeout or settings.M365_HTTP_TIMEOUT

@@ -8,8 +8,11 @@ from django.utils.translation import get_language
 from django_tasks_db.management.commands.db_worker import Command as WorkerCommand
 
 from integrations import registry
+from integrations.providers import http, identity
 from notifications.emails import HTML_TEMPLATE, SECTION_TEMPLATES, TEXT_TEMPLATE
 from notifications.management.commands.db_worker import warm_up
+
+from ..integrations.providers.test_send_mail_transport import app_token
 
 
 def test_db_worker_is_the_products_command_built_on_django_tasks_db():
@@ -38,3 +41,25 @@ def test_warm_up_loads_what_the_first_email_would_load():
     # The sections the messages include are compiled too.
     assert {TEXT_TEMPLATE, HTML_TEMPLATE, *SECTION_TEMPLATES} <= cached
     assert registry._build.cache_info().currsize == 1
+
+
+def test_a_worker_parses_the_ca_bundle_before_its_first_token_request(
+    sandbox, monkeypatch
+):
+    # As in a new worker process: nothing parsed, no msal application, no
+    # connection yet.
+    fresh_trust = http._trust_context
+    fresh_trust.cache_clear()
+    monkeypatch.setattr(identity, "_session", None)
+    identity.forget_apps()
+
+    warm_up()
+    assert fresh_trust.cache_info().misses == 1
+    looked_up = fresh_trust.cache_info().hits
+
+    assert app_token(sandbox)
+
+    # The token request's new connection (tenant discovery, then the token
+    # endpoint) used the parsed bundle and parsed nothing more.
+    assert fresh_trust.cache_info().misses == 1
+    assert fresh_trust.cache_info().hits > looked_up

@@ -6,11 +6,13 @@ tasks it loads what the first email would otherwise load inside the first
 delivery run (`warm_up`).
 """
 
+from django.conf import settings
 from django.template.loader import get_template
 from django.urls import get_resolver
 from django_tasks_db.management.commands.db_worker import Command as WorkerCommand
 
 from integrations import registry
+from integrations.providers import identity
 from notifications import emails
 
 
@@ -18,8 +20,9 @@ def warm_up() -> None:
     """Do once, when the worker starts, what its first email would do: load the URL
     configuration and the index `reverse` uses (every view module with them),
     compile the email templates and the sections they include, build the provider
-    registry and import the sending path. A worker runs for days; without this its
-    first batch waits about half a second more than the others."""
+    registry, import the sending path and parse the CA bundle its token requests
+    verify against. A worker runs for days; without this its first batch waits
+    about half a second more than the others."""
     import notifications.tasks  # noqa: F401  # the delivery task and what it sends with
 
     # The index is built per language: the default one here, as most emails are.
@@ -33,6 +36,8 @@ def warm_up() -> None:
     ):
         get_template(name)
     registry.providers()
+    # The CA bundle the token requests verify against, parsed once here.
+    identity.shared_session().load_trust(settings.M365_AUTHORITY_HOST)
 
 
 class Command(WorkerCommand):

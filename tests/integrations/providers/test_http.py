@@ -1,0 +1,79 @@
+"""`M365Session`'s TLS trust over requests: the CA bundle is parsed once per process
+and version of the file, and every connection verifies against that one context."""
+
+import os
+import shutil
+
+import certifi
+import pytest
+import requests
+
+from integrations.exceptions import TlsError
+from integrations.providers import http
+
+
+@pytest.fixture
+def fresh_trust():
+    """`trust_context`'s cache, empty (its `cache_info()` counts the parses)."""
+    http._trust_context.cache_clear()
+    yield http._trust_context
+    http._trust_context.cache_clear()
+
+
+def openid_configuration(sandbox, session, **kwargs):
+    seed = sandbox.seed
+    url = f"{sandbox.authority_host}/{seed['tenant_id']}/v2.0/.well-known/openid-configuration"
+    return session.get(url, **kwargs)
+
+
+def test_new_connections_share_one_parsed_bundle(sandbox, fresh_trust):
+    first, second = http.M365Session(), http.M365Session()
+
+    assert openid_configuration(sandbox, first).status_code == 200
+    with openid_configuration(sandbox, second, stream=True) as response:
+        assert response.status_code == 200
+        connection = response.raw.connection
+        context = connection.sock.context
+    # No bundle path left for urllib3 to parse again into the shared context.
+    assert connection.ca_certs is None and connection.ca_cert_dir is None
+
+    # Two sessions, two connections (their pools are their own), one parse.
+    assert fresh_trust.cache_info().misses == 1
+    assert fresh_trust.cache_info().hits >= 1
+    assert context is http.trust_context(http.ca_bundle())
+
+
+def test_the_shared_context_still_refuses_an_untrusted_certificate(
+    sandbox, settings, fresh_trust
+):
+    # REQUESTS_CA_BUNDLE (tests/conftest.py) does not hold the sandbox's CA.
+    assert os.environ.get("REQUESTS_CA_BUNDLE")
+    settings.M365_CA_BUNDLE = ""
+
+    with pytest.raises(requests.exceptions.SSLError) as raised:
+        openid_configuration(sandbox, http.M365Session())
+
+    assert isinstance(http.error_from_exception(raised.value), TlsError)
+    assert fresh_trust.cache_info().misses == 1
+
+
+def test_a_bundle_rewritten_in_place_is_parsed_again(tmp_path, sandbox, fresh_trust):
+    bundle = tmp_path / "bundle.pem"
+    shutil.copyfile(sandbox.ca_path, bundle)
+    before = http.trust_context(str(bundle))
+    assert http.trust_context(str(bundle)) is before
+
+    shutil.copyfile(certifi.where(), bundle)
+    after = http.trust_context(str(bundle))
+
+    assert after is not before
+    assert len(after.get_ca_certs()) > len(before.get_ca_certs()) == 1
+
+
+def test_an_unreadable_bundle_is_left_for_the_request_to_report(tmp_path, fresh_trust):
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a certificate")
+
+    assert http.OutboundPolicyAdapter.trust("https", str(broken)) is None
+    assert http.OutboundPolicyAdapter.trust("https", str(tmp_path / "gone")) is None
+    assert http.OutboundPolicyAdapter.trust("http", str(broken)) is None
