@@ -723,6 +723,10 @@ class _Run:
         self.asides: dict[str, _Aside] = {}
         self.writing: tuple[list, Future] | None = None
         self.ahead: tuple[_Claim, Future] | None = None
+        #: The claim to make ahead once a server has answered (`claim_ahead_once_
+        #: answered`), and whether one has.
+        self.next_claim: Callable[[], _Claim | None] | None = None
+        self.answered = False
         #: Integrations this run stops sending through, and until when (throttled,
         #: needing attention, or their mailbox's budget spent).
         self.waiting: dict[int, datetime] = {}
@@ -1040,6 +1044,7 @@ class _Run:
         """The server answered (on the run's thread): give the slot back, telling
         the mailbox's budget whether it was throttled, and record the outcome."""
         delivery, error = submission.delivery, answer.error
+        self.answered = True
         pause = None
         if isinstance(error, Throttled):
             _count_throttle(delivery, self.worker)
@@ -1201,6 +1206,19 @@ class _Run:
         self.give_back_ahead()
         return self.claim_batch(claim, list(self.waiting), self.senders())
 
+    def claim_ahead_once_answered(self, next_claim: Callable[[], _Claim | None]):
+        """Claim ahead (`claim_ahead`) what `next_claim()` names, as soon as a
+        server has answered in this run: the first batch's sends wait for one
+        answer anyway (`wait_for_place`), and that answer (its TLS handshake, the
+        token before it) comes sooner with no claim competing for the process."""
+        self.next_claim = next_claim
+        self.claim_ahead_if_answered()
+
+    def claim_ahead_if_answered(self) -> None:
+        if self.next_claim is not None and self.answered:
+            next_claim, self.next_claim = self.next_claim, None
+            self.claim_ahead(next_claim())
+
     def claim_ahead(self, claim: _Claim | None) -> None:
         """Claim the next batch on the run's `_Aside` thread while this one is
         sent, where that helps; `claim` None: there is no next one."""
@@ -1270,10 +1288,12 @@ class _Run:
 
     def sent_one(self) -> None:
         """After each send (a group of one): flush when enough outcomes are queued,
-        and renew the leases when due."""
+        claim the next batch ahead once a server has answered, and renew the
+        leases when due."""
         self.handled += 1
         if len(self.outcomes) >= max(1, int(settings.NOTIFICATIONS_OUTCOME_FLUSH)):
             self.flush(wait=False)
+        self.claim_ahead_if_answered()
         self.heartbeat.beat()
 
     def close(self) -> None:
@@ -1483,6 +1503,8 @@ def deliveries_send(
             if time.monotonic() >= deadline:
                 run.summary.unfinished = True
                 break
+            # A claim ahead not made yet (no answer came) is made here instead.
+            run.next_claim = None
             claim = plan.next(handled=run.handled, tools=run.tools, waiting=run.waiting)
             if claim is None:
                 break
@@ -1502,11 +1524,10 @@ def deliveries_send(
             run.tools.update(delivery.integration_id for delivery in batch)
             # The next batch is claimed while this one is sent (where that helps):
             # the same claim the loop makes next, unless a tool starts waiting.
-            run.claim_ahead(
-                plan.next(
-                    handled=run.handled + len(batch),
-                    tools=run.tools,
-                    waiting=run.waiting,
+            after = run.handled + len(batch)
+            run.claim_ahead_once_answered(
+                lambda after=after: plan.next(
+                    handled=after, tools=run.tools, waiting=run.waiting
                 )
             )
             for delivery in batch:

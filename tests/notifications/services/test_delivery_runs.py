@@ -649,6 +649,35 @@ def test_the_next_batch_is_claimed_on_a_thread_of_the_run_while_one_is_sent(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_next_batch_is_claimed_ahead_only_once_a_server_has_answered(
+    sandbox, project, link, settings, monkeypatch, queued
+):
+    # Until then the run waits for its first answer (one message at a time until
+    # the tool accepts one), and that answer (the token, the TLS handshake) would
+    # wait longer with a claim competing for the process.
+    from notifications.services import delivery
+
+    settings.NOTIFICATIONS_CLAIM_BATCH = 3
+    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
+    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
+    real_claim, received_before_claims_ahead = delivery.deliveries_claim, []
+
+    def claim(**kwargs):
+        if threading.current_thread().name.startswith("claims-"):
+            received_before_claims_ahead.append(len(sandbox.messages()))
+        return real_claim(**kwargs)
+
+    monkeypatch.setattr(delivery, "deliveries_claim", claim)
+    deliveries = emit(project, 6)
+
+    summary = deliveries_send(delivery_ids=[d.pk for d in deliveries[:3]])
+
+    assert summary.sent == 6
+    assert received_before_claims_ahead
+    assert received_before_claims_ahead[0] >= 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_batch_claimed_ahead_for_a_tool_that_starts_waiting_is_given_back(
     sandbox, project, link, settings, monkeypatch, queued
 ):
