@@ -112,6 +112,13 @@ UNCERTAIN_OUTCOMES = frozenset(
 )
 
 
+def _answer_may_be_lost(delivery: Delivery) -> bool:
+    """Whether the delivery's last attempt may have reached the server unbeknown to
+    us (its answer lost, or an uncertain error): its next attempt looks it up first,
+    from the mailbox of that attempt. `_senders_update` says the same in SQL."""
+    return delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES
+
+
 def retry_delay(*, attempts: int, retry_after: float | None = None) -> float:
     """Seconds to wait before attempt `attempts + 1`.
 
@@ -219,7 +226,7 @@ def deliveries_claim(
 
 def _senders_update(senders: dict[int, str] | None) -> dict:
     """The claim's `answer_lost_from`: each tool's sender, except where the last
-    answer was lost (a row taken over, or retried after an uncertain outcome)."""
+    answer was lost (a row taken over, or `_answer_may_be_lost`, in SQL)."""
     if not senders:
         return {}
     keep = F("answer_lost_from")
@@ -816,7 +823,7 @@ class _Run:
                 if self.emails is not None
                 else email_for(delivery)
             )
-            if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
+            if _answer_may_be_lost(delivery):
                 # The last attempt's answer was lost: the server may hold it already.
                 self.resolve(integration.pk)
                 held = self.connections.get(integration).already_sent(
@@ -905,7 +912,7 @@ class _Run:
         keeps the mailbox of that attempt."""
         by_sender = {}
         for delivery in batch:
-            if delivery.answer_lost or delivery.error_code in UNCERTAIN_OUTCOMES:
+            if _answer_may_be_lost(delivery):
                 continue
             sender = self.pacing(delivery.integration)[0][:320]
             if delivery.answer_lost_from != sender:
