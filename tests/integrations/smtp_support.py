@@ -2,6 +2,7 @@
 
 from django.urls import reverse
 
+from integrations.models import Integration, IntegrationState
 from tests.sandbox.m365 import sign_in
 
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
@@ -68,3 +69,20 @@ def authorize(client, http, sb, data, *, username=None, password=None, button="A
         button=button,
     )
     return client.get(reverse("integrations:oauth_callback"), params), params
+
+
+def smtp_row() -> Integration:
+    return Integration.objects.get(provider="smtp")
+
+
+def authorized_smtp_tool(client, http, sb, **overrides) -> Integration:
+    """An SMTP tool authorized by a delegated sign-in as the seed's user, the way
+    an admin's Save & Authorize leaves it: active, with its tokens."""
+    response, _ = authorize(
+        client, http, sb, drawer_data(sb, "oauth_delegated", **overrides)
+    )
+    assert response.status_code == 200, response.content.decode()[:2000]
+    row = smtp_row()
+    assert row.state == IntegrationState.ACTIVE, row.state
+    assert row.secrets["refresh_token"] and row.secrets["access_token"]
+    return row

@@ -19,8 +19,9 @@ from tests.integrations.smtp_support import (
     authorize,
     drawer_data,
     register_redirect_uri,
+    smtp_row,
 )
-from tests.integrations.test_oauth_delegated import CALLBACK, smtp_row
+from tests.integrations.test_oauth_delegated import CALLBACK
 from tests.sandbox.m365 import Control, trusted_session
 from tests.tools import activate_azure_mail, grant_application_permissions
 

@@ -25,8 +25,10 @@ from integrations.providers.base import OutgoingEmail
 from integrations.services import provider_for
 from tests.integrations.smtp_support import (
     authorize,
+    authorized_smtp_tool,
     drawer_data,
     register_redirect_uri,
+    smtp_row,
     start_authorization,
 )
 from tests.sandbox.m365 import Control, sign_in, trusted_session
@@ -59,10 +61,6 @@ def client_admin(admin, sandbox, ctl, settings):
     client = Client()
     client.force_login(admin)
     return client
-
-
-def smtp_row() -> Integration:
-    return Integration.objects.get(provider="smtp")
 
 
 def send_one(integration, to, subject="Delegated"):
@@ -610,10 +608,7 @@ def test_test_before_authorizing_says_to_authorize(sandbox, client_admin):
 
 
 def authorized_row(sandbox, client_admin, http) -> Integration:
-    authorize(client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated"))
-    row = smtp_row()
-    assert row.secrets["refresh_token"] and row.secrets["access_token"]
-    return row
+    return authorized_smtp_tool(client_admin, http, sandbox)
 
 
 def cleaned(sandbox, auth_type, **overrides) -> dict:

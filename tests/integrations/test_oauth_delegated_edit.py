@@ -25,8 +25,10 @@ from integrations.selectors import delegated_authorization
 from integrations.services import provider_for
 from tests.integrations.smtp_support import (
     authorize,
+    authorized_smtp_tool,
     drawer_data,
     register_redirect_uri,
+    smtp_row,
     start_authorization,
 )
 from tests.sandbox.m365 import Control, sign_in, trusted_session
@@ -65,17 +67,7 @@ def client_admin(admin, sandbox, ctl, settings):
 @pytest.fixture
 def authorized(sandbox, client_admin, http) -> Integration:
     """An SMTP tool authorized by a delegated sign-in, as the seed's user."""
-    response, _ = authorize(
-        client_admin, http, sandbox, drawer_data(sandbox, "oauth_delegated")
-    )
-    assert response.status_code == 200, response.content.decode()
-    row = smtp_row()
-    assert row.state == IntegrationState.ACTIVE and row.secrets["refresh_token"]
-    return row
-
-
-def smtp_row() -> Integration:
-    return Integration.objects.get(provider="smtp")
+    return authorized_smtp_tool(client_admin, http, sandbox)
 
 
 def snapshot(row: Integration) -> dict:

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.models import HealthCheck, Integration, IntegrationState
+from integrations.models import HealthCheck, IntegrationState
 from integrations.providers import identity
 from integrations.providers.base import OutgoingEmail
 from integrations.services import provider_for
@@ -21,9 +21,9 @@ from notifications.services.grant_keepalive import (
     reauthorization_email_send,
 )
 from tests.integrations.smtp_support import (
-    authorize,
-    drawer_data,
+    authorized_smtp_tool,
     register_redirect_uri,
+    smtp_row,
 )
 from tests.notifications.conftest import settle
 from tests.sandbox.m365 import Control, trusted_session
@@ -54,17 +54,7 @@ def delegated_tool(sandbox, security_admin, graph_tool, http):
     register_redirect_uri(Control(sandbox, http), CALLBACK)
     client = Client()
     client.force_login(security_admin)
-    response, _ = authorize(
-        client, http, sandbox, drawer_data(sandbox, "oauth_delegated")
-    )
-    assert response.status_code == 200
-    tool = smtp_row()
-    assert tool.state == IntegrationState.ACTIVE
-    return tool
-
-
-def smtp_row() -> Integration:
-    return Integration.objects.get(provider="smtp")
+    return authorized_smtp_tool(client, http, sandbox)
 
 
 def advance_sandbox_clock(sandbox, days: float) -> None:

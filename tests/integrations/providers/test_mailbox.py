@@ -34,7 +34,7 @@ from integrations.providers.microsoft_azure_mail import MicrosoftAzureMailProvid
 from integrations.providers.smtp import SmtpProvider
 from integrations.services import provider_for
 from tests.integrations.smtp_support import (
-    authorize,
+    authorized_smtp_tool,
     drawer_data,
     register_redirect_uri,
 )
@@ -224,10 +224,7 @@ def client_admin(django_user_model, sandbox, ctl, settings):
 
 
 def authorized(sandbox, client_admin, http, **overrides) -> Integration:
-    data = drawer_data(sandbox, "oauth_delegated", **overrides)
-    response, _ = authorize(client_admin, http, sandbox, data)
-    assert response.status_code == 200, response.content.decode()[:2000]
-    return Integration.objects.get(provider="smtp")
+    return authorized_smtp_tool(client_admin, http, sandbox, **overrides)
 
 
 @pytest.mark.django_db
