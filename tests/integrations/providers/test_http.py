@@ -1,5 +1,6 @@
-"""`M365Session`'s TLS trust over requests: the CA bundle is parsed once per process
-and version of the file, and every connection verifies against that one context."""
+"""The TLS trust of `integrations/providers/http.py`: requests' connections share
+one parsed CA bundle (`trust_context`), SMTP and IMAP sessions one built context
+(`ssl_context`), each built again when its file changes."""
 
 import os
 import shutil
@@ -77,3 +78,70 @@ def test_an_unreadable_bundle_is_left_for_the_request_to_report(tmp_path, fresh_
     assert http.OutboundPolicyAdapter.trust("https", str(broken)) is None
     assert http.OutboundPolicyAdapter.trust("https", str(tmp_path / "gone")) is None
     assert http.OutboundPolicyAdapter.trust("http", str(broken)) is None
+
+
+# --- SMTP and IMAP: `ssl_context` -------------------------------------------------
+
+
+@pytest.fixture
+def fresh_ssl_contexts():
+    """`ssl_context`'s cache, empty (its `cache_info()` counts the builds)."""
+    http._ssl_context.cache_clear()
+    yield http._ssl_context
+    http._ssl_context.cache_clear()
+
+
+def starttls_session(sandbox, **kwargs):
+    from integrations.providers.smtp_client import SmtpSession
+
+    session = SmtpSession(host=sandbox.smtp_host, port=sandbox.smtp_port, **kwargs)
+    session.connect()
+    session.starttls()
+    return session
+
+
+def test_smtp_sessions_share_one_built_context(sandbox, fresh_ssl_contexts):
+    first, second = starttls_session(sandbox), starttls_session(sandbox)
+    try:
+        assert first.client.sock.context is second.client.sock.context
+        assert first.client.sock.context is http.ssl_context()
+        assert fresh_ssl_contexts.cache_info().misses == 1
+        # Each minimum version has its own.
+        strict = starttls_session(sandbox, minimum_tls="1.3")
+        assert strict.client.sock.context is not first.client.sock.context
+        assert strict.client.sock.version() == "TLSv1.3"
+        strict.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_rewritten_m365_ca_bundle_is_loaded_again(
+    tmp_path, sandbox, settings, fresh_ssl_contexts
+):
+    bundle = tmp_path / "extra.pem"
+    shutil.copyfile(certifi.where(), bundle)  # not the sandbox's CA
+    settings.M365_CA_BUNDLE = str(bundle)
+    with pytest.raises(TlsError):
+        starttls_session(sandbox)
+
+    shutil.copyfile(sandbox.ca_path, bundle)
+    session = starttls_session(sandbox)
+
+    assert session.tls_version
+    session.close()
+    assert fresh_ssl_contexts.cache_info().misses == 2
+
+
+def test_an_unreadable_m365_ca_bundle_is_a_tls_error(
+    tmp_path, settings, fresh_ssl_contexts
+):
+    settings.M365_CA_BUNDLE = str(tmp_path / "gone.pem")
+    with pytest.raises(TlsError, match="M365_CA_BUNDLE cannot be loaded"):
+        http.ssl_context()
+
+    broken = tmp_path / "broken.pem"
+    broken.write_text("not a certificate")
+    settings.M365_CA_BUNDLE = str(broken)
+    with pytest.raises(TlsError, match="M365_CA_BUNDLE cannot be loaded"):
+        http.ssl_context()
