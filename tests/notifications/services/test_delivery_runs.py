@@ -37,6 +37,17 @@ def queued(settings):
     backend.clear()
 
 
+@pytest.fixture
+def aside(settings, monkeypatch):
+    """Runs that do their database work on threads of their own (`_Aside`), as on a
+    database server (tests/notifications/test_worker.py: PostgreSQL); here on
+    SQLite, made to. Unpaced."""
+    from notifications.services import delivery
+
+    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
+    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
+
+
 def emit(project, count):
     """`count` committed deliveries (their enqueue, if any, left to the caller)."""
     with transaction.atomic():
@@ -484,7 +495,7 @@ def test_without_a_heartbeat_a_dead_runs_rows_are_taken_over_after_a_lease(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_outcome_write_that_fails_aside_is_written_again_before_the_run_ends(
-    sandbox, project, link, settings, monkeypatch, queued
+    sandbox, project, link, settings, monkeypatch, queued, aside
 ):
     # A run on a database server writes its flushes on a thread of its own (see
     # tests/notifications/test_worker.py for PostgreSQL); here on SQLite, made to.
@@ -493,8 +504,6 @@ def test_an_outcome_write_that_fails_aside_is_written_again_before_the_run_ends(
     from notifications.services import delivery
 
     settings.NOTIFICATIONS_OUTCOME_FLUSH = 3
-    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
-    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
     real_finish, calls = delivery._finish, []
 
     def finish(outcomes, worker):
@@ -528,7 +537,7 @@ def test_an_outcome_write_that_fails_aside_is_written_again_before_the_run_ends(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_run_that_stops_with_a_failed_write_aside_writes_it_when_it_closes(
-    project, link, monkeypatch, queued
+    project, link, monkeypatch, queued, aside
 ):
     # The run stopped for another reason (a claim that failed, say) while a write
     # was in flight on the writer's thread, and that write failed too.
@@ -536,7 +545,6 @@ def test_a_run_that_stops_with_a_failed_write_aside_writes_it_when_it_closes(
 
     from notifications.services import delivery
 
-    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
     real_finish, calls = delivery._finish, []
 
     def finish(outcomes, worker):
@@ -597,7 +605,7 @@ def test_the_claim_plan_takes_the_tasks_ids_a_batch_at_a_time_then_its_tools(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_next_batch_is_claimed_on_a_thread_of_the_run_while_one_is_sent(
-    sandbox, project, link, settings, monkeypatch, queued
+    sandbox, project, link, settings, monkeypatch, queued, aside
 ):
     # On a database server (see tests/notifications/test_worker.py for PostgreSQL);
     # here on SQLite, made to.
@@ -606,8 +614,6 @@ def test_the_next_batch_is_claimed_on_a_thread_of_the_run_while_one_is_sent(
     from notifications.services import delivery
 
     settings.NOTIFICATIONS_CLAIM_BATCH = 3
-    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
-    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
     real_claim, real_emails, claims, languages = (
         delivery.deliveries_claim,
         delivery.BatchEmails,
@@ -650,7 +656,7 @@ def test_the_next_batch_is_claimed_on_a_thread_of_the_run_while_one_is_sent(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_next_batch_is_claimed_ahead_only_once_a_server_has_answered(
-    sandbox, project, link, settings, monkeypatch, queued
+    sandbox, project, link, settings, monkeypatch, queued, aside
 ):
     # Until then the run waits for its first answer (one message at a time until
     # the tool accepts one), and that answer (the token, the TLS handshake) would
@@ -658,8 +664,6 @@ def test_the_next_batch_is_claimed_ahead_only_once_a_server_has_answered(
     from notifications.services import delivery
 
     settings.NOTIFICATIONS_CLAIM_BATCH = 3
-    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
-    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
     real_claim, received_before_claims_ahead = delivery.deliveries_claim, []
 
     def claim(**kwargs):
@@ -679,17 +683,13 @@ def test_the_next_batch_is_claimed_ahead_only_once_a_server_has_answered(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_claimed_ahead_for_a_tool_that_starts_waiting_is_given_back(
-    sandbox, project, link, settings, monkeypatch, queued
+    sandbox, project, link, settings, monkeypatch, queued, aside
 ):
     # The task's three rows go out while the tool's three others are claimed
     # ahead; the first send is throttled for two minutes, so the run ends there:
     # the rows claimed ahead are given back unattempted, due when the wait ends
     # (not at once, which would send them into the throttle).
-    from notifications.services import delivery
-
     settings.NOTIFICATIONS_CLAIM_BATCH = 3
-    settings.NOTIFICATIONS_MAX_MESSAGES_PER_MINUTE = 0
-    monkeypatch.setattr(delivery, "_work_aside", lambda: True)
     sandbox.add_fault(target="graph", status=429, retry_after="120", count=1)
     deliveries = emit(project, 6)
     own = [d.pk for d in deliveries[:3]]
