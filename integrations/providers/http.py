@@ -115,8 +115,13 @@ def trust_context(bundle: str) -> ssl.SSLContext:
     connection (some 30 ms for a system's bundle: a worker's first token request
     paid it, and so does each new connection of a Test Connection). Raises OSError
     (ssl.SSLError included) when the bundle cannot be read or parsed."""
-    found = os.stat(bundle)
-    return _trust_context(bundle, found.st_mtime_ns, found.st_size)
+    return _trust_context(bundle, *_file_version(bundle))
+
+
+def _file_version(path: str) -> tuple[int, int]:
+    """What tells one version of a file from the next (the caches key on it)."""
+    found = os.stat(path)
+    return found.st_mtime_ns, found.st_size
 
 
 @lru_cache(maxsize=8)
@@ -139,10 +144,9 @@ def ssl_context(minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2):
     stamp = (0, 0)
     if extra:
         try:
-            found = os.stat(extra)
+            stamp = _file_version(extra)
         except OSError as exc:
             raise TlsError(f"M365_CA_BUNDLE cannot be loaded: {exc}")
-        stamp = (found.st_mtime_ns, found.st_size)
     return _ssl_context(minimum_version, extra, *stamp)
 
 
