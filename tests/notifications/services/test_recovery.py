@@ -127,13 +127,23 @@ def test_recover_books_the_next_look_while_a_live_worker_holds_rows(
 ):
     emit_uncommitted(project, 2)
     deliveries_claim(worker="live-worker", limit=1)
-    lease_end = Delivery.objects.get(status=DeliveryStatus.SENDING).lease_expires_at
+    # The live worker claimed a while ago: its lease runs out half a lease from now,
+    # before the watchdog this run books for its own rows (a lease from now). Taken
+    # with the claim above, the two could fall in one second or in two, and so be
+    # booked as one look or as two.
+    lease_end = timezone.now() + timedelta(seconds=LEASE / 2)
+    Delivery.objects.filter(status=DeliveryStatus.SENDING).update(
+        lease_expires_at=lease_end
+    )
     call_task(tasks.recover)
     # The unclaimed one went out; the claimed one is left to its worker, and looked
-    # at again when that worker's lease runs out.
+    # at again when that worker's lease runs out, sooner than the watchdog.
     assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 1
-    (booked,) = recoveries(queued)
-    assert lease_end <= booked.task.run_after <= lease_end + timedelta(seconds=1)
+    watchdog, at_lease_end = sorted(
+        recoveries(queued), key=lambda r: r.task.run_after, reverse=True
+    )
+    assert lease_end <= at_lease_end.task.run_after <= lease_end + timedelta(seconds=1)
+    assert watchdog.task.run_after >= lease_end + timedelta(seconds=LEASE / 2 - 1)
 
 
 def test_immediate_backend_books_nothing(project, link):
