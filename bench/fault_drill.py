@@ -2,7 +2,7 @@
 the sandbox fails and a worker is killed. Nothing may be lost.
 
     .venv/bin/python bench/fault_drill.py [--deliveries 1000] [--workers 2]
-        [--database-url URL] [--keep]
+        [--database-url URL] [--grant Mail.ReadBasic.All] [--email-box] [--keep]
 
 Starts the sandbox in a process of its own and, in a throwaway database (SQLite, or
 one of its own on the --database-url PostgreSQL server), activates Microsoft Azure
@@ -15,6 +15,11 @@ connection resets at the end of DATA. --workers db_worker processes send; once a
 quarter of the deliveries are sent, one worker that is running a task is killed with
 SIGKILL and started again; once half of the Graph tool's are sent, an admin changes
 its From address to a third mailbox (security-alerts@).
+
+A message whose answer was lost (a 504 after accepting, a killed worker's) is looked
+up in the sender's Sent Items before it is sent again, where the product can look:
+Graph with --grant Mail.ReadBasic.All, SMTP with --email-box (the tool's Email box,
+over IMAP). Without them such a message is sent again and marked on the delivery log.
 
 It prints expected, delivered, lost and doubled (by Message-ID among the sandbox's
 stored messages), the doubles after a 504-after-accept (allowed: the message was
@@ -246,6 +251,12 @@ def main() -> int:
         "Mail.ReadBasic.All (the Sent Items lookup); repeatable (default: none)",
     )
     parser.add_argument(
+        "--email-box",
+        action="store_true",
+        help="turn on the SMTP tool's Email box (IMAP as the app), through which "
+        "it looks in Sent Items (default: off)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (logs)"
     )
     args = parser.parse_args()
@@ -273,7 +284,11 @@ def main() -> int:
                 prepare_sandbox(sandbox)
                 seed = sandbox.seed
                 graph = activate_graph(seed)
-                smtp = activate_smtp_app(sandbox, sender=SMTP_MAILBOX)
+                smtp = activate_smtp_app(
+                    sandbox,
+                    sender=SMTP_MAILBOX,
+                    **({"email_box": "on"} if args.email_box else {}),
+                )
                 project = project_with_findings("fault-drill", [graph, smtp])
                 print(
                     f"Fault drill: {count:,} deliveries, {database_label(url)}, "
@@ -287,8 +302,15 @@ def main() -> int:
                 )
                 row(
                     "app permissions",
-                    "the seed's (Mail.Send, SMTP.SendAsApp)"
+                    "the seed's (Mail.Send, SMTP.SendAsApp, IMAP.AccessAsApp)"
                     + (f" + {', '.join(args.grant)}" if args.grant else ""),
+                )
+                row(
+                    "Sent Items lookups",
+                    "Graph "
+                    + ("yes" if "Mail.ReadBasic.All" in args.grant else "no")
+                    + ", SMTP "
+                    + ("yes (Email box over IMAP)" if args.email_box else "no"),
                 )
                 row(
                     "settings",

@@ -3,7 +3,8 @@
 Implicit TLS with the sandbox's server certificate; ``LOGIN`` with the user's
 password and ``AUTHENTICATE XOAUTH2`` (or ``PLAIN``), refused with Exchange
 Online's texts; SELECT/EXAMINE, STATUS, (UID) SEARCH and (UID) FETCH of the
-mailbox's inbox, read-only (nothing is ever deleted).
+mailbox's inbox and of its Sent Items (the copies of what it sent by Graph or SMTP),
+read-only (nothing is ever deleted).
 
 Twisted runs on the sandbox's asyncio loop through an ``AsyncioSelectorReactor``
 instance that is never installed as the global reactor, so several sandboxes can
@@ -44,6 +45,7 @@ NOT_CONNECTED = b"User is authenticated but not connected."
 DEFAULT_FAULT_REPLY = "NO [UNAVAILABLE] Server busy. Please try again later."
 DEFAULT_CONNECT_FAULT_REPLY = "BYE Connection is closed. 13"
 INBOX = "INBOX"
+SENT_ITEMS = "Sent Items"  # Exchange Online's name for it over IMAP
 FLAGS = [r"\Seen", r"\Answered", r"\Flagged", r"\Deleted", r"\Draft"]
 
 
@@ -140,17 +142,23 @@ class Message:
 
 @implementer(imap4.IMailbox, imap4.ISearchableMailbox)
 class Mailbox:
-    """The INBOX of one mailbox, as a snapshot refreshed on SELECT and NOOP."""
+    """A folder (INBOX or Sent Items) of one mailbox, as a snapshot refreshed on
+    SELECT and NOOP."""
 
-    def __init__(self, server, address: str, writeable: bool):
+    def __init__(self, server, address: str, writeable: bool, folder: str = INBOX):
         self.server = server
         self.address = address
         self.writeable = writeable
+        self.folder = folder
         self.listeners = []
         self.refresh()
 
     def refresh(self) -> None:
-        snapshot = self.server.ctx.state.inbox_snapshot(self.address)
+        state = self.server.ctx.state
+        if self.folder == SENT_ITEMS:
+            snapshot = state.sent_items_snapshot(self.address)
+        else:
+            snapshot = state.inbox_snapshot(self.address)
         self.uidvalidity = snapshot["uidvalidity"]
         self.uidnext = snapshot["uidnext"]
         self.messages = [Message(item) for item in snapshot["items"]]
@@ -224,7 +232,7 @@ class Mailbox:
     def search(self, query, uid):
         if not self.messages:
             return []
-        query = _dates_as_text(query)
+        query = _search_text(query)
         last_sequence = len(self.messages)
         last_uid = self.messages[-1].uid
         matches = []
@@ -239,43 +247,63 @@ class Mailbox:
 DATE_KEYS = {b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
 
 
-def _dates_as_text(query: list) -> list:
-    """The parsed search query with the dates after BEFORE/ON/SINCE/... as str:
-    Twisted's parseTime matches them with a str pattern."""
+def _search_text(query: list) -> list:
+    """The parsed search query with what Twisted's search compares as str made
+    str: the date after BEFORE/ON/SINCE/... (its parseTime matches a str
+    pattern) and the header name and value after HEADER (the headers are str)."""
     converted = []
-    date_next = False
+    as_text = 0
     for token in query:
         if isinstance(token, list):
-            converted.append(_dates_as_text(token))
-        elif date_next and isinstance(token, bytes):
-            converted.append(token.decode("ascii", "replace"))
-        else:
-            converted.append(token)
-        date_next = isinstance(token, bytes) and token.upper() in DATE_KEYS
+            converted.append(_search_text(token))
+            as_text = 0
+            continue
+        if as_text and isinstance(token, bytes):
+            converted.append(token.decode("utf-8", "replace"))
+            as_text -= 1
+            continue
+        converted.append(token)
+        word = token.upper() if isinstance(token, bytes) else b""
+        as_text = 1 if word in DATE_KEYS else 2 if word == b"HEADER" else 0
     return converted
 
 
 @implementer(imap4.IAccount)
 class Account:
-    """The signed-in mailbox: one folder, INBOX."""
+    """The signed-in mailbox: two folders, INBOX and Sent Items."""
 
     def __init__(self, server, address: str):
         self.server = server
         self.address = address
 
+    @staticmethod
+    def folder(name) -> str | None:
+        """The folder a name means (INBOX in any case; Sent Items as Exchange
+        spells it, in any case), or None."""
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if name.upper() == INBOX:
+            return INBOX
+        if name.lower() == SENT_ITEMS.lower():
+            return SENT_ITEMS
+        return None
+
     def select(self, name, rw=True):
-        if name.upper() != INBOX:
+        folder = self.folder(name)
+        if folder is None:
             return None
-        return Mailbox(self.server, self.address, bool(rw))
+        return Mailbox(self.server, self.address, bool(rw), folder)
 
     def listMailboxes(self, ref, wildcard):
-        pattern = (ref or "") + (wildcard or "")
-        if imap4.wildcardToRegexp(pattern, "/").match(INBOX) or pattern in ("*", "%"):
-            return [(INBOX, Mailbox(self.server, self.address, False))]
-        return []
+        pattern = imap4.wildcardToRegexp((ref or "") + (wildcard or ""), "/")
+        return [
+            (folder, Mailbox(self.server, self.address, False, folder))
+            for folder in (INBOX, SENT_ITEMS)
+            if pattern.fullmatch(folder)
+        ]
 
     def isSubscribed(self, name):
-        return name.upper() == INBOX
+        return self.folder(name) is not None
 
     def subscribe(self, name):
         return True
@@ -284,10 +312,10 @@ class Account:
         raise imap4.MailboxException("The Inbox cannot be unsubscribed.")
 
     def addMailbox(self, name, mbox=None):
-        raise imap4.MailboxException("The sandbox keeps only the Inbox.")
+        raise imap4.MailboxException("The sandbox keeps only its two folders.")
 
     def create(self, pathspec):
-        raise imap4.MailboxException("The sandbox keeps only the Inbox.")
+        raise imap4.MailboxException("The sandbox keeps only its two folders.")
 
     def delete(self, name):
         raise imap4.MailboxException("The sandbox does not delete mailboxes.")

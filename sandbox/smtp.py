@@ -351,9 +351,18 @@ class ExchangeHandler:
             "authenticated_as": identity.authenticated_as(),
         }
         state.store_message(stored, list(envelope.rcpt_tos))
+        raw = mime.ensure_message_id(envelope.original_content or b"", message_id)
+        # Exchange Online files what a mailbox submits by SMTP AUTH in that
+        # mailbox's Sent Items, as it does for Graph's sendMail.
+        state.save_sent_item(
+            identity.mailbox.user_principal_name,
+            dict(stored, bcc=[]),
+            delay=identity.tenant.sent_items_delay,
+            raw=raw,
+        )
         deliver(
             state,
-            raw=mime.ensure_message_id(envelope.original_content or b"", message_id),
+            raw=raw,
             fields=stored,
             recipients=list(envelope.rcpt_tos),
             sender=envelope.mail_from,

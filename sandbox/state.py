@@ -8,6 +8,7 @@ Times come from ``clock`` so that tests can move them forward.
 import base64
 import copy
 import datetime
+import functools
 import random
 import secrets
 import threading
@@ -15,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from sandbox import seed
+from sandbox import mime, seed
 
 DAY = 86400.0
 # Stored messages beyond this are dropped oldest first (long benchmarks).
@@ -341,6 +342,10 @@ class State:
             self.refresh_tokens = {}  # token -> dict
             self.messages = []
             self.sent_items = {}  # lower-case mailbox -> [saved copy, ...]
+            self.sent_raw = {}  # a saved copy's id -> its MIME (or a builder)
+            self.sent_uidnext = {}  # lower-case mailbox -> the next copy's UID
+            # UIDs start again after a reset, so their validity changes too.
+            self.sent_uidvalidity = random.randint(1, 2**31 - 1)  # noqa: S311
             self.mailboxes = {}  # lower-case mailbox -> Inbox
             self.faults = []
             self.throttling = dict(DEFAULT_THROTTLING)
@@ -621,28 +626,65 @@ class State:
 
     # -- Sent Items ------------------------------------------------------------------
 
-    def save_sent_item(self, mailbox: str, message: dict, delay: float = 0.0) -> dict:
+    def save_sent_item(
+        self, mailbox: str, message: dict, delay: float = 0.0, raw=None
+    ) -> dict:
         """File a copy of a sent message in ``mailbox``'s Sent Items.
 
         It shows in listings from ``delay`` seconds (sandbox clock) on, as Exchange
-        files the copy a moment after accepting the message.
+        files the copy a moment after accepting the message. ``raw`` is its MIME
+        form for IMAP (bytes, or a callable that builds them when first read);
+        the copy is built from ``message`` when it has none. Copies are numbered
+        with IMAP UIDs, per mailbox.
         """
         with self.lock:
             now = self.clock.now()
             item = copy.deepcopy(message)
+            key = mailbox.lower()
+            uid = self.sent_uidnext.get(key, 1)
+            self.sent_uidnext[key] = uid + 1
             item.update(
                 id=_graph_item_id(),
                 change_key=_change_key(),
                 mailbox=mailbox,
                 saved_at=now,
                 visible_at=now + max(0.0, float(delay or 0)),
+                uid=uid,
             )
-            folder = self.sent_items.setdefault(mailbox.lower(), [])
+            folder = self.sent_items.setdefault(key, [])
             folder.append(item)
+            self.sent_raw[item["id"]] = (
+                raw
+                if raw is not None
+                else functools.partial(mime.graph_message, item, now)
+            )
             if len(folder) > MESSAGE_LIMIT * 1.1:
+                for dropped in folder[: len(folder) - MESSAGE_LIMIT]:
+                    self.sent_raw.pop(dropped["id"], None)
                 del folder[: len(folder) - MESSAGE_LIMIT]
             self.counters["sent_items_saved"] += 1
             return copy.deepcopy(item)
+
+    def sent_items_snapshot(self, address: str) -> dict:
+        """``uidvalidity``, ``uidnext`` and ``items`` (filed by now, oldest first,
+        with their ``raw`` bytes, ``uid`` and ``received_at``) of ``address``'s
+        Sent Items, for IMAP."""
+        with self.lock:
+            now = self.clock.now()
+            key = (address or "").lower()
+            items = []
+            for item in self.sent_items.get(key, []):
+                if item["visible_at"] > now:
+                    continue
+                raw = self.sent_raw.get(item["id"], b"")
+                if callable(raw):
+                    raw = self.sent_raw[item["id"]] = bytes(raw())
+                items.append(dict(item, raw=raw, received_at=item["saved_at"]))
+            return {
+                "uidvalidity": self.sent_uidvalidity,
+                "uidnext": self.sent_uidnext.get(key, 1),
+                "items": items,
+            }
 
     def find_sent_items(
         self, mailbox: str, internet_message_id: str | None = None
@@ -678,6 +720,7 @@ class State:
         with self.lock:
             count = sum(len(folder) for folder in self.sent_items.values())
             self.sent_items = {}
+            self.sent_raw = {}
             return count
 
     # -- inboxes (IMAP and Graph reading) ------------------------------------------

@@ -274,7 +274,9 @@ class SmtpForm(CertificateCredentialMixin, ProviderForm):
     email_box = EmailBoxField(
         help_text=_(
             "Read the From mailbox for delivery reports, so that a notification "
-            "that bounces shows as Bounced. Nothing is deleted or marked read. "
+            "that bounces shows as Bounced, and look in its Sent Items before "
+            "sending again a message whose answer was lost. Nothing is deleted or "
+            "marked read. "
             "OAuth 2.0 uses the same app (IMAP.AccessAsApp, or IMAP.AccessAsUser.All "
             "when a user signs in); the API communication type reads through "
             "Microsoft Graph (Mail.Read)."

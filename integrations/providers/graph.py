@@ -256,11 +256,12 @@ class GraphClient:
         raise error
 
     def sent_message_exists(
-        self, *, access_token: str, sender: str, internet_message_id: str
+        self, *, access_token: str, sender: str | None, internet_message_id: str
     ) -> bool:
-        """Whether `sender`'s Sent Items holds a message with this Message-ID.
+        """Whether `sender`'s Sent Items holds a message with this Message-ID
+        (None: the signed-in user's, for a delegated token).
 
-        GET /users/{sender}/mailFolders/sentitems/messages, filtered on
+        GET /users/{sender}/mailFolders/sentitems/messages (or /me/...), filtered on
         `internetMessageId` (the value quoted as an OData string literal, then
         URL-encoded). Only messages sent with `saveToSentItems` true (Graph's
         default) are kept there, and Exchange files the copy a moment after
@@ -282,10 +283,7 @@ class GraphClient:
             + quote(f"internetMessageId eq '{literal}'", safe="")
             + "&$select=id,internetMessageId"
         )
-        path = (
-            f"/v1.0/users/{quote(sender, safe='@')}/mailFolders/sentitems/messages"
-            f"?{query}"
-        )
+        path = f"{self._mailbox_path(sender)}/mailFolders/sentitems/messages?{query}"
         try:
             response = self.session.get(
                 self.graph_host + path,

@@ -11,6 +11,10 @@ The contract:
 
 - `check()` signs in, opens the inbox and says how many messages it holds (Test
   Connection's "Mailbox readable" step); failures raise `IntegrationError`s.
+- `holds_sent(message_id)` says whether the mailbox's Sent Items holds a message
+  with that Internet Message-ID (None: cannot tell). Exchange Online files there
+  what the mailbox sends by Graph or by SMTP AUTH, so after an attempt whose answer
+  was lost the SMTP tool looks before sending again (`Connection.already_sent`).
 - `read(cursor, limit=..., since=...)` returns the next messages after `cursor`
   (a JSON-safe dict this module alone understands; `{}` the first time), oldest
   first, at most `limit`, and the cursor to store once they are processed. With an
@@ -94,6 +98,11 @@ class MailboxReader(AbstractContextManager):
 
     def read(self, cursor: dict, *, limit: int, since: datetime) -> MailboxPage:
         raise NotImplementedError
+
+    def holds_sent(self, message_id: str) -> bool | None:
+        """Whether the mailbox's Sent Items holds a message with this Internet
+        Message-ID; None when this reader cannot tell."""
+        return None
 
     def close(self) -> None:
         """Log out and release the connection."""
@@ -298,6 +307,13 @@ def uid_set(uids) -> str:
     if run:
         parts.append(f"{run[0]}:{run[-1]}" if len(run) > 1 else str(run[0]))
     return ",".join(parts)
+
+
+#: Exchange Online's name for the folder that keeps a copy of what a mailbox sent.
+SENT_ITEMS = "Sent Items"
+#: A Message-ID the lookup can put in a quoted IMAP string as it is: printable
+#: ASCII without spaces, quotes or backslashes.
+_SEARCHABLE = re.compile(r"<[!#-\[\]-~]+>")
 
 
 class ImapReader(MailboxReader):
@@ -505,6 +521,21 @@ class ImapReader(MailboxReader):
         exists, _, _ = self._examine()
         return f"Inbox: {exists} messages"
 
+    def holds_sent(self, message_id: str) -> bool | None:
+        # EXAMINE on each lookup, so a copy filed since the last one is seen; a
+        # server without Exchange's "Sent Items" folder cannot tell.
+        if not message_id or not _SEARCHABLE.fullmatch(message_id):
+            return None
+        client = self._open()
+        self._tick()
+        try:
+            typ, _ = client.select(f'"{SENT_ITEMS}"', readonly=True)
+        except Exception as exc:
+            raise error_from_imap(exc, stage="examine")
+        if typ != "OK":
+            return None
+        return bool(self._search("HEADER", "Message-ID", f'"{message_id}"'))
+
     def read(self, cursor: dict, *, limit: int, since: datetime) -> MailboxPage:
         exists, uidvalidity, uidnext = self._examine()
         last_uid = cursor.get("last_uid") if cursor else None
@@ -607,6 +638,18 @@ class GraphReader(MailboxReader):
             _check_claim(token, self.claim, "mail_read_missing")
             self._token = token
         return self._token
+
+    def holds_sent(self, message_id: str) -> bool | None:
+        if not message_id:
+            return None
+        try:
+            return self.client.sent_message_exists(
+                access_token=self._access_token(),
+                sender=self.user,
+                internet_message_id=message_id,
+            )
+        except PermissionMissing:
+            return None
 
     def check(self) -> str:
         token = self._access_token()

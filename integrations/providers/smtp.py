@@ -17,6 +17,7 @@ https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-au
 https://learn.microsoft.com/exchange/mail-flow-best-practices/how-to-set-up-a-multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
 """
 
+import logging
 from functools import partial
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from django.utils.translation import gettext_lazy as _
 
 from integrations.exceptions import (
     ConnectionFailed,
+    IntegrationError,
     PermissionMissing,
     UnexpectedResponse,
 )
@@ -59,8 +61,45 @@ from integrations.providers.smtp_choices import (
 )
 from integrations.providers.smtp_client import SmtpSession, build_message
 
+logger = logging.getLogger(__name__)
 
-class SmtpConnection(Connection):
+
+class SentItemsLookup:
+    """`already_sent` through the tool's Email box, opened once per connection.
+
+    Exchange Online files what a mailbox sends, by SMTP AUTH as by Graph, in that
+    mailbox's Sent Items, so a message whose answer was lost is found there by its
+    Message-ID (over IMAP, or Graph `/me` for the API communication type). Without
+    an Email box, or when the lookup fails, the answer is "cannot tell" (None): the
+    message is sent again and marked so. Looking is a courtesy; sending is the job.
+    """
+
+    provider: "SmtpProvider"
+    _reader = None
+
+    def already_sent(self, email, *, sender=None):
+        if not email.message_id or not self.provider.email_box_enabled:
+            return None
+        try:
+            if self._reader is None:
+                self._reader = self.provider.mailbox_reader()
+            return self._reader.holds_sent(email.message_id)
+        except IntegrationError as error:
+            logger.warning(
+                "Sent Items lookup in the Email box of %s failed: %s",
+                self.provider.sender,
+                error,
+            )
+            self.close_lookup()
+            return None
+
+    def close_lookup(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+
+class SmtpConnection(SentItemsLookup, Connection):
     """One SMTP session reused for a batch; reconnects once if the server hung up.
 
     A submission returns once the message is written (`PendingReply`): the
@@ -105,12 +144,13 @@ class SmtpConnection(Connection):
         return self._submit(message, recipients, attempt=2)
 
     def close(self) -> None:
+        self.close_lookup()
         session, self.session = self.session, None
         if session is not None:
             session.close()
 
 
-class GraphMeConnection(Connection):
+class GraphMeConnection(SentItemsLookup, Connection):
     """Delegated Graph `/me/sendMail`, with the signed-in user's token."""
 
     text_part = False  # sendMail takes the HTML body (`message_payload`)
@@ -131,6 +171,9 @@ class GraphMeConnection(Connection):
                 sender_name=self.provider.config.get("sender_name", ""),
             ),
         )
+
+    def close(self) -> None:
+        self.close_lookup()
 
 
 class SmtpProvider(NotificationToolProvider):

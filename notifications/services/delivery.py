@@ -26,7 +26,8 @@ sending; the next flush, any wait and the run's end wait for the write in flight
 The trade-off: a worker killed between a send and the flush leaves those rows
 claimed, and they are sent again once the lease runs out, so up to that many
 messages (twice that with a write in flight, plus the ones in flight) go out twice,
-unless the Sent Items lookup finds them. A delivery's Message-ID is derived from
+unless the Sent Items lookup finds them (Graph with Mail.ReadBasic.All, the SMTP
+tool through its Email box). A delivery's Message-ID is derived from
 its uuid, so a mail client shows the two copies as one message.
 
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the

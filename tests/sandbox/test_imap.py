@@ -361,6 +361,92 @@ def test_uidvalidity_change_renumbers_the_uids(sb, ctl, seed):
         assert sorted(fetch_all(client)) == [1, 2]
 
 
+# --- Sent Items ---------------------------------------------------------------------
+
+
+def sign_in_as_sender(sb, http, client, seed):
+    """The seeded app signs in to the sender's mailbox (IMAP.AccessAsApp)."""
+    token = app_token(sb, http, OUTLOOK_DEFAULT)
+    client.authenticate("XOAUTH2", xoauth2(seed["sender"], token))
+
+
+def test_smtp_submission_is_filed_in_the_senders_sent_items(sb, http, ctl, seed):
+    """Exchange Online keeps a copy of what a mailbox submits by SMTP AUTH in its
+    Sent Items, found over IMAP by the Message-ID header and fetched whole."""
+    sent = smtp_send(sb, http, seed, ["x@example.com"], "Filed copy")
+    other = smtp_send(sb, http, seed, ["x@example.com"], "Another")
+    with imap(sb) as client:
+        sign_in_as_sender(sb, http, client, seed)
+        typ, data = client.select('"Sent Items"', readonly=True)
+        assert (typ, data) == ("OK", [b"2"])
+        found = client.uid("SEARCH", None, "HEADER", "Message-ID", sent["Message-ID"])
+        assert found == ("OK", [b"1"])
+        assert client.uid(
+            "SEARCH", None, "HEADER", "Message-ID", "<nowhere@example.com>"
+        ) == ("OK", [b""])
+        fetched = fetch_all(client)
+        typ, listing = client.list()
+    copies = {
+        uid: email.message_from_bytes(raw, policy=email.policy.default)
+        for uid, raw in fetched.items()
+    }
+    assert copies[1]["Message-ID"] == sent["Message-ID"]
+    assert copies[1]["Subject"] == "Filed copy"
+    assert copies[2]["Message-ID"] == other["Message-ID"]
+    assert any(b'"Sent Items"' in line for line in listing)
+    # The inbox holds none of them, and the control API lists the copies.
+    assert sb.inbox(seed["sender"]) == []
+    assert [i["message_id"] for i in sb.sent_items(seed["sender"])] == [
+        sent["Message-ID"],
+        other["Message-ID"],
+    ]
+
+
+def test_graph_send_mail_copy_is_in_sent_items_over_imap(sb, http, seed):
+    token = app_token(sb, http)
+    body = mail(
+        "Over Graph",
+        to=["x@example.com"],
+        internetMessageId="<g-7@t>",
+        saveToSentItems=True,
+    )
+    assert send_mail(sb, http, token, seed["sender"], body).status_code == 202
+    with imap(sb) as client:
+        sign_in_as_sender(sb, http, client, seed)
+        client.select('"sent items"', readonly=True)
+        assert client.uid("SEARCH", None, "HEADER", "MESSAGE-ID", "<g-7@t>") == (
+            "OK",
+            [b"1"],
+        )
+        (raw,) = fetch_all(client).values()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Message-ID"] == "<g-7@t>"
+    assert parsed["Subject"] == "Over Graph"
+
+
+def test_a_sent_items_copy_shows_over_imap_once_filed(sb, http, ctl, seed):
+    """Exchange files the copy a moment after accepting the message."""
+    ctl.patch_tenant(sent_items_delay=60)
+    sent = smtp_send(sb, http, seed, ["x@example.com"], "Later")
+    with imap(sb) as client:
+        sign_in_as_sender(sb, http, client, seed)
+        assert client.select('"Sent Items"', readonly=True)[1] == [b"0"]
+        ctl("POST", "clock", json={"advance_seconds": 61})
+        assert client.select('"Sent Items"', readonly=True)[1] == [b"1"]
+        assert client.uid(
+            "SEARCH", None, "HEADER", "Message-ID", sent["Message-ID"]
+        ) == ("OK", [b"1"])
+
+
+def test_only_the_inbox_and_sent_items_can_be_selected(sb, http, seed):
+    with imap(sb) as client:
+        sign_in_as_sender(sb, http, client, seed)
+        typ, data = client.select('"Deleted Items"', readonly=True)
+        assert typ == "NO"
+        (listed,) = client.list('""', "Sent*")[1]
+        assert listed.endswith(b' "/" "Sent Items"')
+
+
 # --- non-delivery reports ----------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """The Email box's readers (issue 13): IMAP (Basic, OAuth 2.0 application and
 delegated) and Microsoft Graph, against the sandbox over TLS: signing in and each
 refusal in words, reading from `since`, then only what is new, a UIDVALIDITY change
-and an expired delta link, TLS trust, and Test Connection's "Mailbox readable"."""
+and an expired delta link, TLS trust, and Test Connection's "Mailbox readable"; and
+the SMTP tool's Sent Items lookup through it (issue 10)."""
 
 import re
 import socket
@@ -22,6 +23,7 @@ from integrations.exceptions import (
 )
 from integrations.forms.smtp import SmtpForm
 from integrations.models import Integration
+from integrations.providers.base import OutgoingEmail
 from integrations.providers.mailbox import (
     GraphReader,
     ImapLogin,
@@ -284,6 +286,89 @@ def test_delegated_api_type_reads_through_graph_me(sandbox, client_admin, http, 
         assert reader.check() == "Inbox readable"
         page = reader.read({}, limit=10, since=since())
     assert subjects(page) == ["Through me"]
+
+
+# --- the SMTP tool's Sent Items lookup (issue 10) ------------------------------------
+
+
+def outgoing(sb, tag: str) -> OutgoingEmail:
+    return OutgoingEmail(
+        to=(sb.seed["recipient"],),
+        subject=f"Lookup {tag}",
+        text="Body",
+        message_id=f"<{tag}.{uuid.uuid4().hex}@notifications.test>",
+    )
+
+
+@pytest.mark.parametrize("auth_type", ["oauth_app", "basic"])
+def test_smtp_finds_a_message_it_sent_in_the_sent_items_of_its_email_box(
+    sandbox, auth_type
+):
+    """Exchange files what a mailbox submits by SMTP AUTH in its Sent Items; the
+    lookup reads them over the Email box's IMAP, one session for many lookups."""
+    overrides = {"sender": sandbox.seed["user"]} if auth_type == "basic" else {}
+    provider = smtp_provider(sandbox, auth_type, **overrides)
+    sent, unsent = outgoing(sandbox, "sent"), outgoing(sandbox, "unsent")
+    with provider.open() as connection:
+        connection.send(sent)
+        assert connection.already_sent(sent) is True
+        assert connection.already_sent(unsent) is False
+        assert connection.already_sent(sent) is True
+    assert sandbox.counters()["imap_logins"] == 1
+
+
+def test_without_an_email_box_smtp_cannot_tell(sandbox):
+    provider = smtp_provider(sandbox, "oauth_app", email_box="")
+    sent = outgoing(sandbox, "no-box")
+    with provider.open() as connection:
+        connection.send(sent)
+        assert connection.already_sent(sent) is None
+    assert sandbox.counters()["imap_logins"] == 0
+
+
+def test_a_failed_lookup_cannot_tell_and_says_why_without_the_secret(
+    sandbox, ctl, caplog
+):
+    """The lookup is a courtesy: when the Email box cannot be read the message is
+    sent again (and marked), not held back."""
+    provider = smtp_provider(sandbox, "basic", imap_password="Wrong-Passw0rd!")
+    sent = outgoing(sandbox, "refused")
+    with provider.open() as connection:
+        connection.send(sent)
+        assert connection.already_sent(sent) is None
+    (record,) = [r for r in caplog.records if "Sent Items lookup" in r.getMessage()]
+    assert "mailbox_login_failed" in record.getMessage()
+    assert "Wrong-Passw0rd!" not in caplog.text
+    assert sandbox.seed["password"] not in caplog.text
+
+
+def test_a_message_id_imap_cannot_quote_is_not_looked_up(sandbox):
+    with smtp_provider(sandbox, "oauth_app").mailbox_reader() as reader:
+        assert reader.holds_sent('<a"b@notifications.test>') is None
+        assert reader.holds_sent("no-brackets@notifications.test") is None
+    assert sandbox.counters()["imap_logins"] == 0
+
+
+def test_a_server_without_a_sent_items_folder_cannot_tell(sandbox, monkeypatch):
+    from integrations.providers import mailbox
+
+    monkeypatch.setattr(mailbox, "SENT_ITEMS", "Sent Messages")
+    with smtp_provider(sandbox, "oauth_app").mailbox_reader() as reader:
+        assert reader.holds_sent(outgoing(sandbox, "x").message_id) is None
+
+
+@pytest.mark.django_db
+def test_delegated_api_type_looks_in_sent_items_through_graph_me(
+    sandbox, client_admin, http, ctl
+):
+    row = authorized(
+        sandbox, client_admin, http, email_box="on", communication_type="api"
+    )
+    sent, unsent = outgoing(sandbox, "me"), outgoing(sandbox, "me-unsent")
+    with provider_for(row).open() as connection:
+        connection.send(sent)
+        assert connection.already_sent(sent) is True
+        assert connection.already_sent(unsent) is False
 
 
 # --- Microsoft Graph (Microsoft Azure Mail) ----------------------------------------------

@@ -231,24 +231,40 @@ def test_without_the_lookup_permission_a_resend_is_marked_on_the_delivery_log(
     assert page.count("the recipients may have it twice") == 1
 
 
-@pytest.mark.parametrize("can_look", [True, False])
-def test_a_dead_workers_delivery_is_looked_up_before_it_is_sent_again(
-    sandbox, project, link, django_capture_on_commit_callbacks, can_look
-):
-    if can_look:
-        grant_mail_read_basic(sandbox)
-    with django_capture_on_commit_callbacks(execute=False):
+def sent_by_a_dead_worker(project, capture) -> Delivery:
+    """One scan-completed delivery that a worker claimed, sent, and died before
+    recording (its lease already run out)."""
+    with capture(execute=False):
         event_emit(
             project=project,
             kind=EventKind.SCAN_COMPLETED,
             payload={"scan_id": None, "new": 1, "seen_again": 0, "resolved": 0},
         )
-    # A worker claims it, sends it, and dies before recording the answer.
     (claimed,) = deliveries_claim(worker="dead-worker")
-    provider_for(claimed.integration).open().send(email_for(claimed))
+    with provider_for(claimed.integration).open() as connection:
+        connection.send(email_for(claimed))
     Delivery.objects.filter(pk=claimed.pk).update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
+    return claimed
+
+
+@pytest.mark.parametrize("tool", ["graph", "smtp"])
+@pytest.mark.parametrize("can_look", [True, False])
+def test_a_dead_workers_delivery_is_looked_up_before_it_is_sent_again(
+    sandbox, project, django_capture_on_commit_callbacks, request, tool, can_look
+):
+    """Graph looks in Sent Items with Mail.ReadBasic.All; the SMTP tool through its
+    Email box (IMAP), since Exchange files what it submits there too."""
+    if tool == "graph":
+        request.getfixturevalue("link")
+        if can_look:
+            grant_mail_read_basic(sandbox)
+    else:
+        smtp_tool = request.getfixturevalue("smtp_link").integration
+        smtp_tool.config = {**smtp_tool.config, "email_box": can_look}
+        smtp_tool.save(update_fields=["config"])
+    claimed = sent_by_a_dead_worker(project, django_capture_on_commit_callbacks)
 
     deliveries_send()
 
@@ -256,6 +272,10 @@ def test_a_dead_workers_delivery_is_looked_up_before_it_is_sent_again(
     assert delivery.status == DeliveryStatus.SENT
     assert len(sandbox.messages()) == (1 if can_look else 2)
     assert delivery.resent_unconfirmed is not can_look
+    if can_look:
+        assert delivery.request_id == "found in the sender's Sent Items"
+    if tool == "smtp":
+        assert sandbox.counters()["imap_logins"] == (1 if can_look else 0)
 
 
 def test_a_dead_workers_resend_after_a_from_change_is_marked(
@@ -265,17 +285,7 @@ def test_a_dead_workers_resend_after_a_from_change_is_marked(
     # From changes before recovery, so the lookup (in the new mailbox) cannot
     # vouch for the old one: the resend is shown as a possible double.
     grant_mail_read_basic(sandbox)
-    with django_capture_on_commit_callbacks(execute=False):
-        event_emit(
-            project=project,
-            kind=EventKind.SCAN_COMPLETED,
-            payload={"scan_id": None, "new": 1, "seen_again": 0, "resolved": 0},
-        )
-    (claimed,) = deliveries_claim(worker="dead-worker")
-    provider_for(claimed.integration).open().send(email_for(claimed))
-    Delivery.objects.filter(pk=claimed.pk).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
+    claimed = sent_by_a_dead_worker(project, django_capture_on_commit_callbacks)
     integration = link.integration
     other = sandbox.seed["user"]  # a mailbox of the tenant that sent nothing
     integration.config = {**integration.config, "sender": other}
