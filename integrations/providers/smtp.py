@@ -80,18 +80,23 @@ class SentItemsLookup:
     def already_sent(self, email, *, sender=None):
         if not email.message_id or not self.provider.email_box_enabled:
             return None
-        try:
-            if self._reader is None:
-                self._reader = self.provider.mailbox_reader()
-            return self._reader.holds_sent(email.message_id)
-        except IntegrationError as error:
-            logger.warning(
-                "Sent Items lookup in the Email box of %s failed: %s",
-                self.provider.sender,
-                error,
-            )
-            self.close_lookup()
-            return None
+        # A session kept since an earlier lookup may have been dropped by the
+        # server meanwhile: that one is tried again once on a new session.
+        tries = 2 if self._reader is not None else 1
+        for attempt in range(1, tries + 1):
+            try:
+                if self._reader is None:
+                    self._reader = self.provider.mailbox_reader()
+                return self._reader.holds_sent(email.message_id)
+            except IntegrationError as error:
+                self.close_lookup()
+                if attempt == tries:
+                    logger.warning(
+                        "Sent Items lookup in the Email box of %s failed: %s",
+                        self.provider.sender,
+                        error,
+                    )
+        return None
 
     def close_lookup(self) -> None:
         reader, self._reader = self._reader, None

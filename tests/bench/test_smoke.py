@@ -232,9 +232,20 @@ def test_throttling_benchmark_prints_share_of_budget_429s_lost_and_doubled():
         assert re.match(r"\d+ \(", figure(mode, "doubled"))
 
 
-def test_fault_drill_loses_nothing_through_faults_and_a_killed_worker():
-    output = run_bench("fault_drill.py", "--deliveries", "20")
+@pytest.mark.parametrize(
+    ("flags", "lookups"),
+    [
+        ((), "Graph no, SMTP no"),
+        (
+            ("--grant", "Mail.ReadBasic.All", "--email-box"),
+            "Graph yes, SMTP yes (Email box over IMAP)",
+        ),
+    ],
+)
+def test_fault_drill_loses_nothing_through_faults_and_a_killed_worker(flags, lookups):
+    output = run_bench("fault_drill.py", "--deliveries", "20", *flags)
     sections = bench_sections(output)
+    assert figure(output, "Sent Items lookups") == lookups
     drill = sections["drill"]
     assert "with SIGKILL" in figure(drill, "killed")
     assert figure(drill, "restarted")

@@ -317,6 +317,17 @@ def test_smtp_finds_a_message_it_sent_in_the_sent_items_of_its_email_box(
     assert sandbox.counters()["imap_logins"] == 1
 
 
+def test_a_lookup_session_the_server_dropped_is_opened_again_once(sandbox):
+    provider = smtp_provider(sandbox, "oauth_app")
+    sent = outgoing(sandbox, "dropped")
+    with provider.open() as connection:
+        connection.send(sent)
+        assert connection.already_sent(sent) is True
+        sandbox.add_fault(target="imap", imap_stage="select", drop=True, count=1)
+        assert connection.already_sent(sent) is True
+    assert sandbox.counters()["imap_logins"] == 2
+
+
 def test_without_an_email_box_smtp_cannot_tell(sandbox):
     provider = smtp_provider(sandbox, "oauth_app", email_box="")
     sent = outgoing(sandbox, "no-box")
