@@ -195,8 +195,8 @@ def product_504_record(projects) -> str:
         return (
             f"{value} deliveries marked on the delivery log as sent again after a "
             "lost answer (a 504 after accepting, a timeout, a reset, or a killed "
-            "worker's claim: every row it held, reached or not) without being found "
-            "in Sent Items first"
+            "worker's claim: every row of the batch it had begun, reached or not) "
+            "without being found in Sent Items first"
         )
     return (
         "not recorded: a delivery keeps its last outcome only, and a sent one "

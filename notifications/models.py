@@ -220,6 +220,29 @@ class Delivery(models.Model):
         return self.dedupe_key.startswith("digest:")
 
 
+class RunProgress(models.Model):
+    """The batch a delivery run has begun sending: its rows' `claimed_at`, written
+    before the batch's first message goes out.
+
+    A run claims its next batch while it sends one (`_Run.claim_ahead`). When its
+    worker dies, the rows it held that were claimed after this (the batch claimed
+    ahead, or claimed and not begun) were never attempted: taking them over marks
+    no answer lost, so they are neither looked up nor shown as possibly sent
+    twice, and their attempt is given back. A run deletes its row when it ends;
+    a dead one's goes with retention.
+    """
+
+    worker = models.CharField(max_length=64, primary_key=True)
+    batch_claimed_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "run progress"
+
+    def __str__(self):
+        return f"Run {self.worker} (batch claimed at {self.batch_claimed_at})"
+
+
 class ReportKind(models.TextChoices):
     BOUNCED = "bounced", _("Bounced")
     DELAYED = "delayed", _("Delayed")

@@ -10,7 +10,8 @@ the job loops until nothing is left):
   RETENTION_TASK_RESULTS_DAYS (django-tasks-db's table);
 - audit entries, and django-axes' sign-in attempts and logs, older than
   RETENTION_AUDIT_DAYS;
-- worker heartbeats not seen for a day.
+- worker heartbeats not seen for a day, and the batch marks (`RunProgress`) that
+  dead delivery runs left a day ago or more.
 
 0 turns a kind off. Findings and scans are never purged.
 """
@@ -118,6 +119,13 @@ def retention_purge(*, batch_size: int | None = None) -> dict[str, int]:
                 )
     purged["worker_heartbeats"] = purge_in_batches(
         WorkerHeartbeat.objects.filter(last_seen_at__lt=timezone.now() - STALE_AFTER),
+        batch_size=batch_size,
+    )
+    # A live run renews its mark with every batch and deletes it when it ends.
+    from notifications.models import RunProgress
+
+    purged["run_progress"] = purge_in_batches(
+        RunProgress.objects.filter(updated_at__lt=timezone.now() - STALE_AFTER),
         batch_size=batch_size,
     )
     if any(purged.values()):

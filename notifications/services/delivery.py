@@ -27,7 +27,10 @@ The trade-off: a worker killed between a send and the flush leaves those rows
 claimed, and they are sent again once the lease runs out, so up to that many
 messages (twice that with a write in flight, plus the ones in flight) go out twice,
 unless the Sent Items lookup finds them (Graph with Mail.ReadBasic.All, the SMTP
-tool through its Email box). A delivery's Message-ID is derived from
+tool through its Email box). Which of a dead worker's rows may have gone out: those
+of the batch it had begun (`RunProgress`, written before the batch's first send)
+and before; the rows it claimed after that were never attempted, and are taken over
+as such (`deliveries_claim`). A delivery's Message-ID is derived from
 its uuid, so a mail client shows the two copies as one message.
 
 Before each message the sender mailbox's budget is checked (`pacing`): over it, the
@@ -61,7 +64,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone, translation
 
 from integrations.exceptions import (
@@ -76,7 +79,7 @@ from integrations.services import provider_for
 from notifications.emails import BatchEmails, email_for
 from notifications.exceptions import DeliveryInternalError
 from notifications.lookups import pk_in
-from notifications.models import Delivery, DeliveryStatus, due_q
+from notifications.models import Delivery, DeliveryStatus, RunProgress, due_q
 from notifications.services.events import link_recipients
 from notifications.services.health_checks import (
     TOOL_NEEDS_ATTENTION,
@@ -193,22 +196,37 @@ def deliveries_claim(
             return []
         # The WHERE repeats the due condition: on SQLite (no row locks) this UPDATE is
         # the claim, and a row another worker took in between is simply not updated.
+        # A row still "sending" belonged to a worker that died: whether its message
+        # went out is unknown, so the send path looks before resending; unless the
+        # row was claimed after the batch that worker had begun (`RunProgress`),
+        # and so never attempted: that one gets its attempt back instead.
+        never_attempted = Q(
+            status=DeliveryStatus.SENDING,
+            claimed_at__gt=Subquery(
+                RunProgress.objects.filter(worker=OuterRef("claimed_by")).values(
+                    "batch_claimed_at"
+                )[:1]
+            ),
+        )
         Delivery.objects.filter(due_q(now), pk_in(picked)).update(
-            # A row still "sending" belonged to a worker that died: whether its
-            # message went out is unknown, so the send path looks before resending.
             error_code=Case(
+                When(never_attempted, then=F("error_code")),
                 When(status=DeliveryStatus.SENDING, then=Value(WORKER_LOST)),
                 default=F("error_code"),
             ),
             answer_lost=Case(
+                When(never_attempted, then=F("answer_lost")),
                 When(status=DeliveryStatus.SENDING, then=Value(True)),
                 default=F("answer_lost"),
+            ),
+            attempts=Case(
+                When(never_attempted, then=F("attempts")),
+                default=F("attempts") + 1,
             ),
             status=DeliveryStatus.SENDING,
             claimed_by=worker,
             claimed_at=now,
             lease_expires_at=now + timedelta(seconds=lease),
-            attempts=F("attempts") + 1,
             updated_at=now,
             **_senders_update(senders),
         )
@@ -753,6 +771,8 @@ class _Run:
         self.accepted: set[int] = set()
         #: The claimed batch's messages, each rendered when it is sent.
         self.emails: BatchEmails | None = None
+        #: Whether this run has a `RunProgress` row (`begin`), deleted at `close`.
+        self.progress = False
         #: Claimed deliveries not attempted because their tool waits, by the time
         #: they wait for: given back together (`release_postponed`).
         self.postponed: dict[datetime, list[Delivery]] = {}
@@ -1198,6 +1218,24 @@ class _Run:
             raise
         self.account(outcomes, written)
 
+    def begin(self, batch: list[Delivery]) -> None:
+        """Record that this run begins sending `batch` (`RunProgress`), before its
+        first message goes out: should the worker die, the rows it claimed after
+        this batch were never attempted. One statement, committed at once."""
+        claimed_at = max(delivery.claimed_at for delivery in batch)
+        RunProgress.objects.bulk_create(
+            [RunProgress(worker=self.worker, batch_claimed_at=claimed_at)],
+            update_conflicts=True,
+            unique_fields=["worker"],
+            update_fields=["batch_claimed_at", "updated_at"],
+        )
+        self.progress = True
+
+    def end_progress(self) -> None:
+        if self.progress:
+            RunProgress.objects.filter(worker=self.worker).delete()
+            self.progress = False
+
     def aside_thread(self, role: str) -> _Aside:
         if role not in self.asides:
             self.asides[role] = _Aside(f"{role}-{self.worker[:12]}")
@@ -1316,6 +1354,8 @@ class _Run:
                 (self.release_postponed, "give back the deliveries"),
                 (self.give_back_ahead, "give back the deliveries claimed ahead"),
                 (self.flush, "write the outcomes"),
+                # Without it, rows left claimed count as attempted (the safe side).
+                (self.end_progress, "forget the batch begun"),
             ):
                 try:
                     step()  # each does nothing when it has nothing to do
@@ -1523,6 +1563,7 @@ def deliveries_send(
                     # None of these ids was due: on to the task's next ones.
                     continue
                 break
+            run.begin(batch)
             if not run.tools:
                 run.heartbeat.start()
                 if on_claim is not None:

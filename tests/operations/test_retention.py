@@ -148,6 +148,17 @@ def test_stale_worker_heartbeats_are_purged(db, limits):
     ]
 
 
+def test_marks_of_dead_delivery_runs_are_purged_after_a_day(db, limits):
+    from notifications.models import RunProgress
+
+    now = timezone.now()
+    for name, age in (("dead-run", DAY + MARGIN), ("live-run", DAY - MARGIN)):
+        RunProgress.objects.create(worker=name, batch_claimed_at=now)
+        RunProgress.objects.filter(worker=name).update(updated_at=now - age)
+    assert retention_purge()["run_progress"] == 1
+    assert list(RunProgress.objects.values_list("worker", flat=True)) == ["live-run"]
+
+
 def test_zero_turns_a_retention_off(project, tool, limits):
     limits.RETENTION_DELIVERIES_DAYS = 0
     limits.RETENTION_TASK_RESULTS_DAYS = 0
@@ -158,7 +169,7 @@ def test_zero_turns_a_retention_off(project, tool, limits):
     entry = AuditEntry.objects.create(provider="smtp", action=AuditAction.TOKEN_CREATED)
     AuditEntry.objects.filter(pk=entry.pk).update(created_at=years)
     purged = retention_purge()
-    assert set(purged) == {"worker_heartbeats"}
+    assert set(purged) == {"worker_heartbeats", "run_progress"}
     assert Event.objects.count() == Delivery.objects.count() == 1
     assert DBTaskResult.objects.count() == 1
     assert AuditEntry.objects.filter(pk=entry.pk).exists()

@@ -493,6 +493,66 @@ def test_without_a_heartbeat_a_dead_runs_rows_are_taken_over_after_a_lease(
     assert taken.lease_expires_at > timezone.now() + timedelta(seconds=0.3)
 
 
+def test_a_dead_runs_rows_claimed_after_the_batch_it_began_were_never_attempted(
+    sandbox, project, link
+):
+    """The batch a run had begun may have gone out: taken over, each is looked up
+    (or resent and marked). The batch it had claimed ahead had not: taken over, it
+    is sent as a first attempt, neither looked up nor marked."""
+    emit(project, 4)
+    run = _Run()
+    begun = deliveries_claim(worker=run.worker, limit=2)
+    run.begin(begun)
+    ahead = deliveries_claim(worker=run.worker, limit=2)
+    assert min(d.claimed_at for d in ahead) > max(d.claimed_at for d in begun)
+    # The worker dies here, its leases run out, and another run takes over.
+    Delivery.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    summary = deliveries_send()
+
+    assert summary.sent == 4
+    rows = Delivery.objects.in_bulk([d.pk for d in begun + ahead])
+    for delivery in begun:
+        row = rows[delivery.pk]
+        assert (row.attempts, row.resent_unconfirmed) == (2, True)
+    for delivery in ahead:
+        row = rows[delivery.pk]
+        assert (row.attempts, row.resent_unconfirmed) == (1, False)
+        assert (row.error_code, row.answer_lost) == ("", False)
+    assert len(sandbox.messages()) == 4
+
+
+def test_a_run_records_the_batch_it_begins_before_sending_and_forgets_it_after(
+    sandbox, project, link
+):
+    from notifications.models import RunProgress
+
+    emit(project, 3)
+    seen = []
+
+    def on_claim():  # called once the first batch is claimed, before it is sent
+        seen.extend(RunProgress.objects.values_list("worker", "batch_claimed_at"))
+        seen.append(len(sandbox.messages()))
+
+    summary = deliveries_send(worker="run-1", on_claim=on_claim)
+
+    claimed_at = Delivery.objects.values_list("claimed_at", flat=True).first()
+    assert seen == [("run-1", claimed_at), 0]
+    assert summary.sent == 3
+    assert not RunProgress.objects.exists()
+
+
+def test_a_dead_run_without_a_batch_begun_has_every_row_taken_over_as_attempted(
+    project, link
+):
+    emit(project, 2)
+    deliveries_claim(worker="dead", limit=1)
+    deliveries_claim(worker="dead", limit=1)
+    Delivery.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    taken = deliveries_claim(worker="other")
+    assert [(d.attempts, d.answer_lost) for d in taken] == [(2, True)] * 2
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_outcome_write_that_fails_aside_is_written_again_before_the_run_ends(
     sandbox, project, link, settings, monkeypatch, queued, aside
