@@ -430,14 +430,19 @@ class ImapReader(MailboxReader):
                 raise
         return self.client
 
-    def _examine(self) -> tuple[int, int | None, int | None]:
-        """EXAMINE INBOX (read-only): (messages, UIDVALIDITY, UIDNEXT)."""
+    def _select(self, folder: str) -> tuple[str, list]:
+        """EXAMINE `folder` (read-only, quoted as needed): the server's answer."""
         client = self._open()
         self._tick()
         try:
-            typ, data = client.select("INBOX", readonly=True)
+            return client.select(folder, readonly=True)
         except Exception as exc:
             raise error_from_imap(exc, stage="examine")
+
+    def _examine(self) -> tuple[int, int | None, int | None]:
+        """EXAMINE INBOX (read-only): (messages, UIDVALIDITY, UIDNEXT)."""
+        client = self._open()
+        typ, data = self._select("INBOX")
         if typ != "OK":
             raise error_from_imap(
                 imaplib.IMAP4.error(data[-1] if data else b""), stage="examine"
@@ -526,12 +531,7 @@ class ImapReader(MailboxReader):
         # server without Exchange's "Sent Items" folder cannot tell.
         if not message_id or not _SEARCHABLE.fullmatch(message_id):
             return None
-        client = self._open()
-        self._tick()
-        try:
-            typ, _ = client.select(f'"{SENT_ITEMS}"', readonly=True)
-        except Exception as exc:
-            raise error_from_imap(exc, stage="examine")
+        typ, _ = self._select(f'"{SENT_ITEMS}"')
         if typ != "OK":
             return None
         return bool(self._search("HEADER", "Message-ID", f'"{message_id}"'))
