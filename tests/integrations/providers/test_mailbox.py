@@ -357,6 +357,9 @@ def test_a_message_id_imap_cannot_quote_is_not_looked_up(sandbox):
     with smtp_provider(sandbox, "oauth_app").mailbox_reader() as reader:
         assert reader.holds_sent('<a"b@notifications.test>') is None
         assert reader.holds_sent("no-brackets@notifications.test") is None
+        assert reader.holds_sent("<a@b>\r\nA1 LOGOUT\r\n<c@d>") is None
+        assert reader.holds_sent("<a b@notifications.test>") is None
+        assert reader.holds_sent("") is None
     assert sandbox.counters()["imap_logins"] == 0
 
 
